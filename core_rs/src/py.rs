@@ -1,0 +1,219 @@
+//! The Python face of the core, `durably_server._core`: thin wrappers that convert arguments, map
+//! errors to exceptions and keep payloads as the caller's own `bytes` objects. No rule lives here.
+
+use pyo3::create_exception;
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::ids;
+use crate::limits::{self, Limits};
+use crate::state::{self, ErrorKind, Payload, StateError};
+
+create_exception!(
+    durably_server._core,
+    CoreError,
+    PyException,
+    "Base of every error the core raises, so the daemon can catch them all in one place."
+);
+create_exception!(
+    durably_server._core,
+    LimitExceeded,
+    CoreError,
+    "A run limit would be breached: the run must fail with this message, not retry."
+);
+create_exception!(
+    durably_server._core,
+    StepLimitExceeded,
+    LimitExceeded,
+    "Recording the step would take the run over max_steps step outcomes."
+);
+create_exception!(
+    durably_server._core,
+    StepOutputTooLarge,
+    LimitExceeded,
+    "One step's payload is over max_step_bytes."
+);
+create_exception!(
+    durably_server._core,
+    StateTooLarge,
+    LimitExceeded,
+    "Recording the step would take the run's total state over max_state_bytes."
+);
+create_exception!(
+    durably_server._core,
+    DuplicateStep,
+    CoreError,
+    "The step id is already recorded: a step's outcome is recorded once and never changes."
+);
+create_exception!(
+    durably_server._core,
+    InvalidStepId,
+    CoreError,
+    "The id is not the hash of the step's name and index (or the name is empty, or the index negative)."
+);
+
+impl From<StateError> for PyErr {
+    fn from(err: StateError) -> Self {
+        match err.kind {
+            ErrorKind::InvalidStepId => InvalidStepId::new_err(err.message),
+            ErrorKind::DuplicateStep => DuplicateStep::new_err(err.message),
+            ErrorKind::StepLimitExceeded => StepLimitExceeded::new_err(err.message),
+            ErrorKind::StepOutputTooLarge => StepOutputTooLarge::new_err(err.message),
+            ErrorKind::StateTooLarge => StateTooLarge::new_err(err.message),
+        }
+    }
+}
+
+/// Python ints may be negative; a step index may not.
+fn step_index(name: &str, index: i64) -> PyResult<u64> {
+    u64::try_from(index).map_err(|_| {
+        InvalidStepId::new_err(format!(
+            "invalid step index {index} for step {name:?}: an index is never negative"
+        ))
+    })
+}
+
+/// Lowercase hex SHA-1 of the UTF-8 bytes of `pre_hash_id`.
+#[pyfunction]
+fn hash_step_id(pre_hash_id: &str) -> String {
+    ids::hash_step_id(pre_hash_id)
+}
+
+/// `name` when `index` is 0, else `name:index`.
+#[pyfunction]
+fn pre_hash_id(name: &str, index: i64) -> PyResult<String> {
+    Ok(ids::pre_hash_id(name, step_index(name, index)?))
+}
+
+/// Per-execution counter of repeated step names.
+#[pyclass(module = "durably_server._core", name = "StepIdCounter")]
+struct PyStepIdCounter(ids::StepIdCounter);
+
+#[pymethods]
+impl PyStepIdCounter {
+    #[new]
+    fn new() -> Self {
+        Self(ids::StepIdCounter::new())
+    }
+
+    /// The hashed id and index of the next use of `name`.
+    fn next(&mut self, name: &str) -> (String, u64) {
+        self.0.next(name)
+    }
+}
+
+/// A payload kept as the caller's immutable `bytes` object, so reads hand back that same object.
+struct PyPayload {
+    bytes: Py<PyBytes>,
+    size: u64,
+}
+
+impl Payload for PyPayload {
+    fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+/// The memoized state of one run: step outcomes in record order, with their sizes.
+#[pyclass(module = "durably_server._core", name = "RunState")]
+struct PyRunState(state::RunState<PyPayload>);
+
+#[pymethods]
+impl PyRunState {
+    // The text signature spells out the default limits (pyo3 would show `...` for constants), so
+    // help() and stubtest see the real values; tests/test_core.py checks they equal MAX_*.
+    #[new]
+    #[pyo3(
+        signature = (
+            base_bytes = 0,
+            max_steps = limits::MAX_STEPS,
+            max_step_bytes = limits::MAX_STEP_BYTES,
+            max_state_bytes = limits::MAX_STATE_BYTES,
+        ),
+        text_signature = "(base_bytes=0, max_steps=1000, max_step_bytes=4194304, max_state_bytes=33554432)"
+    )]
+    fn new(base_bytes: u64, max_steps: usize, max_step_bytes: u64, max_state_bytes: u64) -> Self {
+        let limits = Limits {
+            max_steps,
+            max_step_bytes,
+            max_state_bytes,
+        };
+        Self(state::RunState::new(base_bytes, limits))
+    }
+
+    fn record(
+        &mut self,
+        id: &str,
+        name: &str,
+        index: i64,
+        payload: Bound<'_, PyBytes>,
+        is_error: bool,
+    ) -> PyResult<u64> {
+        let index = step_index(name, index)?;
+        let size = payload.as_bytes().len() as u64;
+        let payload = PyPayload {
+            bytes: payload.unbind(),
+            size,
+        };
+        Ok(self.0.record(id, name, index, payload, is_error)?)
+    }
+
+    fn check(&self, id: &str, name: &str, index: i64, payload_len: u64) -> PyResult<()> {
+        Ok(self
+            .0
+            .check(id, name, step_index(name, index)?, payload_len)?)
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.0.contains(id)
+    }
+
+    fn get<'py>(&self, py: Python<'py>, id: &str) -> Option<(Bound<'py, PyBytes>, bool)> {
+        let memo = self.0.get(id)?;
+        Some((memo.payload.bytes.bind(py).clone(), memo.is_error))
+    }
+
+    fn memos<'py>(&self, py: Python<'py>) -> Vec<(&str, Bound<'py, PyBytes>, bool)> {
+        self.0
+            .memos()
+            .iter()
+            .map(|m| (m.id.as_str(), m.payload.bytes.bind(py).clone(), m.is_error))
+            .collect()
+    }
+
+    #[getter]
+    fn step_count(&self) -> usize {
+        self.0.step_count()
+    }
+
+    #[getter]
+    fn size_bytes(&self) -> u64 {
+        self.0.size_bytes()
+    }
+
+    fn __len__(&self) -> usize {
+        self.0.step_count()
+    }
+}
+
+/// The durably state core (Rust): step-id hashing, run-state merge and limits.
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add_function(wrap_pyfunction!(hash_step_id, m)?)?;
+    m.add_function(wrap_pyfunction!(pre_hash_id, m)?)?;
+    m.add_class::<PyStepIdCounter>()?;
+    m.add_class::<PyRunState>()?;
+    m.add("MAX_STEPS", limits::MAX_STEPS)?;
+    m.add("MAX_STEP_BYTES", limits::MAX_STEP_BYTES)?;
+    m.add("MAX_STATE_BYTES", limits::MAX_STATE_BYTES)?;
+    m.add("CoreError", py.get_type::<CoreError>())?;
+    m.add("LimitExceeded", py.get_type::<LimitExceeded>())?;
+    m.add("StepLimitExceeded", py.get_type::<StepLimitExceeded>())?;
+    m.add("StepOutputTooLarge", py.get_type::<StepOutputTooLarge>())?;
+    m.add("StateTooLarge", py.get_type::<StateTooLarge>())?;
+    m.add("DuplicateStep", py.get_type::<DuplicateStep>())?;
+    m.add("InvalidStepId", py.get_type::<InvalidStepId>())?;
+    Ok(())
+}

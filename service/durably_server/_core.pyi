@@ -1,0 +1,140 @@
+"""The durably state core, written in Rust (``core_rs/``).
+
+Everything the executor must get byte-for-byte right lives here: step-id hashing (it must match the
+SDK and Inngest's SDKs exactly, or a replay would miss its memos), and the run state with its limits
+(a step's outcome is recorded once, never changes, and never takes a run past a limit). Payloads are
+opaque bytes: the core never parses them.
+"""
+
+from typing import Self, final
+
+__all__ = [
+    "MAX_STATE_BYTES",
+    "MAX_STEPS",
+    "MAX_STEP_BYTES",
+    "CoreError",
+    "DuplicateStep",
+    "InvalidStepId",
+    "LimitExceeded",
+    "RunState",
+    "StateTooLarge",
+    "StepIdCounter",
+    "StepLimitExceeded",
+    "StepOutputTooLarge",
+    "hash_step_id",
+    "pre_hash_id",
+]
+
+MAX_STEPS: int
+"""Step outcomes one run may record (1000, the article's limit)."""
+MAX_STEP_BYTES: int
+"""Bytes of one step's payload (4 MiB): exactly this many pass, one more fails."""
+MAX_STATE_BYTES: int
+"""Bytes of a run's whole state, triggering event(s) included (32 MiB)."""
+
+class CoreError(Exception):
+    """Base of every error the core raises, so the daemon can catch them all in one place."""
+
+class LimitExceeded(CoreError):
+    """A run limit would be breached; the run must fail with this message, not retry.
+
+    The message names the limit, the step (name and hashed id) and the size.
+    """
+
+class StepLimitExceeded(LimitExceeded):
+    """Recording the step would take the run over ``max_steps`` step outcomes."""
+
+class StepOutputTooLarge(LimitExceeded):
+    """One step's payload is over ``max_step_bytes``."""
+
+class StateTooLarge(LimitExceeded):
+    """Recording the step would take the run's total state over ``max_state_bytes``."""
+
+class DuplicateStep(CoreError):
+    """The id is already recorded: a step's outcome is recorded once and never changes."""
+
+class InvalidStepId(CoreError):
+    """The id is not ``hash_step_id(pre_hash_id(name, index))``, the name is empty or the index negative.
+
+    Checking this in the core means a worker cannot file an outcome under another step's id.
+    """
+
+def hash_step_id(pre_hash_id: str) -> str:
+    """Lowercase hex SHA-1 of the UTF-8 bytes of ``pre_hash_id``, exactly as Inngest's SDKs hash step ids.
+
+    A step's outcome is memoized under this id; ``tests/vectors/step_ids.json`` pins it for the SDK too.
+    """
+
+def pre_hash_id(name: str, index: int) -> str:
+    """``name`` when ``index`` is 0, else ``name:index``: the n-th repeat of a name gets its own memo.
+
+    Raises InvalidStepId when ``index`` is negative.
+    """
+
+@final
+class StepIdCounter:
+    """Counts the uses of each step name during one execution of a handler.
+
+    The count is what turns the n-th ``step.run("send", ...)`` in a loop into ``send:n``; it is purely
+    positional, as in Inngest's Python SDK, so use a fresh counter for each execution.
+    """
+
+    def __init__(self) -> None: ...
+    def next(self, name: str) -> tuple[str, int]:
+        """The hashed id and index of the next use of ``name``: ``(sha1("a"), 0)``, ``(sha1("a:1"), 1)``..."""
+
+@final
+class RunState:
+    """The memoized state of one run: step outcomes in record order, with their sizes.
+
+    It enforces what the store must never violate: valid ids, one outcome per id, and the limits.
+    A refused outcome changes nothing, so the state stays consistent after any error.
+    """
+
+    def __new__(
+        cls,
+        base_bytes: int = 0,
+        max_steps: int = 1000,
+        max_step_bytes: int = 4194304,
+        max_state_bytes: int = 33554432,
+    ) -> Self:
+        """``base_bytes`` is the size of the triggering event(s): like Inngest, they count in the state.
+
+        The limits default to MAX_STEPS, MAX_STEP_BYTES and MAX_STATE_BYTES; tests may lower them.
+        Sizes are non-negative (a negative int raises OverflowError).
+        """
+
+    def record(self, id: str, name: str, index: int, payload: bytes, is_error: bool) -> int:
+        """Records a step's outcome (its result, or its error when ``is_error``) and returns the new size_bytes.
+
+        Checks, in this order: the id (InvalidStepId), duplicates (DuplicateStep), the step count
+        (StepLimitExceeded), the payload size (StepOutputTooLarge), the total size (StateTooLarge).
+        On any error nothing changes. The ``bytes`` object itself is kept, not copied.
+        """
+
+    def check(self, id: str, name: str, index: int, payload_len: int) -> None:
+        """Raises what ``record`` would raise for this step, without recording it.
+
+        Lets the daemon validate each outcome of a batch before committing any. It checks against the
+        current state only: outcomes of the same batch do not see each other.
+        """
+
+    def contains(self, id: str) -> bool:
+        """Whether an outcome is recorded under ``id`` (a memo hit on replay)."""
+
+    def get(self, id: str) -> tuple[bytes, bool] | None:
+        """``(payload, is_error)`` recorded under ``id``, or None; the payload is the recorded object."""
+
+    def memos(self) -> list[tuple[str, bytes, bool]]:
+        """Every ``(id, payload, is_error)`` in record order, in one call, to ship or persist the state."""
+
+    @property
+    def step_count(self) -> int:
+        """Outcomes recorded so far; the step limit counts these."""
+
+    @property
+    def size_bytes(self) -> int:
+        """``base_bytes`` plus the length of every recorded payload; the state limit counts this."""
+
+    def __len__(self) -> int:
+        """The same as ``step_count``."""
