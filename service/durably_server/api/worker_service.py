@@ -1,0 +1,83 @@
+"""WorkerService: one bidirectional stream per worker.
+
+The stream's first message registers the worker; from then on one task reads results
+and heartbeats while this handler writes executions from the worker's outbox. When
+the stream ends for any reason (worker exit, kill -9, network), the worker's
+unanswered executions go back on the queue for another worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+from durably.protocol.v1 import worker_pb2, worker_pb2_grpc
+
+from durably_server import convert
+from durably_server.convert import RequestError
+from durably_server.engine.executor import Executor
+from durably_server.engine.scheduler import WorkerConn
+
+log = logging.getLogger("durably.workers")
+
+HEARTBEAT_INTERVAL_MS = 5000
+
+
+class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
+    def __init__(self, executor: Executor) -> None:
+        self._executor = executor
+        # Reports are merged concurrently so that their commits group; each run merges in order.
+        self._merging: set[asyncio.Task[None]] = set()
+
+    async def Connect(
+        self, request_iterator: AsyncIterator[worker_pb2.WorkerMessage], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[worker_pb2.ExecutorMessage]:
+        first = await anext(aiter(request_iterator), None)
+        if first is None or not first.HasField("register"):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message on the stream must be Register")
+        assert first is not None
+        try:
+            specs, capacity = convert.register_in(first.register)
+        except RequestError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        register = first.register
+        worker = await self._executor.connect_worker(register.app_id, register.worker_name, specs, capacity)
+        yield worker_pb2.ExecutorMessage(
+            registered=worker_pb2.Registered(worker_id=worker.id, heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS)
+        )
+        reader = asyncio.create_task(self._read(worker, request_iterator), name=f"worker-{worker.id}-reader")
+        reader.add_done_callback(lambda _: worker.outbox.put_nowait(None))
+        try:
+            while True:
+                lease = await worker.outbox.get()
+                if lease is None:
+                    break
+                spec = self._executor.registry.get(lease.item.function_key)
+                yield convert.execute_out(lease, spec.max_attempts if spec else 1)
+        finally:
+            reader.cancel()
+            self._executor.disconnect_worker(worker)
+
+    async def _read(self, worker: WorkerConn, messages: AsyncIterator[worker_pb2.WorkerMessage]) -> None:
+        try:
+            async for message in messages:
+                kind = message.WhichOneof("message")
+                if kind == "result":
+                    task = asyncio.create_task(self._executor.report(worker, convert.report_in(message.result)))
+                    self._merging.add(task)
+                    task.add_done_callback(self._merged)
+                elif kind == "heartbeat":
+                    self._executor.heartbeat(worker)
+                else:
+                    log.warning("worker %s sent an unexpected %s message; ignored", worker.id, kind)
+        except (grpc.aio.AioRpcError, asyncio.CancelledError):
+            return
+        except Exception:
+            log.exception("worker %s: stream reader failed", worker.id)
+
+    def _merged(self, task: asyncio.Task[None]) -> None:
+        self._merging.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("merging a report failed", exc_info=task.exception())

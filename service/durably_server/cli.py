@@ -1,0 +1,107 @@
+"""The `durably` command: run the daemon, and look at it from a terminal."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+
+DEV_DB = Path(".durably/dev.db")
+DEV_LISTEN = "127.0.0.1:7070"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="durably", description="durable step functions: the executor daemon")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    dev = sub.add_parser("dev", help="start the daemon for local development (SQLite file, loopback, no auth)")
+    dev.add_argument("--db", type=Path, default=DEV_DB, help=f"SQLite file (default {DEV_DB})")
+    dev.add_argument("--listen", default=DEV_LISTEN, help=f"HOST:PORT to serve on (default {DEV_LISTEN})")
+
+    serve = sub.add_parser("serve", help="start the daemon with explicit settings")
+    serve.add_argument("--db", type=Path, required=True, help="SQLite file")
+    serve.add_argument("--listen", required=True, help="HOST:PORT to serve on")
+
+    address = argparse.ArgumentParser(add_help=False)
+    address.add_argument(
+        "--address",
+        default=os.environ.get("DURABLY_ADDRESS", DEV_LISTEN),
+        help="daemon address (default $DURABLY_ADDRESS or 127.0.0.1:7070)",
+    )
+    send = sub.add_parser("send", parents=[address], help="send an event")
+    send.add_argument("name", help="event name, e.g. order/placed")
+    send.add_argument("--data", default="{}", help="event data as a JSON object")
+    send.add_argument("--id", default=None, help="deduplication id")
+
+    runs = sub.add_parser("runs", parents=[address], help="list runs, newest first")
+    runs.add_argument("--function", default=None, help="only runs of this function id")
+    runs.add_argument("--status", default=None, help="only runs with this status")
+    runs.add_argument("--limit", type=int, default=20)
+
+    run = sub.add_parser("run", parents=[address], help="show one run and its step timeline")
+    run.add_argument("run_id")
+    return parser
+
+
+def _time(value: datetime | None) -> str:
+    return value.isoformat(timespec="milliseconds") if value else "-"
+
+
+def _send(args: argparse.Namespace) -> int:
+    import durably
+
+    try:
+        data = json.loads(args.data)
+    except ValueError as exc:
+        print(f"durably: --data is not JSON: {exc}", file=sys.stderr)
+        return 2
+    with durably.SyncClient(app_id="cli", address=args.address) as client:
+        ids = client.send(durably.Event(name=args.name, data=data, id=args.id))
+        print(ids[0])
+        for run in client.list_runs(event_id=ids[0]):
+            print(f"  run {run.id} {run.function_id} {run.status}")
+    return 0
+
+
+def _runs(args: argparse.Namespace) -> int:
+    import durably
+
+    with durably.SyncClient(app_id="cli", address=args.address) as client:
+        for run in client.list_runs(function_id=args.function, status=args.status, limit=args.limit):
+            print(f"{run.id}  {run.status:<10} {run.function_id:<30} {_time(run.created_at)}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    import durably
+
+    with durably.SyncClient(app_id="cli", address=args.address) as client:
+        try:
+            run = client.get_run(args.run_id)
+        except durably.RunNotFoundError:
+            print(f"durably: no run {args.run_id}", file=sys.stderr)
+            return 1
+        print(f"run       {run.id}\nfunction  {run.app_id}/{run.function_id}\nevent     {run.event_id}")
+        print(f"status    {run.status}\ncreated   {_time(run.created_at)}\nended     {_time(run.ended_at)}")
+        for step in run.steps:
+            took = (step.ended_at - step.started_at).total_seconds() * 1000 if step.ended_at and step.started_at else 0
+            shown = json.dumps(step.output) if step.error is None else f"{step.error.name}: {step.error.message}"
+            print(f"  {step.name}[{step.index}]  {step.status:<9} x{step.attempts} {took:7.1f} ms  {shown[:80]}")
+        if run.error is not None:
+            print(f"error     {run.error.name}: {run.error.message}")
+        elif run.status == "completed":
+            print(f"output    {json.dumps(run.output)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    if args.command in ("dev", "serve"):
+        from durably_server.server import Settings, run
+
+        raise SystemExit(run(Settings(args.db, args.listen)))
+    handlers = {"send": _send, "runs": _runs, "run": _run}
+    raise SystemExit(handlers[args.command](args))

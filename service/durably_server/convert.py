@@ -1,0 +1,251 @@
+"""The one place protobuf meets the daemon's own types, and where requests are validated.
+
+Anything a client or worker sends passes through here; what is malformed raises
+`RequestError` with a message a person can act on, which the services turn into
+INVALID_ARGUMENT. Nothing past this module sees a protobuf message.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from durably.protocol.v1 import api_pb2, common_pb2, worker_pb2
+
+from durably_server.engine.scheduler import Lease
+from durably_server.ids import new_id, now_ms
+from durably_server.model import (
+    Event,
+    ExecutionReport,
+    Failure,
+    FunctionSpec,
+    OpKind,
+    RunRecord,
+    RunStatus,
+    StepOp,
+    StepRecord,
+    StepStatus,
+)
+
+MAX_EVENTS_PER_REQUEST = 5000
+MAX_EVENT_BYTES = 3 * 1024 * 1024
+MAX_NAME_LENGTH = 255
+MAX_RETRIES = 20
+DEFAULT_CAPACITY = 64
+MAX_CAPACITY = 10_000
+_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:/\-]{1,128}")
+
+
+class RequestError(ValueError):
+    """A malformed request; the message says what to fix."""
+
+
+# ---- events -------------------------------------------------------------------------------
+
+
+def _check_json_object(raw: bytes, what: str) -> bytes:
+    if not raw:
+        return b"{}"
+    if len(raw) > MAX_EVENT_BYTES:
+        raise RequestError(f"{what}: data is {len(raw)} bytes, more than the {MAX_EVENT_BYTES}-byte limit")
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RequestError(f"{what}: data_json is not valid UTF-8 JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise RequestError(f"{what}: data_json must be a JSON object, got {type(value).__name__}")
+    return raw
+
+
+def events_in(request: api_pb2.SendEventsRequest) -> list[Event]:
+    if not request.events:
+        raise RequestError("send at least one event")
+    if len(request.events) > MAX_EVENTS_PER_REQUEST:
+        raise RequestError(f"{len(request.events)} events in one request; the limit is {MAX_EVENTS_PER_REQUEST}")
+    now = now_ms()
+    events = []
+    for n, pb in enumerate(request.events):
+        what = f"events[{n}]"
+        name = pb.name.strip()
+        if not name:
+            raise RequestError(f"{what}: the event name is empty")
+        if len(name) > MAX_NAME_LENGTH:
+            raise RequestError(f"{what}: the event name is longer than {MAX_NAME_LENGTH} characters")
+        if len(pb.id) > MAX_NAME_LENGTH:
+            raise RequestError(f"{what}: the event id is longer than {MAX_NAME_LENGTH} characters")
+        if pb.ts_ms < 0:
+            raise RequestError(f"{what}: ts_ms is negative")
+        data = _check_json_object(pb.data_json, f"{what} ({name})")
+        events.append(Event(pb.id or new_id(now), name, data, pb.ts_ms or now))
+    return events
+
+
+def event_out(event: Event) -> common_pb2.Event:
+    return common_pb2.Event(id=event.id, name=event.name, data_json=event.data_json, ts_ms=event.ts_ms)
+
+
+# ---- workers ------------------------------------------------------------------------------
+
+
+def register_in(message: worker_pb2.Register) -> tuple[list[FunctionSpec], int]:
+    app_id = message.app_id
+    if not _ID_PATTERN.fullmatch(app_id):
+        raise RequestError(f"app_id {app_id!r} must be 1-128 characters of letters, digits and _.:/-")
+    if not message.functions:
+        raise RequestError("register at least one function")
+    specs: dict[str, FunctionSpec] = {}
+    for fn in message.functions:
+        if not _ID_PATTERN.fullmatch(fn.id):
+            raise RequestError(f"function id {fn.id!r} must be 1-128 characters of letters, digits and _.:/-")
+        if fn.id in specs:
+            raise RequestError(f"function id {fn.id!r} is registered twice in app {app_id!r}")
+        if not 0 <= fn.retries <= MAX_RETRIES:
+            raise RequestError(f"function {fn.id!r}: retries must be 0..{MAX_RETRIES}, got {fn.retries}")
+        triggers = []
+        for trigger in fn.triggers:
+            name = trigger.event.strip()
+            if not name or len(name) > MAX_NAME_LENGTH:
+                raise RequestError(f"function {fn.id!r}: a trigger needs an event name of 1-{MAX_NAME_LENGTH} chars")
+            triggers.append(name)
+        specs[fn.id] = FunctionSpec(app_id, fn.id, tuple(triggers), fn.retries, fn.optimize_parallelism)
+    capacity = message.capacity or DEFAULT_CAPACITY
+    if not 0 < capacity <= MAX_CAPACITY:
+        raise RequestError(f"capacity must be 1..{MAX_CAPACITY}, got {message.capacity}")
+    return list(specs.values()), capacity
+
+
+def _failure_in(pb: common_pb2.Failure) -> Failure:
+    return Failure(pb.name or "Error", pb.message, pb.stack, pb.code, pb.non_retriable)
+
+
+def failure_out(failure: Failure) -> common_pb2.Failure:
+    return common_pb2.Failure(
+        name=failure.name,
+        message=failure.message,
+        stack=failure.stack,
+        non_retriable=failure.non_retriable,
+        code=failure.code,
+    )
+
+
+_OPS = {worker_pb2.OPCODE_STEP_RUN: OpKind.STEP_RUN, worker_pb2.OPCODE_STEP_ERROR: OpKind.STEP_ERROR}
+
+
+def report_in(result: worker_pb2.ExecutionResult) -> ExecutionReport:
+    """Turn a worker's result into a report; a malformed one becomes a retriable failure."""
+    ops = []
+    for op in result.ops:
+        kind = _OPS.get(op.op)
+        if kind is None:
+            return ExecutionReport(
+                result.execution_id,
+                (),
+                error=Failure("ProtocolError", f"unknown opcode {op.op} for step {op.name!r}", code="protocol_error"),
+            )
+        if kind is OpKind.STEP_ERROR and not op.HasField("error"):
+            return ExecutionReport(
+                result.execution_id,
+                (),
+                error=Failure("ProtocolError", f"step {op.name!r}: STEP_ERROR without an error", code="protocol_error"),
+            )
+        error = _failure_in(op.error) if kind is OpKind.STEP_ERROR else None
+        ops.append(StepOp(kind, op.id, op.name, op.index, op.data_json, error, op.started_at_ms, op.ended_at_ms))
+    outcome = result.WhichOneof("outcome")
+    return ExecutionReport(
+        result.execution_id,
+        tuple(ops),
+        output_json=result.output_json if outcome == "output_json" else None,
+        error=_failure_in(result.error) if outcome == "error" else None,
+        yielded=outcome == "yielded",
+    )
+
+
+def execute_out(lease: Lease, max_attempts: int) -> worker_pb2.ExecutorMessage:
+    run = lease.run
+    memos = [
+        worker_pb2.Memo(id=sid, error=failure_out(Failure.from_json(payload)))
+        if is_error
+        else worker_pb2.Memo(id=sid, data_json=payload)
+        for sid, payload, is_error in run.state.memos()
+    ]
+    return worker_pb2.ExecutorMessage(
+        execute=worker_pb2.Execute(
+            execution_id=lease.execution_id,
+            run_id=run.id,
+            function_id=run.function_id,
+            event=event_out(run.event),
+            memos=memos,
+            attempt=lease.item.attempt,
+            max_attempts=max_attempts,
+        )
+    )
+
+
+# ---- runs ---------------------------------------------------------------------------------
+
+_STATUS_OUT = {
+    RunStatus.QUEUED: api_pb2.RUN_STATUS_QUEUED,
+    RunStatus.RUNNING: api_pb2.RUN_STATUS_RUNNING,
+    RunStatus.SLEEPING: api_pb2.RUN_STATUS_SLEEPING,
+    RunStatus.WAITING: api_pb2.RUN_STATUS_WAITING,
+    RunStatus.COMPLETED: api_pb2.RUN_STATUS_COMPLETED,
+    RunStatus.FAILED: api_pb2.RUN_STATUS_FAILED,
+    RunStatus.CANCELLED: api_pb2.RUN_STATUS_CANCELLED,
+}
+_STATUS_IN: dict[int, RunStatus] = {int(pb): status for status, pb in _STATUS_OUT.items()}
+
+
+def status_in(value: int) -> RunStatus | None:
+    if value == api_pb2.RUN_STATUS_UNSPECIFIED:
+        return None
+    status = _STATUS_IN.get(value)
+    if status is None:
+        raise RequestError(f"unknown run status {value}")
+    return status
+
+
+def _step_out(step: StepRecord) -> api_pb2.Step:
+    pb = api_pb2.Step(
+        id=step.id,
+        name=step.name,
+        index=step.index,
+        status=api_pb2.STEP_STATUS_COMPLETED if step.status is StepStatus.COMPLETED else api_pb2.STEP_STATUS_FAILED,
+        attempts=step.attempts,
+        started_at_ms=step.started_ms,
+        ended_at_ms=step.ended_ms,
+    )
+    if step.output_json is not None:
+        pb.output_json = step.output_json
+    if step.error is not None:
+        pb.error.CopyFrom(failure_out(step.error))
+    return pb
+
+
+def run_out(run: RunRecord) -> api_pb2.Run:
+    pb = api_pb2.Run(
+        id=run.id,
+        app_id=run.app_id,
+        function_id=run.function_id,
+        event_id=run.event_id,
+        status=_STATUS_OUT[run.status],
+        created_at_ms=run.created_ms,
+        started_at_ms=run.started_ms,
+        ended_at_ms=run.ended_ms,
+        steps=[_step_out(step) for step in run.steps],
+    )
+    if run.output_json is not None:
+        pb.output_json = run.output_json
+    if run.error is not None:
+        pb.error.CopyFrom(failure_out(run.error))
+    return pb
+
+
+def function_out(spec: FunctionSpec, connected: int) -> api_pb2.FunctionInfo:
+    return api_pb2.FunctionInfo(
+        app_id=spec.app_id,
+        id=spec.id,
+        event_triggers=list(spec.event_triggers),
+        retries=spec.retries,
+        optimize_parallelism=spec.optimize_parallelism,
+        connected_workers=connected,
+    )

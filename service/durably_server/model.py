@@ -1,0 +1,177 @@
+"""The daemon's own types: what the store keeps and the engine passes around.
+
+Protobuf stays at the edge (`convert.py`); everything inside the daemon speaks these.
+Payloads (`*_json`) are the UTF-8 JSON bytes exactly as a client or worker sent them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SLEEPING = "sleeping"
+    WAITING = "waiting"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def ended(self) -> bool:
+        return self in _ENDED
+
+
+_ENDED = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
+
+
+class StepStatus(StrEnum):
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """An error as raised in user code or decided by the executor."""
+
+    name: str
+    message: str
+    stack: str = ""
+    code: str = ""
+    non_retriable: bool = False
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "name": self.name,
+                "message": self.message,
+                "stack": self.stack,
+                "code": self.code,
+                "non_retriable": self.non_retriable,
+            },
+            separators=(",", ":"),
+        ).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Failure:
+        d = json.loads(raw)
+        return cls(d["name"], d["message"], d.get("stack", ""), d.get("code", ""), d.get("non_retriable", False))
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: str
+    name: str
+    data_json: bytes
+    ts_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionSpec:
+    """A function as a worker registered it; (app_id, id) is its key."""
+
+    app_id: str
+    id: str
+    event_triggers: tuple[str, ...]
+    retries: int = 3
+    optimize_parallelism: bool = False
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.app_id, self.id)
+
+    @property
+    def max_attempts(self) -> int:
+        return self.retries + 1
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "event_triggers": list(self.event_triggers),
+                "retries": self.retries,
+                "optimize_parallelism": self.optimize_parallelism,
+            }
+        )
+
+    @classmethod
+    def from_row(cls, app_id: str, function_id: str, config: str) -> FunctionSpec:
+        d = json.loads(config)
+        return cls(app_id, function_id, tuple(d["event_triggers"]), d["retries"], d["optimize_parallelism"])
+
+
+@dataclass(slots=True)
+class QueueItem:
+    """One execution the run needs: the durable unit the scheduler dispatches."""
+
+    id: int
+    run_id: str
+    app_id: str
+    function_id: str
+    attempt: int = 0
+    available_ms: int = 0
+
+    @property
+    def function_key(self) -> tuple[str, str]:
+        return (self.app_id, self.function_id)
+
+
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    run_id: str
+    id: str
+    name: str
+    index: int
+    status: StepStatus
+    output_json: bytes | None
+    error: Failure | None
+    attempts: int
+    started_ms: int
+    ended_ms: int
+
+
+@dataclass(slots=True)
+class RunRecord:
+    id: str
+    app_id: str
+    function_id: str
+    event_id: str
+    status: RunStatus
+    created_ms: int
+    started_ms: int = 0
+    ended_ms: int = 0
+    output_json: bytes | None = None
+    error: Failure | None = None
+    steps: list[StepRecord] = field(default_factory=list)
+
+
+class OpKind(StrEnum):
+    STEP_RUN = "step_run"
+    STEP_ERROR = "step_error"
+
+
+@dataclass(frozen=True, slots=True)
+class StepOp:
+    """One step outcome a worker reported."""
+
+    kind: OpKind
+    id: str
+    name: str
+    index: int
+    data_json: bytes = b""
+    error: Failure | None = None
+    started_ms: int = 0
+    ended_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionReport:
+    """A worker's answer to one execution: what happened, then how the handler ended."""
+
+    execution_id: str
+    ops: tuple[StepOp, ...]
+    output_json: bytes | None = None
+    error: Failure | None = None
+    yielded: bool = False

@@ -1,0 +1,86 @@
+"""The daemon process: open the store, serve gRPC, stop cleanly on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from durably.protocol.v1 import api_pb2_grpc, worker_pb2_grpc
+
+from durably_server.api.api_service import ApiService
+from durably_server.api.worker_service import WorkerService
+from durably_server.engine.executor import Executor
+from durably_server.store import Store, StoreLockedError
+
+log = logging.getLogger("durably")
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+GRACE_SECONDS = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    db_path: Path
+    listen: str
+
+
+class PortError(RuntimeError):
+    """The listen address could not be bound."""
+
+
+async def serve(settings: Settings) -> None:
+    """Run the daemon until SIGTERM or SIGINT."""
+    loop = asyncio.get_running_loop()
+    store = Store(settings.db_path, loop)
+    executor = Executor(store)
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            # Never share a port with another process: a second daemon must fail loudly.
+            ("grpc.so_reuseport", 0),
+            ("grpc.keepalive_time_ms", 20_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+        ]
+    )
+    api_pb2_grpc.add_ApiServiceServicer_to_server(ApiService(executor), server)
+    worker_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerService(executor), server)
+    try:
+        port = server.add_insecure_port(settings.listen)
+    except RuntimeError as exc:
+        store.close()
+        raise PortError(f"cannot listen on {settings.listen}: {exc}") from None
+    if port == 0:
+        store.close()
+        raise PortError(f"cannot listen on {settings.listen}")
+    host = settings.listen.rsplit(":", 1)[0]
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    executor.start()
+    print(f"durably: listening on {host}:{port} (db: {settings.db_path})", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        await server.stop(GRACE_SECONDS)
+        await executor.stop()
+        store.close()
+
+
+def run(settings: Settings) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(serve(settings))
+    except (StoreLockedError, PortError) as exc:
+        print(f"durably: {exc}", file=sys.stderr)
+        return 1
+    return 0

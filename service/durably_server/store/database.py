@@ -1,0 +1,90 @@
+"""Opening the SQLite file: the lock, the durability settings, the writer and the readers."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import IO, TypeVar
+
+from durably_server.store.schema import migrate
+from durably_server.store.writer import WriteOp, Writer
+
+T = TypeVar("T")
+
+
+class StoreLockedError(RuntimeError):
+    """Another daemon has this database open: two writers would corrupt each other's queue."""
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 5000")
+    # FULL: an acknowledged event or step result survives power loss, not only kill -9.
+    conn.execute("PRAGMA synchronous = FULL")
+    return conn
+
+
+class Store:
+    """The daemon's only door to its database file."""
+
+    def __init__(self, path: Path, loop: asyncio.AbstractEventLoop) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_file = _lock(path)
+        conn = _connect(path)
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal":
+            raise RuntimeError(f"{path}: could not switch to WAL mode (got {mode!r})")
+        self.schema_version = migrate(conn)
+        self.writer = Writer(conn, loop)
+        self._local = threading.local()
+        self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="durably-reader")
+
+    def write(self, op: WriteOp[T]) -> asyncio.Future[T]:
+        """Commit `op` (grouped with others); await the result to know it is durable."""
+        return self.writer.submit(op)
+
+    async def read(self, query: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `query` on a reader connection off the event loop (WAL: never blocks the writer)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, self._read, query)
+
+    def read_now(self, query: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `query` on the calling thread; for start-up, before the loop serves anyone."""
+        return self._read(query)
+
+    def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _connect(self.path)
+            conn.execute("PRAGMA query_only = ON")
+            self._local.conn = conn
+        return query(conn)
+
+    def close(self) -> None:
+        self.writer.close()
+        self._readers.shutdown(wait=True)
+        self._lock_file.close()
+
+
+def _lock(path: Path) -> IO[str]:
+    lock_path = path.with_name(path.name + ".lock")
+    handle = open(lock_path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise StoreLockedError(
+            f"database {path} is in use by another durably daemon (lock held on {lock_path})"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle

@@ -1,0 +1,101 @@
+"""Group commit: one thread owns the write connection and commits many changes at once.
+
+With `synchronous=FULL` every commit is an fsync, so one commit per change would cap
+throughput at the disk's fsync rate. Callers submit small write operations; the thread
+takes all that are waiting, runs each inside its own SAVEPOINT (so one bad operation
+cannot spoil its neighbours), commits once, and only then resolves the callers'
+futures: nothing is acknowledged before it is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+WriteOp = Callable[[sqlite3.Connection], T]
+
+log = logging.getLogger("durably.store")
+
+_MAX_BATCH = 1024
+_STOP = object()
+
+
+class Writer:
+    def __init__(self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop) -> None:
+        self._conn = conn
+        self._loop = loop
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="durably-writer", daemon=True)
+        self.commits = 0
+        self._thread.start()
+
+    def submit(self, op: WriteOp[T]) -> asyncio.Future[T]:
+        """Queue `op`; the future resolves with its return value once it is committed."""
+        future: asyncio.Future[T] = self._loop.create_future()
+        self._queue.put((op, future))
+        return future
+
+    def close(self) -> None:
+        self._queue.put(_STOP)
+        self._thread.join()
+        self._conn.close()
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < _MAX_BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                    break
+                batch.append(item)
+            self._commit(batch)
+            if stop:
+                return
+
+    def _commit(self, batch: list[tuple[WriteOp[Any], asyncio.Future[Any]]]) -> None:
+        conn = self._conn
+        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for op, future in batch:
+                conn.execute("SAVEPOINT op")
+                try:
+                    value = op(conn)
+                except Exception as exc:  # the caller gets it; the batch goes on
+                    conn.execute("ROLLBACK TO op")
+                    outcomes.append((future, None, exc))
+                else:
+                    outcomes.append((future, value, None))
+                conn.execute("RELEASE op")
+            conn.execute("COMMIT")
+            self.commits += 1
+        except sqlite3.Error as exc:
+            log.error("commit of %d changes failed: %s", len(batch), exc)
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            outcomes = [(future, None, exc) for _, future in batch]
+        self._loop.call_soon_threadsafe(_settle, outcomes)
+
+
+def _settle(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, value, exc in outcomes:
+        if future.cancelled():
+            continue
+        if exc is None:
+            future.set_result(value)
+        else:
+            future.set_exception(exc)
