@@ -1,0 +1,1 @@
+"""durably_server: the durably executor daemon."""
