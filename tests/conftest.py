@@ -1,0 +1,66 @@
+"""Fixtures of the black-box suite (tests/e2e): real daemon and worker processes, torn down always.
+
+* ``harness``: a fresh daemon (own temp db, own fixed port) for one test; the test starts workers.
+* ``cluster``: one daemon per test module, with the workers the module names in ``WORKERS``
+  (a list of ``e2e.harness.WorkerSpec``) already connected.
+* ``client``: an async ``durably.Client`` bound to the module's ``cluster``.
+
+When a test fails, the report gets the daemon's and the workers' stderr and the observation log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Generator, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from e2e.harness import Harness, open_client
+
+if TYPE_CHECKING:
+    import durably
+
+_LIVE: list[Harness] = []
+
+
+def _running(workdir: Path) -> Iterator[Harness]:
+    harness = Harness(workdir)
+    _LIVE.append(harness)
+    try:
+        harness.daemon.start()
+        yield harness
+    finally:
+        _LIVE.remove(harness)
+        harness.close()
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[Harness]:
+    """A daemon of this test's own; no workers yet."""
+    yield from _running(tmp_path / "cluster")
+
+
+@pytest.fixture(scope="module")
+def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
+    """The module's daemon with the module's ``WORKERS`` connected."""
+    for harness in _running(tmp_path_factory.mktemp("cluster")):
+        for spec in getattr(request.module, "WORKERS", ()):
+            harness.start_worker(spec)
+        yield harness
+
+
+@pytest.fixture
+async def client(cluster: Harness) -> AsyncIterator[durably.Client]:
+    assert cluster.daemon.alive(), f"the module's daemon died:\n{cluster.daemon.report()}"
+    async with open_client(cluster.address) as client:
+        yield client
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, object, object]:
+    report = yield
+    if isinstance(report, pytest.TestReport) and report.failed and report.when in ("setup", "call"):
+        for harness in _LIVE:
+            for title, text in harness.report():
+                report.sections.append((f"durably {title}", text))
+    return report

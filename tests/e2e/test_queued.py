@@ -1,0 +1,50 @@
+"""Runs wait for a worker: queued while none is connected, executed when one connects."""
+
+from __future__ import annotations
+
+import durably
+import pytest
+
+from .harness import CRASH, Harness, describe, find_run, open_client
+
+
+async def test_run_waits_queued_until_a_worker_connects(harness: Harness) -> None:
+    # The function is known to the daemon once a worker has registered it ...
+    first = harness.start_worker(CRASH)
+    assert first.stop() is not None
+    harness.wait_connected(CRASH.functions, connected=False)
+
+    async with open_client(harness.address) as client:
+        # ... so an event creates a run even with no worker connected; it waits.
+        [event_id] = await client.send(durably.Event(name="demo/echo", data={"hello": "later"}))
+        run = await find_run(client, event_id)
+        assert run.status == "queued", describe(run)
+        with pytest.raises(TimeoutError):
+            await client.wait_for_run(run.id, timeout=1)
+        still = await client.get_run(run.id)
+        assert still.status == "queued" and still.steps == [] and still.ended_at is None, describe(still)
+        assert harness.count("step", run=run.id) == 0
+
+        harness.start_worker(CRASH)
+        done = await client.wait_for_run(run.id, timeout=30)
+        assert done.status == "completed", describe(done)
+        assert done.output == {"echo": {"hello": "later"}}
+        assert harness.count("step", run=run.id, name="echo") == 1
+
+
+async def test_event_sent_before_the_function_was_ever_registered_makes_no_run(harness: Harness) -> None:
+    """Documented behaviour: an event only triggers the functions the daemon knows when it arrives;
+    a function registered later does not pick up older events (as in Inngest)."""
+    async with open_client(harness.address) as client:
+        [early] = await client.send(durably.Event(name="demo/echo", data={"n": 1}))
+        assert early
+        assert await client.list_runs(event_id=early) == []
+
+        harness.start_worker(CRASH)
+        [late] = await client.send(durably.Event(name="demo/echo", data={"n": 2}))
+        run = await find_run(client, late)
+        done = await client.wait_for_run(run.id, timeout=30)
+        assert done.status == "completed" and done.output == {"echo": {"n": 2}}, describe(done)
+
+        assert await client.list_runs(event_id=early) == []
+        assert [r.id for r in await client.list_runs(function_id="echo")] == [run.id]
