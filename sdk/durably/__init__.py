@@ -1,0 +1,59 @@
+"""durably: durable step functions in plain async Python.
+
+Declare functions with a :class:`Client`, make their side effects steps with ``ctx.step.run``, and
+serve them with a :class:`Worker`; the durably executor checkpoints every step, so a failed, crashed
+or restarted run resumes where it stopped and never repeats finished work::
+
+    client = durably.Client(app_id="shop")
+
+    @client.function(id="process-order", trigger=durably.on_event("order/placed"))
+    async def process_order(ctx: durably.Context) -> dict[str, str]:
+        charge = await ctx.step.run("charge-customer", charge_customer, ctx.event.data["customerId"])
+        await ctx.step.run("send-confirmation", send_email, charge["chargeId"])
+        return {"chargeId": charge["chargeId"]}
+
+    await durably.Worker(client, functions=[process_order]).run()
+"""
+
+from durably._client import Client
+from durably._context import Context
+from durably._function import EventTrigger, Function, on_event
+from durably._step import Step
+from durably._sync_client import SyncClient
+from durably._types import ErrorInfo, Event, FunctionInfo, Run, RunStatus, RunStep
+from durably._version import __version__
+from durably._worker import Worker
+from durably.errors import (
+    DurablyError,
+    LimitExceeded,
+    NonRetriableError,
+    OutputUnserializableError,
+    RetryAfterError,
+    RunNotFoundError,
+    StepError,
+)
+
+__all__ = [
+    "Client",
+    "Context",
+    "DurablyError",
+    "ErrorInfo",
+    "Event",
+    "EventTrigger",
+    "Function",
+    "FunctionInfo",
+    "LimitExceeded",
+    "NonRetriableError",
+    "OutputUnserializableError",
+    "RetryAfterError",
+    "Run",
+    "RunNotFoundError",
+    "RunStatus",
+    "RunStep",
+    "Step",
+    "StepError",
+    "SyncClient",
+    "Worker",
+    "__version__",
+    "on_event",
+]

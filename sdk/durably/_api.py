@@ -1,0 +1,82 @@
+"""What each client method sends and how it reads the answer, shared by ``Client`` and ``SyncClient``.
+
+A :class:`Call` names the ``ApiService`` method, carries the request and the converter of the response;
+the two clients differ only in how they invoke it (awaiting a ``grpc.aio`` stub or calling a blocking
+one), so the conversions and the checks cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from durably import _convert
+from durably._grpc import CALL_TIMEOUT
+from durably._types import Event, FunctionInfo, Run, RunStatus
+from durably.errors import DurablyError, ServiceError
+
+R = TypeVar("R")
+
+WAIT_CHUNK = 30.0
+"""Longest single WaitForRun call in seconds; longer waits loop, so a restarted executor is noticed."""
+RETRY_DELAY = 0.2
+"""Pause before calling WaitForRun again after the executor was unreachable."""
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[R]):
+    """One unary call: stub method name, request, response converter, deadline in seconds."""
+
+    method: str
+    request: Any
+    convert: Callable[[Any], R]
+    timeout: float = CALL_TIMEOUT
+    run_id: str | None = None
+    """Set for calls about one run, so NOT_FOUND becomes RunNotFoundError."""
+
+
+def send(events: Event | Sequence[Event]) -> Call[list[str]]:
+    return Call("SendEvents", _convert.send_events_request(events), _convert.send_events_ids)
+
+
+def get_run(run_id: str) -> Call[Run]:
+    return Call("GetRun", _convert.get_run_request(run_id), _convert.run_from_response, run_id=run_id)
+
+
+def list_runs(
+    function_id: str | None, event_id: str | None, status: RunStatus | str | None, limit: int
+) -> Call[list[Run]]:
+    request = _convert.list_runs_request(function_id, event_id, status, limit)
+    return Call("ListRuns", request, _convert.runs_from_response)
+
+
+def wait_for_run(run_id: str, remaining: float) -> Call[Run]:
+    """One WaitForRun call of at most :data:`WAIT_CHUNK` seconds within ``remaining``."""
+    chunk = min(remaining, WAIT_CHUNK)
+    request = _convert.wait_for_run_request(run_id, int(chunk * 1000))
+    return Call("WaitForRun", request, _convert.run_from_response, timeout=chunk + 10.0, run_id=run_id)
+
+
+def cancel_run(run_id: str) -> Call[Run]:
+    return Call("CancelRun", _convert.cancel_run_request(run_id), _convert.run_from_cancel_response, run_id=run_id)
+
+
+def list_functions(app_id: str) -> Call[list[FunctionInfo]]:
+    return Call("ListFunctions", _convert.list_functions_request(app_id), _convert.functions_from_response)
+
+
+def check_timeout(timeout: float) -> float:
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    return float(timeout)
+
+
+def is_transient(exc: DurablyError) -> bool:
+    """True when retrying a read soon may succeed (executor restarting, a call that ran out of time)."""
+    return isinstance(exc, ServiceError) and exc.status in ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+
+
+def wait_timeout_error(run_id: str, timeout: float, last: Run | None) -> TimeoutError:
+    state = f"its status is {last.status.value}" if last is not None else "the executor could not be reached"
+    return TimeoutError(f"run {run_id!r} has not ended after {timeout:g} s ({state})")

@@ -1,0 +1,183 @@
+"""``durably.Client``: send events, query runs, and declare functions (asyncio)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+import grpc
+
+from durably import _api
+from durably._function import EventTrigger, Function, Handler, make_function
+from durably._grpc import CHANNEL_OPTIONS, map_rpc_error, resolve_address
+from durably._types import Event, FunctionInfo, Run, RunStatus
+from durably.errors import DurablyError
+from durably.protocol.v1 import api_pb2_grpc
+
+R = TypeVar("R")
+_APP_ID = re.compile(r"[A-Za-z0-9_.:/-]{1,128}")
+
+
+def check_app_id(app_id: str) -> str:
+    if not isinstance(app_id, str) or not _APP_ID.fullmatch(app_id):
+        raise ValueError(f"app_id {app_id!r} is invalid: use 1 to 128 characters among letters, digits and _ . : / -")
+    return app_id
+
+
+class Client:
+    """Talks to the durably executor for one application (``app_id``).
+
+    ``address`` is ``host:port``; it defaults to ``$DURABLY_ADDRESS``, else ``127.0.0.1:7070``. The
+    gRPC channel opens on first use (and again if used from another event loop, e.g. per-test loops),
+    so creating a client at import time, to decorate functions with it, is fine.
+
+    Failed calls raise :class:`durably.DurablyError` subclasses: ``InvalidArgumentError`` (also a
+    ``ValueError``), ``RunNotFoundError``, ``UnavailableError`` (also a ``ConnectionError``),
+    ``LimitExceeded`` or ``ServiceError``; see ``durably.errors``.
+    """
+
+    def __init__(self, app_id: str, *, address: str | None = None) -> None:
+        self.app_id = check_app_id(app_id)
+        self.address = resolve_address(address)
+        self._channel: Any = None
+        self._channel_loop: asyncio.AbstractEventLoop | None = None
+        self._stub: Any = None
+
+    def __repr__(self) -> str:
+        return f"durably.Client(app_id={self.app_id!r}, address={self.address!r})"
+
+    # --- declaring functions --------------------------------------------------------------------
+
+    def function(
+        self,
+        id: str,
+        trigger: EventTrigger | list[EventTrigger] | None = None,
+        *,
+        retries: int = 3,
+        optimize_parallelism: bool = False,
+    ) -> Callable[[Handler], Function]:
+        """Declare a durable function: ``@client.function(id="x", trigger=durably.on_event("e"))``.
+
+        The handler is an ``async def handler(ctx: durably.Context)``. It runs again from the top for
+        every new step (finished steps return their saved results), so everything outside
+        ``ctx.step.run`` must be deterministic and free of side effects. ``retries`` (0..20) is how
+        many times a failing step or handler is retried after its first attempt.
+
+        Returns a decorator that returns the :class:`durably.Function` to pass to ``Worker``.
+        Mistakes raise ``ValueError``/``TypeError`` right here, at decoration time.
+        """
+        # Check the options now, so a bad id fails at the decorator line even before it is applied.
+        make_function(
+            app_id=self.app_id,
+            id=id,
+            handler=_placeholder,
+            trigger=trigger,
+            retries=retries,
+            optimize_parallelism=optimize_parallelism,
+        )
+
+        def decorate(handler: Handler) -> Function:
+            return make_function(
+                app_id=self.app_id,
+                id=id,
+                handler=handler,
+                trigger=trigger,
+                retries=retries,
+                optimize_parallelism=optimize_parallelism,
+            )
+
+        return decorate
+
+    # --- the API --------------------------------------------------------------------------------
+
+    async def send(self, events: Event | Sequence[Event]) -> list[str]:
+        """Send one event or several; returns their ids, in order, once the executor has stored them."""
+        return await self._call(_api.send(events))
+
+    async def get_run(self, run_id: str) -> Run:
+        """The run with its finished steps; raises ``RunNotFoundError`` for an unknown id."""
+        return await self._call(_api.get_run(run_id))
+
+    async def list_runs(
+        self,
+        function_id: str | None = None,
+        event_id: str | None = None,
+        status: RunStatus | str | None = None,
+        limit: int = 100,
+    ) -> list[Run]:
+        """Runs, newest first, filtered by function, triggering event and/or status (1..1000 of them)."""
+        return await self._call(_api.list_runs(function_id, event_id, status, limit))
+
+    async def wait_for_run(self, run_id: str, timeout: float = 60.0) -> Run:
+        """The run once it has ended (completed, failed or cancelled).
+
+        Raises the built-in ``TimeoutError`` if it has not ended within ``timeout`` seconds. An
+        executor that is briefly unreachable (restarting) is waited for within the same timeout.
+        """
+        deadline = time.monotonic() + _api.check_timeout(timeout)
+        last: Run | None = None
+        while (remaining := deadline - time.monotonic()) > 0:
+            started = time.monotonic()
+            try:
+                last = await self._call(_api.wait_for_run(run_id, remaining))
+            except DurablyError as exc:
+                if not _api.is_transient(exc):
+                    raise
+                await asyncio.sleep(min(_api.RETRY_DELAY, max(0.0, deadline - time.monotonic())))
+                continue
+            if last.status.ended:
+                return last
+            if time.monotonic() - started < 0.05:  # the executor answered at once: don't spin
+                await asyncio.sleep(0.05)
+        raise _api.wait_timeout_error(run_id, timeout, last)
+
+    async def cancel_run(self, run_id: str) -> Run:
+        """Cancel a run that has not ended; returns the run as it is afterwards."""
+        return await self._call(_api.cancel_run(run_id))
+
+    async def list_functions(self) -> list[FunctionInfo]:
+        """The functions of this app the executor knows, with how many workers serve each."""
+        return await self._call(_api.list_functions(self.app_id))
+
+    async def close(self) -> None:
+        """Close the channel; the client opens a new one if it is used again."""
+        channel, loop = self._channel, self._channel_loop
+        self._channel = self._stub = self._channel_loop = None
+        if channel is not None and loop is asyncio.get_running_loop():
+            await channel.close()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # --- plumbing -------------------------------------------------------------------------------
+
+    async def _call(self, call: _api.Call[R]) -> R:
+        stub = self._api_stub()
+        try:
+            response = await getattr(stub, call.method)(call.request, timeout=call.timeout)
+        except grpc.RpcError as exc:
+            raise map_rpc_error(exc, address=self.address, run_id=call.run_id) from exc
+        return call.convert(response)
+
+    def _api_stub(self) -> Any:
+        loop = asyncio.get_running_loop()
+        if self._stub is None or self._channel_loop is not loop:
+            # A grpc.aio channel belongs to the loop it was made on; a client used from a new loop
+            # (one loop per test, a second asyncio.run) gets a new channel.
+            self._channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
+            self._channel_loop = loop
+            self._stub = api_pb2_grpc.ApiServiceStub(self._channel)
+        return self._stub
+
+
+async def _placeholder(ctx: Any) -> None:
+    """Stands in for the handler while ``Client.function`` checks its options."""

@@ -1,0 +1,291 @@
+"""The one place where protobuf messages and SDK types meet.
+
+Everything else in the SDK works with the dataclasses of ``_types`` and ``_execution``; user code never
+sees a protobuf object. Both clients and the worker build their requests and read their responses
+through the functions below, so the two clients cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+
+from durably._execution import ExecutionOutcome, ExecutionRequest, OpKind, StepOp
+from durably._function import Function
+from durably._json import JsonValueError, decode, encode
+from durably._types import ErrorInfo, Event, FunctionInfo, Run, RunStatus, RunStep
+from durably.errors import InvalidArgumentError
+from durably.protocol.v1 import api_pb2, common_pb2, worker_pb2
+
+# --- small values ---------------------------------------------------------------------------------
+
+
+def datetime_from_ms(ms: int) -> datetime | None:
+    """Milliseconds since the epoch as an aware UTC datetime; 0 (unset) is None."""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC) if ms else None
+
+
+def failure_to_pb(error: ErrorInfo) -> common_pb2.Failure:
+    return common_pb2.Failure(
+        name=error.name,
+        message=error.message,
+        stack=error.stack,
+        non_retriable=error.non_retriable,
+        code=error.code,
+    )
+
+
+def failure_from_pb(failure: common_pb2.Failure) -> ErrorInfo:
+    return ErrorInfo(
+        name=failure.name,
+        message=failure.message,
+        stack=failure.stack,
+        code=failure.code,
+        non_retriable=failure.non_retriable,
+    )
+
+
+_STATUS_FROM_PB: dict[api_pb2.RunStatus.ValueType, RunStatus] = {
+    api_pb2.RUN_STATUS_QUEUED: RunStatus.QUEUED,
+    api_pb2.RUN_STATUS_RUNNING: RunStatus.RUNNING,
+    api_pb2.RUN_STATUS_SLEEPING: RunStatus.SLEEPING,
+    api_pb2.RUN_STATUS_WAITING: RunStatus.WAITING,
+    api_pb2.RUN_STATUS_COMPLETED: RunStatus.COMPLETED,
+    api_pb2.RUN_STATUS_FAILED: RunStatus.FAILED,
+    api_pb2.RUN_STATUS_CANCELLED: RunStatus.CANCELLED,
+}
+_STATUS_TO_PB = {status: number for number, status in _STATUS_FROM_PB.items()}
+
+
+def run_status_from_pb(status: api_pb2.RunStatus.ValueType) -> RunStatus:
+    # An unknown or unspecified status (a newer executor) reads as queued rather than crashing a query.
+    return _STATUS_FROM_PB.get(status, RunStatus.QUEUED)
+
+
+def run_status_to_pb(status: RunStatus | str) -> api_pb2.RunStatus.ValueType:
+    try:
+        return _STATUS_TO_PB[RunStatus(status)]
+    except ValueError:
+        valid = ", ".join(s.value for s in RunStatus)
+        raise InvalidArgumentError(
+            f"unknown run status {status!r}; use one of {valid}", status="INVALID_ARGUMENT"
+        ) from None
+
+
+# --- events ---------------------------------------------------------------------------------------
+
+
+def event_to_pb(event: Event, position: int = 0) -> common_pb2.Event:
+    """An event ready to send; refuses (InvalidArgumentError) what the executor would refuse."""
+    if not isinstance(event, Event):
+        raise TypeError(f"send() takes durably.Event objects, got {type(event).__name__} at position {position}")
+    where = f'event {position} ("{event.name}")'
+    if not isinstance(event.name, str) or not event.name:
+        raise InvalidArgumentError(f"event {position} has no name", status="INVALID_ARGUMENT")
+    if not isinstance(event.data, dict):
+        raise InvalidArgumentError(
+            f"{where}: data must be a dict (a JSON object), got {type(event.data).__name__}",
+            status="INVALID_ARGUMENT",
+        )
+    try:
+        data_json = encode(event.data)
+    except JsonValueError as exc:
+        raise InvalidArgumentError(f"{where}: data {exc}", status="INVALID_ARGUMENT") from None
+    return common_pb2.Event(id=event.id or "", name=event.name, data_json=data_json, ts_ms=event.ts or 0)
+
+
+def event_from_pb(event: common_pb2.Event) -> Event:
+    data = decode(event.data_json)
+    return Event(
+        name=event.name,
+        data=data if isinstance(data, dict) else {},
+        id=event.id or None,
+        ts=event.ts_ms or None,
+    )
+
+
+# --- the client API -------------------------------------------------------------------------------
+
+
+def send_events_request(events: Event | Sequence[Event]) -> api_pb2.SendEventsRequest:
+    items = [events] if isinstance(events, Event) else list(events)
+    return api_pb2.SendEventsRequest(events=[event_to_pb(event, i) for i, event in enumerate(items)])
+
+
+def send_events_ids(response: api_pb2.SendEventsResponse) -> list[str]:
+    return list(response.ids)
+
+
+def get_run_request(run_id: str) -> api_pb2.GetRunRequest:
+    return api_pb2.GetRunRequest(run_id=_run_id(run_id))
+
+
+def wait_for_run_request(run_id: str, timeout_ms: int) -> api_pb2.WaitForRunRequest:
+    return api_pb2.WaitForRunRequest(run_id=_run_id(run_id), timeout_ms=max(1, timeout_ms))
+
+
+def cancel_run_request(run_id: str) -> api_pb2.CancelRunRequest:
+    return api_pb2.CancelRunRequest(run_id=_run_id(run_id))
+
+
+def list_runs_request(
+    function_id: str | None, event_id: str | None, status: RunStatus | str | None, limit: int
+) -> api_pb2.ListRunsRequest:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
+        raise InvalidArgumentError(f"limit must be between 1 and 1000, got {limit!r}", status="INVALID_ARGUMENT")
+    return api_pb2.ListRunsRequest(
+        function_id=function_id or "",
+        event_id=event_id or "",
+        status=run_status_to_pb(status) if status is not None else api_pb2.RUN_STATUS_UNSPECIFIED,
+        limit=limit,
+    )
+
+
+def list_functions_request(app_id: str) -> api_pb2.ListFunctionsRequest:
+    return api_pb2.ListFunctionsRequest(app_id=app_id)
+
+
+def run_from_response(response: api_pb2.GetRunResponse) -> Run:
+    return run_from_pb(response.run)
+
+
+def run_from_cancel_response(response: api_pb2.CancelRunResponse) -> Run:
+    return run_from_pb(response.run)
+
+
+def runs_from_response(response: api_pb2.ListRunsResponse) -> list[Run]:
+    return [run_from_pb(run) for run in response.runs]
+
+
+def functions_from_response(response: api_pb2.ListFunctionsResponse) -> list[FunctionInfo]:
+    return [
+        FunctionInfo(
+            app_id=info.app_id,
+            id=info.id,
+            event_triggers=list(info.event_triggers),
+            retries=info.retries,
+            optimize_parallelism=info.optimize_parallelism,
+            connected_workers=info.connected_workers,
+        )
+        for info in response.functions
+    ]
+
+
+def run_from_pb(run: api_pb2.Run) -> Run:
+    return Run(
+        id=run.id,
+        app_id=run.app_id,
+        function_id=run.function_id,
+        event_id=run.event_id,
+        status=run_status_from_pb(run.status),
+        output=decode(run.output_json),
+        error=failure_from_pb(run.error) if run.HasField("error") else None,
+        created_at=datetime_from_ms(run.created_at_ms),
+        started_at=datetime_from_ms(run.started_at_ms),
+        ended_at=datetime_from_ms(run.ended_at_ms),
+        steps=[_run_step_from_pb(step) for step in run.steps],
+    )
+
+
+def _run_step_from_pb(step: api_pb2.Step) -> RunStep:
+    failed = step.status == api_pb2.STEP_STATUS_FAILED
+    return RunStep(
+        id=step.id,
+        name=step.name,
+        index=step.index,
+        status="failed" if failed else "completed",
+        output=None if failed else decode(step.output_json),
+        error=failure_from_pb(step.error) if step.HasField("error") else None,
+        attempts=step.attempts,
+        started_at=datetime_from_ms(step.started_at_ms),
+        ended_at=datetime_from_ms(step.ended_at_ms),
+    )
+
+
+def _run_id(run_id: str) -> str:
+    if not isinstance(run_id, str) or not run_id:
+        raise InvalidArgumentError(f"run_id must be a non-empty str, got {run_id!r}", status="INVALID_ARGUMENT")
+    return run_id
+
+
+# --- the worker stream ----------------------------------------------------------------------------
+
+
+def register_message(
+    app_id: str, functions: Iterable[Function], capacity: int, worker_name: str, sdk_version: str
+) -> worker_pb2.WorkerMessage:
+    return worker_pb2.WorkerMessage(
+        register=worker_pb2.Register(
+            app_id=app_id,
+            functions=[
+                worker_pb2.FunctionConfig(
+                    id=function.id,
+                    triggers=[worker_pb2.Trigger(event=trigger.event) for trigger in function.triggers],
+                    retries=function.retries,
+                    optimize_parallelism=function.optimize_parallelism,
+                )
+                for function in functions
+            ],
+            capacity=capacity,
+            worker_name=worker_name,
+            sdk_version=sdk_version,
+        )
+    )
+
+
+def heartbeat_message(in_flight: Iterable[str]) -> worker_pb2.WorkerMessage:
+    return worker_pb2.WorkerMessage(heartbeat=worker_pb2.Heartbeat(in_flight=list(in_flight)))
+
+
+def result_message(result: worker_pb2.ExecutionResult) -> worker_pb2.WorkerMessage:
+    return worker_pb2.WorkerMessage(result=result)
+
+
+def execution_request_from_pb(execute: worker_pb2.Execute) -> ExecutionRequest:
+    """Memo data stays raw bytes here: it is decoded only if the handler replays that step."""
+    memos: dict[str, bytes | ErrorInfo] = {}
+    for memo in execute.memos:
+        memos[memo.id] = failure_from_pb(memo.error) if memo.HasField("error") else memo.data_json
+    return ExecutionRequest(
+        execution_id=execute.execution_id,
+        run_id=execute.run_id,
+        function_id=execute.function_id,
+        event=event_from_pb(execute.event),
+        memos=memos,
+        attempt=execute.attempt,
+        max_attempts=execute.max_attempts,
+    )
+
+
+_OPCODES = {OpKind.STEP_RUN: worker_pb2.OPCODE_STEP_RUN, OpKind.STEP_ERROR: worker_pb2.OPCODE_STEP_ERROR}
+
+
+def _step_op_to_pb(op: StepOp) -> worker_pb2.StepOp:
+    message = worker_pb2.StepOp(
+        op=_OPCODES[op.op],
+        id=op.id,
+        name=op.name,
+        index=op.index,
+        data_json=op.data_json,
+        started_at_ms=op.started_at_ms,
+        ended_at_ms=op.ended_at_ms,
+    )
+    if op.error is not None:
+        message.error.CopyFrom(failure_to_pb(op.error))
+    return message
+
+
+def execution_result_to_pb(execution_id: str, outcome: ExecutionOutcome) -> worker_pb2.ExecutionResult:
+    result = worker_pb2.ExecutionResult(execution_id=execution_id, ops=[_step_op_to_pb(op) for op in outcome.ops])
+    if outcome.yielded:
+        result.yielded = True
+    elif outcome.error is not None:
+        result.error.CopyFrom(failure_to_pb(outcome.error))
+    else:
+        result.output_json = outcome.output_json if outcome.output_json is not None else b"null"
+    return result
+
+
+def failure_result(execution_id: str, error: ErrorInfo) -> worker_pb2.ExecutionResult:
+    """A result that reports only a failure (unknown function, an SDK fault)."""
+    return execution_result_to_pb(execution_id, ExecutionOutcome(error=error))

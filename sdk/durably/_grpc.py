@@ -1,0 +1,64 @@
+"""gRPC plumbing shared by both clients and the worker: where the executor is, channel options, and
+how gRPC failures become SDK exceptions (so callers never handle ``grpc.RpcError`` themselves).
+
+Error mapping (documented for users in ``durably.errors``):
+
+* ``INVALID_ARGUMENT`` -> :class:`InvalidArgumentError` (a ``ValueError``) with the executor's message;
+* ``NOT_FOUND`` on a run query -> :class:`RunNotFoundError`;
+* ``UNAVAILABLE`` -> :class:`UnavailableError` (a ``ConnectionError``): executor down or restarting;
+* ``RESOURCE_EXHAUSTED`` -> :class:`LimitExceeded`;
+* anything else -> :class:`ServiceError` carrying the status name and message.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import grpc
+
+from durably.errors import (
+    DurablyError,
+    InvalidArgumentError,
+    LimitExceeded,
+    RunNotFoundError,
+    ServiceError,
+    UnavailableError,
+)
+
+DEFAULT_ADDRESS = "127.0.0.1:7070"
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+CALL_TIMEOUT = 30.0
+"""Deadline of one unary call, in seconds (WaitForRun adds its own wait to it)."""
+
+CHANNEL_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    # After the executor restarts, reconnect within ~2 s instead of gRPC's default backoff of up to 2 min.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+]
+
+
+def resolve_address(address: str | None) -> str:
+    """The explicit address, else ``$DURABLY_ADDRESS``, else ``127.0.0.1:7070``."""
+    if address:
+        return address
+    return os.environ.get("DURABLY_ADDRESS") or DEFAULT_ADDRESS
+
+
+def map_rpc_error(exc: grpc.RpcError, *, address: str, run_id: str | None = None) -> DurablyError:
+    """The SDK exception for a failed call (see the module docstring)."""
+    code = exc.code() if callable(getattr(exc, "code", None)) else grpc.StatusCode.UNKNOWN
+    details = (exc.details() if callable(getattr(exc, "details", None)) else None) or str(exc)
+    status = code.name if isinstance(code, grpc.StatusCode) else str(code)
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return InvalidArgumentError(details, status=status)
+    if code == grpc.StatusCode.NOT_FOUND and run_id is not None:
+        return RunNotFoundError(f"run {run_id!r} not found: {details}")
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return UnavailableError(f"cannot reach the durably executor at {address}: {details}", status=status)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return LimitExceeded(details)
+    return ServiceError(f"{status}: {details}", status=status)

@@ -1,0 +1,385 @@
+"""``durably.Worker``: keeps one stream open to the executor and runs the executions it is sent.
+
+One *session* is one ``WorkerService.Connect`` stream: send ``Register``, get ``Registered``, then run
+every ``Execute`` in its own task (at most ``capacity`` at once), answer each with exactly one
+``ExecutionResult``, and send a ``Heartbeat`` listing the executions still running every
+``heartbeat_interval_ms``. When the stream breaks or cannot be opened (executor down, killed,
+restarted), the worker opens a new session after a backoff (0.1 s doubling to 2 s) and registers
+again, forever. Executions that finish after their session ended keep running to completion, but their
+results are dropped: the executor has already given that work to a live worker.
+
+One execution can never take the worker down: whatever it raises is reported as a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import grpc
+
+from durably import _convert
+from durably._client import Client
+from durably._execution import execute, failure_from_exception
+from durably._function import Function
+from durably._grpc import CHANNEL_OPTIONS
+from durably._types import ErrorInfo
+from durably._version import __version__
+from durably.errors import ErrorCode
+from durably.protocol.v1 import worker_pb2, worker_pb2_grpc
+
+_log = logging.getLogger("durably")
+
+_BACKOFF_START = 0.1
+_BACKOFF_MAX = 2.0
+_REGISTER_TIMEOUT = 10.0
+"""How long to wait for ``Registered`` before giving up on a stream and reconnecting."""
+_DEFAULT_HEARTBEAT = 5.0
+_STOP_GRACE = 5.0
+"""On ``stop()``, how long running executions get to finish and report before they are cancelled."""
+_CLOSE_GRACE = 1.0
+"""After half-closing the stream on stop, how long to wait for the executor to end it."""
+_ENTER_TIMEOUT = 10.0
+"""``async with Worker(...)`` waits this long for the first registration before going on anyway."""
+_MAX_CAPACITY = 100_000
+
+
+async def handle_execute(
+    functions: Mapping[str, Function], execute_msg: worker_pb2.Execute
+) -> worker_pb2.ExecutionResult:
+    """Run one ``Execute`` and build its ``ExecutionResult``; never raises (except on cancellation)."""
+    execution_id = execute_msg.execution_id
+    function = functions.get(execute_msg.function_id)
+    if function is None:
+        return _convert.failure_result(
+            execution_id,
+            ErrorInfo(
+                name="FunctionNotFound",
+                message=f'function "{execute_msg.function_id}" is not registered by this worker',
+                code=ErrorCode.FUNCTION_NOT_FOUND,
+                non_retriable=True,
+            ),
+        )
+    try:
+        request = _convert.execution_request_from_pb(execute_msg)
+    except Exception as exc:  # e.g. event data that is not JSON: report it, retrying will not fix it
+        error = failure_from_exception(exc, non_retriable=True)
+        message = f"the worker could not read the Execute message: {error.message}"
+        return _convert.failure_result(
+            execution_id, ErrorInfo(error.name, message, error.stack, error.code, non_retriable=True)
+        )
+    outcome = await execute(function, request)
+    return _convert.execution_result_to_pb(execution_id, outcome)
+
+
+class _Session:
+    """One Connect stream: its outgoing queue, the executions it received, whether it registered."""
+
+    def __init__(self) -> None:
+        self.outbox: asyncio.Queue[worker_pb2.WorkerMessage | None] = asyncio.Queue()
+        self.in_flight: set[str] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.registered = False
+        self.closed = False
+
+    def send(self, message: worker_pb2.WorkerMessage) -> None:
+        """Queue a message; dropped once the session has ended (the executor re-queues that work)."""
+        if not self.closed:
+            self.outbox.put_nowait(message)
+
+    def close(self) -> None:
+        """Stop accepting messages and end the request stream after what is queued."""
+        if not self.closed:
+            self.closed = True
+            self.outbox.put_nowait(None)
+
+    async def requests(self) -> AsyncIterator[worker_pb2.WorkerMessage]:
+        while (message := await self.outbox.get()) is not None:
+            yield message
+
+
+class Worker:
+    """Runs the handlers of ``functions`` for the executor at ``client.address``.
+
+    ``await worker.run()`` serves until :meth:`stop` is called or the task is cancelled;
+    ``async with Worker(...)`` runs it in the background (and waits briefly for it to register).
+    ``capacity`` caps how many executions run at once; ``worker_name`` (default ``host:pid``)
+    identifies the worker in the executor's logs.
+
+    Handlers are replayed once per new step, so everything outside ``ctx.step.run`` must be
+    deterministic; see :meth:`durably.Client.function`.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        functions: Sequence[Function],
+        *,
+        capacity: int = 64,
+        worker_name: str | None = None,
+    ) -> None:
+        if not isinstance(client, Client):
+            raise TypeError(f"Worker needs a durably.Client, got {type(client).__name__}")
+        functions = list(functions)
+        if not functions:
+            raise ValueError("Worker needs at least one function")
+        by_id: dict[str, Function] = {}
+        for function in functions:
+            if not isinstance(function, Function):
+                raise TypeError(f"Worker(functions=...) takes what @client.function(...) returns, got {function!r}")
+            if function.app_id != client.app_id:
+                raise ValueError(
+                    f"function {function.id!r} belongs to app {function.app_id!r}, "
+                    f"but this worker's client is for app {client.app_id!r}"
+                )
+            if function.id in by_id:
+                raise ValueError(f"two functions have the id {function.id!r}")
+            by_id[function.id] = function
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or not 1 <= capacity <= _MAX_CAPACITY:
+            raise ValueError(f"capacity must be between 1 and {_MAX_CAPACITY}, got {capacity!r}")
+        self._client = client
+        self._functions = by_id
+        self._capacity = capacity
+        self.worker_name = worker_name or f"{socket.gethostname()}:{os.getpid()}"
+        self._worker_id: str | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_event: asyncio.Event | None = None
+        self._registered: asyncio.Event | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._background: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<durably.Worker {self.worker_name} app={self._client.app_id!r} functions={list(self._functions)}>"
+
+    @property
+    def worker_id(self) -> str | None:
+        """The id the executor gave this worker at its latest registration (None before)."""
+        return self._worker_id
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve executions until :meth:`stop` (graceful) or cancellation (immediate)."""
+        self._prepare()
+        await self._run()
+
+    def stop(self) -> None:
+        """Ask a running worker to stop: no new executions are accepted, running ones get a few
+        seconds to finish and report, then :meth:`run` returns. Safe to call from any thread."""
+        loop, event = self._loop, self._stop_event
+        if loop is None or event is None or loop.is_closed():
+            return
+        try:
+            same_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            same_loop = False
+        if same_loop:
+            event.set()
+        else:
+            loop.call_soon_threadsafe(event.set)
+
+    async def __aenter__(self) -> Worker:
+        self._prepare()
+        self._background = asyncio.create_task(self._run(), name=f"durably-worker-{self.worker_name}")
+        assert self._registered is not None
+        registered = asyncio.create_task(self._registered.wait())
+        try:
+            await asyncio.wait({registered, self._background}, timeout=_ENTER_TIMEOUT, return_when="FIRST_COMPLETED")
+        finally:
+            registered.cancel()
+        if self._background.done():
+            self._background.result()  # re-raise why it could not run
+        elif not self._registered.is_set():
+            _log.warning(
+                "durably worker %s: not registered with the executor at %s after %.0f s; still trying",
+                self.worker_name,
+                self._client.address,
+                _ENTER_TIMEOUT,
+            )
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        background, self._background = self._background, None
+        if background is not None:
+            self.stop()
+            await background
+
+    def _prepare(self) -> None:
+        if self._loop is not None:
+            raise RuntimeError("this Worker is already running")
+        self._loop = asyncio.get_running_loop()
+        self._stop_event = asyncio.Event()
+        self._registered = asyncio.Event()
+        self._slots = asyncio.Semaphore(self._capacity)
+
+    async def _run(self) -> None:
+        assert self._stop_event is not None
+        backoff = _BACKOFF_START
+        outage = False
+        try:
+            while not self._stop_event.is_set():
+                registered, error = await self._session()
+                if self._stop_event.is_set():
+                    break
+                if registered:
+                    backoff = _BACKOFF_START
+                    outage = False
+                level = logging.DEBUG if outage else logging.WARNING
+                _log.log(
+                    level,
+                    "durably worker %s: stream to the executor at %s ended (%s); reconnecting",
+                    self.worker_name,
+                    self._client.address,
+                    error,
+                )
+                outage = True
+                try:
+                    await asyncio.wait_for(self._stop_event.wait(), timeout=backoff)
+                except TimeoutError:
+                    pass
+                backoff = min(backoff * 2, _BACKOFF_MAX)
+        finally:
+            await self._cancel_all()
+            self._loop = None
+            self._stop_event = None
+            _log.info("durably worker %s: stopped", self.worker_name)
+
+    async def _cancel_all(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # --- one stream -----------------------------------------------------------------------------
+
+    async def _session(self) -> tuple[bool, str]:
+        """Run one Connect stream until it ends or the worker stops. Returns (registered, why it ended)."""
+        assert self._stop_event is not None and self._registered is not None
+        session = _Session()
+        session.send(
+            _convert.register_message(
+                self._client.app_id, self._functions.values(), self._capacity, self.worker_name, __version__
+            )
+        )
+        channel = grpc.aio.insecure_channel(self._client.address, options=CHANNEL_OPTIONS)
+        call: Any = worker_pb2_grpc.WorkerServiceStub(channel).Connect(session.requests())
+        serve = asyncio.create_task(self._serve(session, call))
+        stopping = asyncio.create_task(self._stop_event.wait())
+        why = "stopped"
+        try:
+            await asyncio.wait({serve, stopping}, return_when="FIRST_COMPLETED")
+            if serve.done():
+                why = _describe_end(serve)
+            else:
+                await self._drain(session, serve)
+        finally:
+            stopping.cancel()
+            session.close()
+            self._registered.clear()
+            serve.cancel()
+            await asyncio.gather(serve, stopping, return_exceptions=True)
+            call.cancel()
+            await channel.close()
+        return session.registered, why
+
+    async def _serve(self, session: _Session, call: Any) -> None:
+        assert self._registered is not None
+        first = await asyncio.wait_for(call.read(), timeout=_REGISTER_TIMEOUT)
+        if first is grpc.aio.EOF:
+            raise ConnectionError("the executor ended the stream before answering Register")
+        if first.WhichOneof("message") != "registered":
+            raise ConnectionError(f"the executor answered Register with {first.WhichOneof('message')!r}")
+        session.registered = True
+        self._worker_id = first.registered.worker_id
+        interval = first.registered.heartbeat_interval_ms
+        _log.info(
+            "durably worker %s: registered with the executor at %s as %s (%d functions)",
+            self.worker_name,
+            self._client.address,
+            self._worker_id,
+            len(self._functions),
+        )
+        self._registered.set()
+        heartbeat = asyncio.create_task(self._heartbeat(session, interval))
+        try:
+            while True:
+                message = await call.read()
+                if message is grpc.aio.EOF:
+                    return
+                kind = message.WhichOneof("message")
+                if kind == "execute":
+                    self._start(session, message.execute)
+                elif kind == "registered":
+                    self._worker_id = message.registered.worker_id
+                    heartbeat.cancel()
+                    heartbeat = asyncio.create_task(self._heartbeat(session, message.registered.heartbeat_interval_ms))
+        finally:
+            heartbeat.cancel()
+
+    async def _heartbeat(self, session: _Session, interval_ms: int) -> None:
+        interval = interval_ms / 1000 if interval_ms > 0 else _DEFAULT_HEARTBEAT
+        while True:
+            await asyncio.sleep(interval)
+            session.send(_convert.heartbeat_message(session.in_flight))
+
+    async def _drain(self, session: _Session, serve: asyncio.Task[None]) -> None:
+        """Graceful stop: let this session's executions finish and report, then half-close the stream
+        and give the executor a moment to end it, so no finished result is lost."""
+        if session.tasks:
+            await asyncio.wait(set(session.tasks), timeout=_STOP_GRACE)
+        session.close()
+        if session.registered:
+            await asyncio.wait({serve}, timeout=_CLOSE_GRACE)
+
+    # --- executions -----------------------------------------------------------------------------
+
+    def _start(self, session: _Session, execute_msg: worker_pb2.Execute) -> None:
+        assert self._stop_event is not None
+        execution_id = execute_msg.execution_id
+        if self._stop_event.is_set() or execution_id in session.in_flight:
+            return  # stopping (the executor re-queues it) or a repeat of one already running
+        session.in_flight.add(execution_id)
+        task = asyncio.create_task(self._execute(session, execute_msg), name=f"durably-execution-{execution_id}")
+        for tasks in (self._tasks, session.tasks):
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    async def _execute(self, session: _Session, execute_msg: worker_pb2.Execute) -> None:
+        assert self._slots is not None
+        try:
+            async with self._slots:
+                result = await handle_execute(self._functions, execute_msg)
+        except Exception as exc:  # a bug in the SDK itself: report it, keep serving
+            _log.exception("durably worker %s: execution %s crashed", self.worker_name, execute_msg.execution_id)
+            result = _convert.failure_result(execute_msg.execution_id, failure_from_exception(exc, non_retriable=False))
+        finally:
+            session.in_flight.discard(execute_msg.execution_id)
+        if session.closed:
+            _log.debug(
+                "durably worker %s: dropping the result of %s: its stream has ended",
+                self.worker_name,
+                execute_msg.execution_id,
+            )
+        session.send(_convert.result_message(result))
+
+
+def _describe_end(serve: asyncio.Task[None]) -> str:
+    if serve.cancelled():
+        return "cancelled"
+    exc = serve.exception()
+    if exc is None:
+        return "the executor closed it"
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    if isinstance(exc, TimeoutError):
+        return "no answer to Register"
+    return f"{type(exc).__name__}: {exc}"

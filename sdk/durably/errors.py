@@ -1,0 +1,131 @@
+"""Every exception the SDK raises or understands, and the stable code each one travels with.
+
+Errors cross the wire as a ``Failure`` (name, message, stack, non_retriable, code). ``code`` is the
+machine-readable part the executor and other languages can rely on, so each kind of error owns one
+:class:`ErrorCode` value here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import ClassVar
+
+
+class ErrorCode(StrEnum):
+    """Stable strings sent as ``Failure.code`` (the same vocabulary as Inngest's SDKs)."""
+
+    UNKNOWN = "unknown"
+    """Any exception that is not a durably error: a bug or a transient fault in user code."""
+    NON_RETRIABLE_ERROR = "non_retriable_error"
+    RETRY_AFTER_ERROR = "retry_after_error"
+    STEP_ERRORED = "step_errored"
+    """A step failed for good and the handler did not catch the resulting StepError."""
+    STEP_NESTED = "step_nested"
+    """``step.run`` was called inside another step's body."""
+    OUTPUT_UNSERIALIZABLE = "output_unserializable"
+    FUNCTION_NOT_FOUND = "function_not_found"
+    """The executor asked this worker to run a function it did not register."""
+    LIMIT_EXCEEDED = "limit_exceeded"
+    RUN_NOT_FOUND = "run_not_found"
+    SERVICE_ERROR = "service_error"
+
+
+class DurablyError(Exception):
+    """Base class of every error the SDK defines, so ``except durably.DurablyError`` catches them all."""
+
+    code: ClassVar[ErrorCode] = ErrorCode.UNKNOWN
+
+
+class NonRetriableError(DurablyError):
+    """Raise it from a step or a handler when retrying cannot help: the step (or run) fails at once."""
+
+    code = ErrorCode.NON_RETRIABLE_ERROR
+
+
+class RetryAfterError(DurablyError):
+    """Raise it when the failure is transient and you know when to try again (e.g. a rate limit).
+
+    ``after`` is a delay (seconds or a ``timedelta``) or a point in time (``datetime``). The executor
+    treats it as a retriable failure; honouring ``after`` precisely is the executor's job.
+    """
+
+    code = ErrorCode.RETRY_AFTER_ERROR
+
+    def __init__(self, message: str, after: float | timedelta | datetime) -> None:
+        super().__init__(message)
+        if not isinstance(after, float | int | timedelta | datetime) or isinstance(after, bool):
+            raise TypeError(f"RetryAfterError(after=...) takes seconds, a timedelta or a datetime, not {after!r}")
+        self.after = after
+
+
+class StepError(DurablyError):
+    """Raised inside the handler by ``step.run`` when that step failed for good (retries exhausted or
+    non-retriable). Catch it to recover; left uncaught, the run fails without further retries.
+
+    Replays raise it again from the saved failure, without running the step's code.
+    """
+
+    code = ErrorCode.STEP_ERRORED
+
+    def __init__(self, step_id: str, error_name: str, error_message: str, stack: str = "") -> None:
+        super().__init__(f'step "{step_id}" failed: {error_name}: {error_message}')
+        self.step_id = step_id
+        """The step id as written in ``step.run(id, ...)``."""
+        self.error_name = error_name
+        """Class name of the exception the step raised, e.g. ``"ValueError"``."""
+        self.error_message = error_message
+        self.stack = stack
+        """The traceback text of the original failure (may be empty)."""
+
+    def __reduce__(self) -> tuple[type[StepError], tuple[str, str, str, str]]:
+        return (StepError, (self.step_id, self.error_name, self.error_message, self.stack))
+
+
+class StepNestedError(NonRetriableError):
+    """``step.run`` was called while another step's body was running; steps cannot contain steps,
+    because the inner step's result would be recorded inside an outer result that may be retried."""
+
+    code = ErrorCode.STEP_NESTED
+
+
+class OutputUnserializableError(NonRetriableError):
+    """A step or handler returned a value JSON cannot represent; retrying would return it again."""
+
+    code = ErrorCode.OUTPUT_UNSERIALIZABLE
+
+
+class LimitExceeded(DurablyError):
+    """A limit (steps per run, output size, state size, duration) was breached."""
+
+    code = ErrorCode.LIMIT_EXCEEDED
+
+
+class RunNotFoundError(DurablyError):
+    """The executor knows no run with this id."""
+
+    code = ErrorCode.RUN_NOT_FOUND
+
+
+class ServiceError(DurablyError):
+    """The executor refused or failed a client call; ``status`` is the gRPC status name."""
+
+    code = ErrorCode.SERVICE_ERROR
+
+    def __init__(self, message: str, *, status: str = "UNKNOWN") -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class InvalidArgumentError(ServiceError, ValueError):
+    """The request was malformed (gRPC ``INVALID_ARGUMENT`` or a check before sending). Also a
+    ``ValueError``, since that is what it is."""
+
+
+class UnavailableError(ServiceError, ConnectionError):
+    """The executor could not be reached (gRPC ``UNAVAILABLE``): it is down, restarting or elsewhere."""
+
+
+def error_code(exc: BaseException) -> ErrorCode:
+    """The ``Failure.code`` for an exception raised by user code."""
+    return exc.code if isinstance(exc, DurablyError) else ErrorCode.UNKNOWN

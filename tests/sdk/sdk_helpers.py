@@ -1,0 +1,78 @@
+"""Hand-made ``Execute`` messages and a way to run them through the worker's entry point."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import durably
+from durably._ids import hash_step_id, pre_hash_id
+from durably._worker import handle_execute
+from durably.protocol.v1 import common_pb2, worker_pb2
+
+client = durably.Client(app_id="unit", address="127.0.0.1:9")  # never connected by these tests
+
+
+def sid(name: str, index: int = 0) -> str:
+    """Hashed id of the ``index``-th occurrence of step ``name``."""
+    return hash_step_id(pre_hash_id(name, index))
+
+
+def memo_ok(name: str, value: Any, index: int = 0) -> worker_pb2.Memo:
+    return worker_pb2.Memo(id=sid(name, index), data_json=json.dumps(value).encode())
+
+
+def memo_err(name: str, error_name: str, message: str, index: int = 0) -> worker_pb2.Memo:
+    failure = common_pb2.Failure(name=error_name, message=message, stack="Traceback: ...", code="unknown")
+    return worker_pb2.Memo(id=sid(name, index), error=failure)
+
+
+def make_execute(
+    function: durably.Function,
+    memos: list[worker_pb2.Memo] | None = None,
+    *,
+    data: dict[str, Any] | None = None,
+    attempt: int = 0,
+    run_id: str = "run-1",
+) -> worker_pb2.Execute:
+    return worker_pb2.Execute(
+        execution_id=f"exec-{run_id}-{len(memos or [])}-{attempt}",
+        run_id=run_id,
+        function_id=function.id,
+        event=common_pb2.Event(
+            id="evt-1", name="test/event", data_json=json.dumps(data or {}).encode(), ts_ms=1_700_000_000_000
+        ),
+        memos=memos or [],
+        attempt=attempt,
+        max_attempts=4,
+    )
+
+
+async def execute(
+    function: durably.Function, memos: list[worker_pb2.Memo] | None = None, **kwargs: Any
+) -> worker_pb2.ExecutionResult:
+    message = make_execute(function, memos, **kwargs)
+    result = await handle_execute({function.id: function}, message)
+    assert result.execution_id == message.execution_id
+    return result
+
+
+def outcome(result: worker_pb2.ExecutionResult) -> str | None:
+    return result.WhichOneof("outcome")
+
+
+def output(result: worker_pb2.ExecutionResult) -> Any:
+    assert outcome(result) == "output_json", result
+    return json.loads(result.output_json)
+
+
+def ops(result: worker_pb2.ExecutionResult) -> list[tuple[str, str, int]]:
+    """(opcode name, step name, index) of every op."""
+    return [(worker_pb2.Opcode.Name(op.op), op.name, op.index) for op in result.ops]
+
+
+def memos_from(result: worker_pb2.ExecutionResult) -> list[worker_pb2.Memo]:
+    """What the executor would save from the successful step ops of ``result``."""
+    return [
+        worker_pb2.Memo(id=op.id, data_json=op.data_json) for op in result.ops if op.op == worker_pb2.OPCODE_STEP_RUN
+    ]
