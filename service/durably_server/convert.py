@@ -34,10 +34,20 @@ MAX_RETRIES = 20
 DEFAULT_CAPACITY = 64
 MAX_CAPACITY = 10_000
 _ID_PATTERN = re.compile(r"[A-Za-z0-9_.:/\-]{1,128}")
+_ULID = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")
 
 
 class RequestError(ValueError):
     """A malformed request; the message says what to fix."""
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def loads_strict(raw: bytes) -> object:
+    """`json.loads` without Python's extensions: NaN and Infinity are refused, as JSON says."""
+    return json.loads(raw, parse_constant=_no_constant)
 
 
 # ---- events -------------------------------------------------------------------------------
@@ -49,8 +59,8 @@ def _check_json_object(raw: bytes, what: str) -> bytes:
     if len(raw) > MAX_EVENT_BYTES:
         raise RequestError(f"{what}: data is {len(raw)} bytes, more than the {MAX_EVENT_BYTES}-byte limit")
     try:
-        value = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        value = loads_strict(raw)
+    except ValueError as exc:
         raise RequestError(f"{what}: data_json is not valid UTF-8 JSON ({exc})") from None
     if not isinstance(value, dict):
         raise RequestError(f"{what}: data_json must be a JSON object, got {type(value).__name__}")
@@ -193,6 +203,13 @@ _STATUS_OUT = {
     RunStatus.CANCELLED: api_pb2.RUN_STATUS_CANCELLED,
 }
 _STATUS_IN: dict[int, RunStatus] = {int(pb): status for status, pb in _STATUS_OUT.items()}
+
+
+def page_token_in(token: str) -> str:
+    """Page tokens are run ids (ULIDs): the list continues below that id."""
+    if token and not _ULID.fullmatch(token):
+        raise RequestError(f"page_token {token[:40]!r} is not a token this API returned")
+    return token
 
 
 def status_in(value: int) -> RunStatus | None:

@@ -58,12 +58,13 @@ class ApiService(api_pb2_grpc.ApiServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"limit must be 1..{MAX_LIST}, got {request.limit}")
         try:
             status = convert.status_in(request.status)
+            token = convert.page_token_in(request.page_token)
         except RequestError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        where = RunFilter(request.function_id, request.event_id, status, request.page_token, limit)
+        where = RunFilter(request.function_id, request.event_id, status, token, limit)
         runs = await self._executor.list_runs(where)
-        token = runs[-1].id if len(runs) == limit else ""
-        return api_pb2.ListRunsResponse(runs=[convert.run_out(run) for run in runs], next_page_token=token)
+        next_token = runs[-1].id if len(runs) == limit else ""
+        return api_pb2.ListRunsResponse(runs=[convert.run_out(run) for run in runs], next_page_token=next_token)
 
     async def WaitForRun(
         self, request: api_pb2.WaitForRunRequest, context: grpc.aio.ServicerContext

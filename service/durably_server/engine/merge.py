@@ -7,10 +7,10 @@ result the file does not.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 from durably_server._core import CoreError, DuplicateStep, LimitExceeded
+from durably_server.convert import loads_strict
 from durably_server.engine.runs import ActiveRun
 from durably_server.model import (
     ExecutionReport,
@@ -41,7 +41,7 @@ def _protocol_error(message: str) -> Failure:
 
 def _is_json(raw: bytes) -> bool:
     try:
-        json.loads(raw)
+        loads_strict(raw)
     except ValueError:
         return False
     return True
