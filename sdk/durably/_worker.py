@@ -190,7 +190,9 @@ class Worker:
         assert self._registered is not None
         registered = asyncio.create_task(self._registered.wait())
         try:
-            await asyncio.wait({registered, self._background}, timeout=_ENTER_TIMEOUT, return_when="FIRST_COMPLETED")
+            await asyncio.wait(
+                {registered, self._background}, timeout=_ENTER_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             registered.cancel()
         if self._background.done():
@@ -226,7 +228,11 @@ class Worker:
         outage = False
         try:
             while not self._stop_event.is_set():
-                registered, error = await self._session()
+                try:
+                    registered, error = await self._session()
+                except Exception as exc:  # an SDK bug must not end the worker: log it and reconnect
+                    _log.exception("durably worker %s: session failed", self.worker_name)
+                    registered, error = False, f"{type(exc).__name__}: {exc}"
                 if self._stop_event.is_set():
                     break
                 if registered:
@@ -276,7 +282,7 @@ class Worker:
         stopping = asyncio.create_task(self._stop_event.wait())
         why = "stopped"
         try:
-            await asyncio.wait({serve, stopping}, return_when="FIRST_COMPLETED")
+            await asyncio.wait({serve, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if serve.done():
                 why = _describe_end(serve)
             else:
