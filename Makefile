@@ -39,9 +39,10 @@ test-rust: ## cargo test of the Rust core
 test-py: build ## pytest: unit and black-box tests with real daemon and worker processes
 	$(BIN)/pytest -q
 
-lint: install ## ruff, cargo fmt --check, clippy
+lint: install ## ruff, mypy --strict, cargo fmt --check, clippy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	MYPYPATH=service:sdk $(BIN)/mypy service/durably_server sdk/durably
 	cargo fmt --manifest-path core_rs/Cargo.toml --check
 	cargo clippy --quiet --manifest-path core_rs/Cargo.toml --all-targets -- -D warnings
 
