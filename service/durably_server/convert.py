@@ -7,11 +7,13 @@ INVALID_ARGUMENT. Nothing past this module sees a protobuf message.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
 from durably.protocol.v1 import api_pb2, common_pb2, worker_pb2
 
+from durably_server.engine.metrics import Metrics
 from durably_server.engine.scheduler import Lease
 from durably_server.ids import new_id, now_ms
 from durably_server.model import (
@@ -176,7 +178,7 @@ def execute_out(lease: Lease, max_attempts: int) -> worker_pb2.ExecutorMessage:
         worker_pb2.Memo(id=sid, error=failure_out(Failure.from_json(payload)))
         if is_error
         else worker_pb2.Memo(id=sid, data_json=payload)
-        for sid, payload, is_error in run.state.memos()
+        for sid, payload, is_error in lease.memos
     ]
     return worker_pb2.ExecutorMessage(
         execute=worker_pb2.Execute(
@@ -187,6 +189,7 @@ def execute_out(lease: Lease, max_attempts: int) -> worker_pb2.ExecutorMessage:
             memos=memos,
             attempt=lease.item.attempt,
             max_attempts=max_attempts,
+            memo_base=lease.memo_base,
         )
     )
 
@@ -255,6 +258,10 @@ def run_out(run: RunRecord) -> api_pb2.Run:
     if run.error is not None:
         pb.error.CopyFrom(failure_out(run.error))
     return pb
+
+
+def metrics_out(metrics: Metrics, commits: int) -> api_pb2.GetMetricsResponse:
+    return api_pb2.GetMetricsResponse(commits=commits, **dataclasses.asdict(metrics))
 
 
 def function_out(spec: FunctionSpec, connected: int) -> api_pb2.FunctionInfo:

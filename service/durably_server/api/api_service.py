@@ -105,3 +105,8 @@ class ApiService(api_pb2_grpc.ApiServiceServicer):
     ) -> api_pb2.ListFunctionsResponse:
         functions = [convert.function_out(spec, n) for spec, n in self._executor.functions(request.app_id)]
         return api_pb2.ListFunctionsResponse(functions=functions)
+
+    async def GetMetrics(
+        self, request: api_pb2.GetMetricsRequest, context: grpc.aio.ServicerContext
+    ) -> api_pb2.GetMetricsResponse:
+        return convert.metrics_out(self._executor.metrics, self._executor.store.writer.commits)

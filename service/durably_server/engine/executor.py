@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from durably_server.engine.merge import Merge, merge_report
+from durably_server.engine.metrics import Metrics
 from durably_server.engine.registry import Registry
 from durably_server.engine.runs import ActiveRun, ActiveRuns, new_state
 from durably_server.engine.scheduler import Lease, Scheduler, WorkerConn
@@ -45,6 +46,7 @@ class Executor:
         self.registry = Registry(store.read_now(sql.load_functions))
         self.runs = ActiveRuns(store)
         self.watch = RunWatch()
+        self.metrics = Metrics()
         self.scheduler = Scheduler(self.runs.get, self._leased)
         for item in store.read_now(sql.load_queue):
             self.scheduler.add(item)
@@ -72,6 +74,8 @@ class Executor:
             return created
 
         created = await self.store.write(write)
+        self.metrics.events_received += len(events)
+        self.metrics.runs_created += len(created)
         events_by_id = {event.id: event for event in events}
         for run, item in created:
             event = events_by_id[run.event_id]
@@ -98,6 +102,10 @@ class Executor:
 
     def _leased(self, lease: Lease) -> None:
         run = lease.run
+        lease.memos = run.state.memos()
+        self.metrics.executions_dispatched += 1
+        self.metrics.memos_sent += len(lease.memos)
+        self.metrics.memo_bytes_sent += sum(len(payload) for _, payload, _ in lease.memos)
         if run.status is RunStatus.QUEUED:
             run.status = RunStatus.RUNNING
             started = self.store.write(lambda conn: sql.mark_started(conn, run.id, now_ms()))
@@ -131,7 +139,12 @@ class Executor:
                     assert step.error is not None
                     payload = step.error.to_json()
                 run.state.record(step.id, step.name, step.index, payload, step.status is StepStatus.FAILED)
+            self.metrics.steps_recorded += len(merge.steps)
             if merge.status is not None:
+                if merge.status is RunStatus.COMPLETED:
+                    self.metrics.runs_completed += 1
+                else:
+                    self.metrics.runs_failed += 1
                 run.status = merge.status
                 self.runs.evict(run.id)
                 self.watch.changed(run.id)

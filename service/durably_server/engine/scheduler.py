@@ -31,6 +31,9 @@ class Lease:
     item: QueueItem
     run: ActiveRun
     worker: WorkerConn
+    # The memos this execution carries: the run's outcomes from position `memo_base` on.
+    memo_base: int = 0
+    memos: list[tuple[str, bytes, bool]] = field(default_factory=list)
 
 
 @dataclass(eq=False, slots=True)

@@ -448,3 +448,65 @@ class ListFunctionsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListFunctionsResponse: _TypeAlias = ListFunctionsResponse  # noqa: Y015
+
+@_typing.final
+class GetMetricsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetMetricsRequest: _TypeAlias = GetMetricsRequest  # noqa: Y015
+
+@_typing.final
+class GetMetricsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_RECEIVED_FIELD_NUMBER: _builtins.int
+    RUNS_CREATED_FIELD_NUMBER: _builtins.int
+    EXECUTIONS_DISPATCHED_FIELD_NUMBER: _builtins.int
+    MEMOS_SENT_FIELD_NUMBER: _builtins.int
+    MEMO_BYTES_SENT_FIELD_NUMBER: _builtins.int
+    STEPS_RECORDED_FIELD_NUMBER: _builtins.int
+    COMMITS_FIELD_NUMBER: _builtins.int
+    RUNS_COMPLETED_FIELD_NUMBER: _builtins.int
+    RUNS_FAILED_FIELD_NUMBER: _builtins.int
+    events_received: _builtins.int
+    runs_created: _builtins.int
+    executions_dispatched: _builtins.int
+    """Execute messages sent to workers (each is one run of a handler)."""
+    memos_sent: _builtins.int
+    """Memos sent inside Execute messages, and their payload bytes."""
+    memo_bytes_sent: _builtins.int
+    steps_recorded: _builtins.int
+    """Step outcomes recorded (completed or failed for good)."""
+    commits: _builtins.int
+    """Transactions the store committed (each may hold many changes)."""
+    runs_completed: _builtins.int
+    runs_failed: _builtins.int
+    def __init__(
+        self,
+        *,
+        events_received: _builtins.int = ...,
+        runs_created: _builtins.int = ...,
+        executions_dispatched: _builtins.int = ...,
+        memos_sent: _builtins.int = ...,
+        memo_bytes_sent: _builtins.int = ...,
+        steps_recorded: _builtins.int = ...,
+        commits: _builtins.int = ...,
+        runs_completed: _builtins.int = ...,
+        runs_failed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commits", b"commits", "events_received", b"events_received", "executions_dispatched", b"executions_dispatched", "memo_bytes_sent", b"memo_bytes_sent", "memos_sent", b"memos_sent", "runs_completed", b"runs_completed", "runs_created", b"runs_created", "runs_failed", b"runs_failed", "steps_recorded", b"steps_recorded"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetMetricsResponse: _TypeAlias = GetMetricsResponse  # noqa: Y015

@@ -69,6 +69,11 @@ class ApiServiceStub:
                 request_serializer=durably_dot_protocol_dot_v1_dot_api__pb2.ListFunctionsRequest.SerializeToString,
                 response_deserializer=durably_dot_protocol_dot_v1_dot_api__pb2.ListFunctionsResponse.FromString,
                 _registered_method=True)
+        self.GetMetrics = channel.unary_unary(
+                '/durably.protocol.v1.ApiService/GetMetrics',
+                request_serializer=durably_dot_protocol_dot_v1_dot_api__pb2.GetMetricsRequest.SerializeToString,
+                response_deserializer=durably_dot_protocol_dot_v1_dot_api__pb2.GetMetricsResponse.FromString,
+                _registered_method=True)
 
 
 class ApiServiceServicer:
@@ -119,6 +124,13 @@ class ApiServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetMetrics(self, request, context):
+        """Counters since the daemon started: what benchmarks and tests measure the engine by.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ApiServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -156,6 +168,11 @@ def add_ApiServiceServicer_to_server(servicer, server):
                     servicer.ListFunctions,
                     request_deserializer=durably_dot_protocol_dot_v1_dot_api__pb2.ListFunctionsRequest.FromString,
                     response_serializer=durably_dot_protocol_dot_v1_dot_api__pb2.ListFunctionsResponse.SerializeToString,
+            ),
+            'GetMetrics': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMetrics,
+                    request_deserializer=durably_dot_protocol_dot_v1_dot_api__pb2.GetMetricsRequest.FromString,
+                    response_serializer=durably_dot_protocol_dot_v1_dot_api__pb2.GetMetricsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -347,6 +364,33 @@ class ApiService:
             '/durably.protocol.v1.ApiService/ListFunctions',
             durably_dot_protocol_dot_v1_dot_api__pb2.ListFunctionsRequest.SerializeToString,
             durably_dot_protocol_dot_v1_dot_api__pb2.ListFunctionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMetrics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/durably.protocol.v1.ApiService/GetMetrics',
+            durably_dot_protocol_dot_v1_dot_api__pb2.GetMetricsRequest.SerializeToString,
+            durably_dot_protocol_dot_v1_dot_api__pb2.GetMetricsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,6 +43,8 @@ class ApiServiceStub:
     """Streams the run now and after every status change; ends once the run has ended."""
     CancelRun: _grpc.UnaryUnaryMultiCallable[_api_pb2.CancelRunRequest, _api_pb2.CancelRunResponse]
     ListFunctions: _grpc.UnaryUnaryMultiCallable[_api_pb2.ListFunctionsRequest, _api_pb2.ListFunctionsResponse]
+    GetMetrics: _grpc.UnaryUnaryMultiCallable[_api_pb2.GetMetricsRequest, _api_pb2.GetMetricsResponse]
+    """Counters since the daemon started: what benchmarks and tests measure the engine by."""
 
 @_typing.type_check_only
 class ApiServiceAsyncStub(ApiServiceStub):
@@ -57,6 +59,8 @@ class ApiServiceAsyncStub(ApiServiceStub):
     """Streams the run now and after every status change; ends once the run has ended."""
     CancelRun: _aio.UnaryUnaryMultiCallable[_api_pb2.CancelRunRequest, _api_pb2.CancelRunResponse]  # type: ignore[assignment]
     ListFunctions: _aio.UnaryUnaryMultiCallable[_api_pb2.ListFunctionsRequest, _api_pb2.ListFunctionsResponse]  # type: ignore[assignment]
+    GetMetrics: _aio.UnaryUnaryMultiCallable[_api_pb2.GetMetricsRequest, _api_pb2.GetMetricsResponse]  # type: ignore[assignment]
+    """Counters since the daemon started: what benchmarks and tests measure the engine by."""
 
 class ApiServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -110,5 +114,13 @@ class ApiServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _api_pb2.ListFunctionsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_api_pb2.ListFunctionsResponse, _abc.Awaitable[_api_pb2.ListFunctionsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetMetrics(
+        self,
+        request: _api_pb2.GetMetricsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_api_pb2.GetMetricsResponse, _abc.Awaitable[_api_pb2.GetMetricsResponse]]:
+        """Counters since the daemon started: what benchmarks and tests measure the engine by."""
 
 def add_ApiServiceServicer_to_server(servicer: ApiServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -39,6 +39,10 @@ class _OpcodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Opcode.ValueTy
     """A step ran in this execution and raised `error`; the executor retries it or,
     when attempts are exhausted or the error is non-retriable, saves it as failed.
     """
+    OPCODE_STEP_PLANNED: _Opcode.ValueType  # 3
+    """A new step the handler met together with others (or while `plan_only`): it did not
+    run; the executor runs it as its own execution with this id in `targets`.
+    """
 
 class Opcode(_Opcode, metaclass=_OpcodeEnumTypeWrapper): ...
 
@@ -48,6 +52,10 @@ OPCODE_STEP_RUN: Opcode.ValueType  # 1
 OPCODE_STEP_ERROR: Opcode.ValueType  # 2
 """A step ran in this execution and raised `error`; the executor retries it or,
 when attempts are exhausted or the error is non-retriable, saves it as failed.
+"""
+OPCODE_STEP_PLANNED: Opcode.ValueType  # 3
+"""A new step the handler met together with others (or while `plan_only`): it did not
+run; the executor runs it as its own execution with this id in `targets`.
 """
 Global___Opcode: _TypeAlias = Opcode  # noqa: Y015
 
@@ -269,6 +277,9 @@ class Execute(_message.Message):
     MEMOS_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
     MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    TARGETS_FIELD_NUMBER: _builtins.int
+    PLAN_ONLY_FIELD_NUMBER: _builtins.int
+    MEMO_BASE_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     """Echoed in the result. A result whose id is not the current lease is refused."""
     run_id: _builtins.str
@@ -276,11 +287,27 @@ class Execute(_message.Message):
     attempt: _builtins.int
     """0-based attempt of this execution (a retry of the same work increments it)."""
     max_attempts: _builtins.int
+    plan_only: _builtins.bool
+    """True while the run has planned steps in flight: every new step must be reported as
+    STEP_PLANNED, never run inline, so that no step runs in two executions at once.
+    """
+    memo_base: _builtins.int
+    """`memos` holds the run's outcomes from position `memo_base` on (record order); the
+    worker holds the first `memo_base` from earlier executions of this run on this
+    stream. 0 means `memos` is the whole state.
+    """
     @_builtins.property
     def event(self) -> _common_pb2.Event: ...
     @_builtins.property
     def memos(self) -> _containers.RepeatedCompositeFieldContainer[Global___Memo]:
         """Every saved step outcome of the run."""
+
+    @_builtins.property
+    def targets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Planned steps this execution must run: replay the handler up to them, run exactly
+        these (concurrently), report each (STEP_RUN or STEP_ERROR) and run nothing else.
+        Empty: a discovery execution.
+        """
 
     def __init__(
         self,
@@ -292,10 +319,13 @@ class Execute(_message.Message):
         memos: _abc.Iterable[Global___Memo] | None = ...,
         attempt: _builtins.int = ...,
         max_attempts: _builtins.int = ...,
+        targets: _abc.Iterable[_builtins.str] | None = ...,
+        plan_only: _builtins.bool = ...,
+        memo_base: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "event", b"event", "execution_id", b"execution_id", "function_id", b"function_id", "max_attempts", b"max_attempts", "memos", b"memos", "run_id", b"run_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "event", b"event", "execution_id", b"execution_id", "function_id", b"function_id", "max_attempts", b"max_attempts", "memo_base", b"memo_base", "memos", b"memos", "plan_only", b"plan_only", "run_id", b"run_id", "targets", b"targets"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -356,6 +386,7 @@ class ExecutionResult(_message.Message):
     OUTPUT_JSON_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     YIELDED_FIELD_NUMBER: _builtins.int
+    NEED_FULL_STATE_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     output_json: _builtins.bytes
     """The handler returned; this is its return value as JSON. The run completes
@@ -363,6 +394,10 @@ class ExecutionResult(_message.Message):
     """
     yielded: _builtins.bool
     """The handler stopped at a new step (ops say why); execute it again."""
+    need_full_state: _builtins.bool
+    """The worker no longer holds the first `memo_base` memos of the run: send this
+    execution again with the whole state. Nothing ran.
+    """
     @_builtins.property
     def ops(self) -> _containers.RepeatedCompositeFieldContainer[Global___StepOp]:
         """Steps to record, in the order they happened."""
@@ -379,12 +414,13 @@ class ExecutionResult(_message.Message):
         output_json: _builtins.bytes = ...,
         error: _common_pb2.Failure | None = ...,
         yielded: _builtins.bool = ...,
+        need_full_state: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "outcome", b"outcome", "output_json", b"output_json", "yielded", b"yielded"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "need_full_state", b"need_full_state", "outcome", b"outcome", "output_json", b"output_json", "yielded", b"yielded"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "execution_id", b"execution_id", "ops", b"ops", "outcome", b"outcome", "output_json", b"output_json", "yielded", b"yielded"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "execution_id", b"execution_id", "need_full_state", b"need_full_state", "ops", b"ops", "outcome", b"outcome", "output_json", b"output_json", "yielded", b"yielded"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["output_json", "error", "yielded"]  # noqa: Y015
+    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["output_json", "error", "yielded", "need_full_state"]  # noqa: Y015
     _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
 
