@@ -10,17 +10,33 @@ When a test fails, the report gets the daemon's and the workers' stderr and the 
 
 from __future__ import annotations
 
+import atexit
+import signal
 from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING
 
 import pytest
-from e2e.harness import Harness, open_client
+from e2e.harness import Harness, kill_all, open_client
 
 if TYPE_CHECKING:
     import durably
 
 _LIVE: list[Harness] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Never leave a daemon or worker behind: at exit, and when pytest itself gets SIGTERM (a CI
+    # cancel, `timeout`), which would otherwise end the interpreter without running any teardown.
+    atexit.register(kill_all)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminated)
+
+
+def _terminated(signum: int, frame: FrameType | None) -> None:
+    kill_all()
+    pytest.exit("pytest got SIGTERM; every daemon and worker was killed", returncode=128 + signum)
 
 
 def _running(workdir: Path) -> Iterator[Harness]:

@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     import durably
@@ -93,6 +93,9 @@ async def await_until(check: Callable[[], Any], *, timeout: float = 10.0, what: 
 class Process:
     """A child process in its own session. Output goes to files (one pair per start) in `workdir`."""
 
+    spawned: ClassVar[list[Process]] = []
+    """Every process any harness started, for `kill_all` (the last resort at interpreter exit)."""
+
     def __init__(self, name: str, argv: Sequence[str], *, env: dict[str, str], workdir: Path) -> None:
         self.name = name
         self.argv = list(argv)
@@ -111,6 +114,8 @@ class Process:
         self.stdout_path = self.workdir / f"{self.name}-{self.starts}.out"
         self.stderr_path = self.workdir / f"{self.name}-{self.starts}.err"
         self._all_stderr.append(self.stderr_path)
+        if self not in Process.spawned:
+            Process.spawned.append(self)
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             self.proc = subprocess.Popen(
                 self.argv,
@@ -134,7 +139,8 @@ class Process:
         return None if self.proc is None else self.proc.poll()
 
     def _signal_group(self, sig: signal.Signals) -> None:
-        if self.proc is None:
+        # Only while the leader is not reaped: until then its pid (our group id) cannot be reused.
+        if self.proc is None or self.proc.returncode is not None:
             return
         try:
             os.killpg(self.proc.pid, sig)
@@ -142,7 +148,7 @@ class Process:
             pass
 
     def kill9(self) -> None:
-        """SIGKILL the whole process group and reap the process."""
+        """SIGKILL the whole process group and reap the process (no-op once it was reaped)."""
         self._signal_group(signal.SIGKILL)
         if self.proc is not None:
             self.proc.wait(timeout=10)
@@ -156,8 +162,8 @@ class Process:
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                self.kill9()
-        self._signal_group(signal.SIGKILL)  # anything the process left behind in its group
+                pass
+        self.kill9()  # the hard way, unless it exited already
         return self.proc.returncode
 
     def wait_exit(self, timeout: float) -> int:
@@ -175,6 +181,12 @@ class Process:
         for path in self._all_stderr:
             parts.append(f"--- {path.name}\n{tail(path)}")
         return "\n".join(parts)
+
+
+def kill_all() -> None:
+    """SIGKILL the process group of every process still running (pytest killed mid-test, etc.)."""
+    for process in Process.spawned:
+        process.kill9()
 
 
 class Daemon(Process):
@@ -278,8 +290,12 @@ class Harness:
         return worker
 
     def close(self) -> None:
+        """Stop every process (workers first); whatever happens, each gets SIGKILL at the end."""
         for process in reversed(self.processes):
-            process.stop(timeout=5)
+            try:
+                process.stop(timeout=5)
+            finally:
+                process.kill9()
 
     def report(self) -> list[tuple[str, str]]:
         sections = [(p.name, p.report()) for p in self.processes if p.starts]
