@@ -227,3 +227,211 @@ def test_module_exports_the_contract() -> None:
         "hash_step_id",
         "pre_hash_id",
     }
+
+
+# --- Memo deltas, batches of outcomes and the function's output ---
+
+
+def fill(state: RunState, name: str, count: int, payload: bytes = b"{}") -> None:
+    """Records `count` steps named `name` one by one (indices 0..count-1)."""
+    for index in range(count):
+        state.record(step_id(name, index), name, index, payload, False)
+
+
+def test_memos_from_returns_the_outcomes_from_a_position_on() -> None:
+    state = RunState()
+    assert state.memos_from(0) == []
+    payloads = [b"1", b"22", b"333"]
+    for name, payload in zip("abc", payloads, strict=True):
+        state.record(step_id(name), name, 0, payload, name == "b")
+    assert state.memos_from(0) == state.memos()
+    assert state.memos_from(1) == state.memos()[1:]
+    assert state.memos_from(2) == [(step_id("c"), payloads[2], False)]
+    assert state.memos_from(2)[0][1] is payloads[2]
+    assert state.memos_from(3) == []
+    new = b"4444"
+    state.record(step_id("d"), "d", 0, new, False)
+    assert state.memos_from(3) == [(step_id("d"), new, False)]
+
+
+@pytest.mark.parametrize("start", [5, 6, 2**40, -1, -4])
+def test_memos_from_out_of_range_is_a_value_error(start: int) -> None:
+    state = RunState()
+    fill(state, "s", 4)
+    with pytest.raises(ValueError, match=f"memo position {start} is out of range.*from 0 to 4"):
+        state.memos_from(start)
+
+
+def test_memo_deltas_ship_each_outcome_once() -> None:
+    """What the executor does: after each step it sends the worker only what the worker has not seen."""
+    state = RunState()
+    seen, shipped = 0, 0
+    for index in range(MAX_STEPS):
+        state.record(step_id("s", index), "s", index, b"0123456789", False)
+        delta = state.memos_from(seen)
+        assert [memo_id for memo_id, _, _ in delta] == [step_id("s", index)]
+        seen += len(delta)
+        shipped += sum(len(payload) for _, payload, _ in delta)
+    assert (seen, shipped) == (MAX_STEPS, 10 * MAX_STEPS)
+
+
+def test_batch_step_count_exactly_at_the_limit_passes_one_more_fails() -> None:
+    state = RunState(max_steps=5)
+    fill(state, "done", 2)
+    before = snapshot(state)
+    batch = [(step_id(name), name, 0, 1) for name in "cdefg"]
+    state.check_batch(batch[:3])
+    for item in batch:
+        state.check(*item)  # each alone fits; together the fourth would be step 6 of 5
+    with pytest.raises(StepLimitExceeded) as err:
+        state.check_batch(batch)
+    assert_message(err, '"f"', step_id("f"), "step 6", "counting the 3 steps before it in this batch", "5 steps")
+    assert snapshot(state) == before
+
+
+def test_batch_state_size_is_cumulative_exactly_at_the_limit_passes_one_more_byte_fails() -> None:
+    state = RunState(base_bytes=MIB)
+    fill(state, "chunk", 7, FOUR_MIB)  # 29 MiB; room for 3 MiB more
+    before = snapshot(state)
+    state.check_batch([(step_id("a"), "a", 0, 2 * MIB), (step_id("b"), "b", 0, MIB)])
+    state.check(step_id("b"), "b", 0, MIB + 1)  # alone it fits
+    with pytest.raises(StateTooLarge) as err:
+        state.check_batch(
+            [(step_id("a"), "a", 0, 2 * MIB), (step_id("b"), "b", 0, MIB + 1), (step_id("c"), "c", 0, MAX_STEP_BYTES)]
+        )
+    assert_message(err, '"b"', step_id("b"), MIB + 1, MAX_STATE_BYTES + 1, MAX_STATE_BYTES, "max_state_bytes")
+    assert snapshot(state) == before
+
+
+def test_batch_step_output_of_4_mib_passes_one_byte_more_fails() -> None:
+    state = RunState()
+    state.check_batch([(step_id("a"), "a", 0, MAX_STEP_BYTES), (step_id("b"), "b", 0, MAX_STEP_BYTES)])
+    with pytest.raises(StepOutputTooLarge) as err:
+        state.check_batch([(step_id("a"), "a", 0, MAX_STEP_BYTES), (step_id("b"), "b", 0, MAX_STEP_BYTES + 1)])
+    assert_message(err, '"b"', MAX_STEP_BYTES + 1, "max_step_bytes")
+
+
+def test_batch_duplicates_within_the_batch_and_against_the_state() -> None:
+    state = RunState()
+    state.record(step_id("a"), "a", 0, b"1", False)
+    with pytest.raises(DuplicateStep) as err:
+        state.check_batch([(step_id("b"), "b", 0, 1), (step_id("c"), "c", 0, 1), (step_id("b"), "b", 0, 1)])
+    assert_message(err, '"b"', step_id("b"), "more than once in this batch")
+    with pytest.raises(DuplicateStep) as err:
+        state.check_batch([(step_id("b"), "b", 0, 1), (step_id("a"), "a", 0, 1)])
+    assert_message(err, '"a"', "already recorded")
+    state.check_batch([(step_id("b", index), "b", index, 1) for index in range(3)])
+
+
+@pytest.mark.parametrize(
+    ("bad_id", "name", "index"),
+    [
+        pytest.param(step_id("b", 1), "b", 0, id="index-mismatch"),
+        pytest.param("b", "b", 0, id="unhashed"),
+        pytest.param(hash_step_id(""), "", 0, id="empty-name"),
+        pytest.param(step_id("b"), "b", -1, id="negative-index"),
+    ],
+)
+def test_batch_invalid_step_id(bad_id: str, name: str, index: int) -> None:
+    state = RunState()
+    with pytest.raises(InvalidStepId):
+        state.check_batch([(step_id("a"), "a", 0, 1), (bad_id, name, index, 1)])
+    with pytest.raises(InvalidStepId):
+        state.record_batch([(step_id("a"), "a", 0, b"1", False), (bad_id, name, index, b"1", False)])
+    assert snapshot(state) == (0, 0, 0, [])
+
+
+def test_batch_reports_the_first_refused_item() -> None:
+    state = RunState(max_steps=2, max_step_bytes=10)
+    # A negative index is an InvalidStepId, but an earlier item over a limit is reported first.
+    items = [(step_id("a"), "a", 0, 11), (step_id("b"), "b", -1, 1)]
+    with pytest.raises(StepOutputTooLarge):
+        state.check_batch(items)
+    with pytest.raises(StepOutputTooLarge):
+        state.record_batch([(i, n, x, b"x" * size, False) for i, n, x, size in items])
+    # The second item is over max_step_bytes, the third over max_steps: the second is reported.
+    with pytest.raises(StepOutputTooLarge) as err:
+        state.check_batch([(step_id("a"), "a", 0, 1), (step_id("b"), "b", 0, 11), (step_id("c"), "c", 0, 1)])
+    assert_message(err, '"b"')
+    # Within an item, record's order: a repeat that is also over the step count is a duplicate.
+    with pytest.raises(DuplicateStep):
+        state.check_batch([(step_id("a"), "a", 0, 1), (step_id("b"), "b", 0, 1), (step_id("a"), "a", 0, 100)])
+    with pytest.raises(StepLimitExceeded):
+        state.check_batch([(step_id("a"), "a", 0, 1), (step_id("b"), "b", 0, 1), (step_id("c"), "c", 0, 100)])
+
+
+def test_empty_batch_passes_even_at_the_limits() -> None:
+    state = RunState(max_steps=1, max_state_bytes=1)
+    state.record(step_id("a"), "a", 0, b"1", False)
+    state.check_batch([])
+    assert state.record_batch([]) == 1
+    assert state.step_count == 1
+
+
+def test_record_batch_records_every_outcome_in_order() -> None:
+    state = RunState(base_bytes=3)
+    state.record(step_id("first"), "first", 0, b"1", False)
+    payloads = [b'{"a":1}', b'{"error":"boom"}', b"[]"]
+    items = [
+        (step_id("a"), "a", 0, payloads[0], False),
+        (step_id("b"), "b", 0, payloads[1], True),
+        (step_id("a", 1), "a", 1, payloads[2], False),
+    ]
+    assert state.record_batch(items) == 4 + 7 + 16 + 2
+    assert (state.step_count, state.size_bytes) == (4, 29)
+    delta = state.memos_from(1)
+    assert delta == [(memo_id, payload, is_error) for memo_id, _, _, payload, is_error in items]
+    assert all(got is sent for (_, got, _), sent in zip(delta, payloads, strict=True))
+    assert state.get(step_id("b")) == (payloads[1], True)
+
+
+def test_record_batch_is_all_or_nothing() -> None:
+    state = RunState(max_steps=4, max_step_bytes=10, max_state_bytes=25)
+    state.record(step_id("first"), "first", 0, b"12345", False)
+    before = snapshot(state)
+
+    def item(name: str, size: int) -> tuple[str, str, int, bytes, bool]:
+        return step_id(name), name, 0, b"x" * size, False
+
+    refused: list[tuple[type[CoreError], list[tuple[str, str, int, bytes, bool]]]] = [
+        (StateTooLarge, [item("a", 10), item("b", 10), item("c", 1)]),
+        (StepLimitExceeded, [item("a", 1), item("b", 1), item("c", 1), item("d", 1)]),
+        (StepOutputTooLarge, [item("a", 1), item("b", 11)]),
+        (DuplicateStep, [item("a", 1), item("b", 1), item("a", 1)]),
+        (DuplicateStep, [item("a", 1), item("first", 1)]),
+        (InvalidStepId, [item("a", 1), (step_id("x"), "y", 0, b"", False)]),
+    ]
+    for error, batch in refused:
+        with pytest.raises(error):
+            state.check_batch([(i, n, x, len(p)) for i, n, x, p, _ in batch])
+        with pytest.raises(error):
+            state.record_batch(batch)
+        assert snapshot(state) == before, error
+        assert not state.contains(step_id("a"))
+    # A malformed item is refused before anything is recorded too.
+    with pytest.raises(TypeError):
+        state.record_batch([item("a", 1), (step_id("b"), "b", 0, "not bytes", False)])  # type: ignore[list-item]
+    assert snapshot(state) == before
+    # Right up to the limits, then one more step fails.
+    assert state.record_batch([item("a", 10), item("b", 10)]) == 25
+    assert state.record_batch([item("c", 0)]) == 25
+    with pytest.raises(StepLimitExceeded):
+        state.record_batch([item("d", 0)])
+
+
+def test_output_exactly_filling_the_state_passes_one_byte_more_fails() -> None:
+    state = RunState(base_bytes=10)
+    fill(state, "chunk", 7, FOUR_MIB)
+    room = MAX_STATE_BYTES - state.size_bytes
+    before = snapshot(state)
+    state.check_output(room)
+    with pytest.raises(StateTooLarge) as err:
+        state.check_output(room + 1)
+    assert_message(
+        err, "function's output", f"{room + 1} bytes", MAX_STATE_BYTES + 1, MAX_STATE_BYTES, "max_state_bytes"
+    )
+    assert snapshot(state) == before
+    # Only the state limit applies to the output, not max_step_bytes.
+    RunState().check_output(MAX_STEP_BYTES + 1)
+    with pytest.raises(StateTooLarge):
+        RunState().check_output(MAX_STATE_BYTES + 1)

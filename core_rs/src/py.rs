@@ -2,13 +2,13 @@
 //! errors to exceptions and keep payloads as the caller's own `bytes` objects. No rule lives here.
 
 use pyo3::create_exception;
-use pyo3::exceptions::PyException;
+use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::ids;
 use crate::limits::{self, Limits};
-use crate::state::{self, ErrorKind, Payload, StateError};
+use crate::state::{self, ErrorKind, Memo, Payload, StateError, StepCheck, StepOutcome};
 
 create_exception!(
     durably_server._core,
@@ -67,11 +67,32 @@ impl From<StateError> for PyErr {
 
 /// Python ints may be negative; a step index may not.
 fn step_index(name: &str, index: i64) -> PyResult<u64> {
-    u64::try_from(index).map_err(|_| {
-        InvalidStepId::new_err(format!(
-            "invalid step index {index} for step {name:?}: an index is never negative"
-        ))
-    })
+    u64::try_from(index).map_err(|_| negative_index(name, index))
+}
+
+fn negative_index(name: &str, index: i64) -> PyErr {
+    InvalidStepId::new_err(format!(
+        "invalid step index {index} for step {name:?}: an index is never negative"
+    ))
+}
+
+/// A batch item as Python passes it to `check_batch`: `(id, name, index, payload_len)`.
+type CheckItem = (String, String, i64, u64);
+/// A batch item as Python passes it to `record_batch`: `(id, name, index, payload, is_error)`.
+type RecordItem<'py> = (String, String, i64, Bound<'py, PyBytes>, bool);
+
+/// A negative index in a batch: InvalidStepId, unless an item before it is refused first, so a batch
+/// reports its first refused item, whatever the rule, as recording the items one by one would.
+fn refuse_negative_index(
+    state: &state::RunState<PyPayload>,
+    earlier: &[StepCheck<'_>],
+    name: &str,
+    index: i64,
+) -> PyErr {
+    match state.check_batch(earlier) {
+        Err(err) => err.into(),
+        Ok(()) => negative_index(name, index),
+    }
 }
 
 /// Lowercase hex SHA-1 of the UTF-8 bytes of `pre_hash_id`.
@@ -109,10 +130,31 @@ struct PyPayload {
     size: u64,
 }
 
+impl PyPayload {
+    /// Keeps the reference to `bytes`; the bytes themselves are never copied.
+    fn new(bytes: Bound<'_, PyBytes>) -> Self {
+        Self {
+            size: bytes.as_bytes().len() as u64,
+            bytes: bytes.unbind(),
+        }
+    }
+}
+
 impl Payload for PyPayload {
     fn size(&self) -> u64 {
         self.size
     }
+}
+
+/// `(id, payload, is_error)` for each memo, the payload being the recorded object itself.
+fn memo_tuples<'a, 'py>(
+    py: Python<'py>,
+    memos: &'a [Memo<PyPayload>],
+) -> Vec<(&'a str, Bound<'py, PyBytes>, bool)> {
+    memos
+        .iter()
+        .map(|m| (m.id.as_str(), m.payload.bytes.bind(py).clone(), m.is_error))
+        .collect()
 }
 
 /// The memoized state of one run: step outcomes in record order, with their sizes.
@@ -151,18 +193,53 @@ impl PyRunState {
         is_error: bool,
     ) -> PyResult<u64> {
         let index = step_index(name, index)?;
-        let size = payload.as_bytes().len() as u64;
-        let payload = PyPayload {
-            bytes: payload.unbind(),
-            size,
-        };
-        Ok(self.0.record(id, name, index, payload, is_error)?)
+        Ok(self
+            .0
+            .record(id, name, index, PyPayload::new(payload), is_error)?)
+    }
+
+    fn record_batch(&mut self, items: Vec<RecordItem<'_>>) -> PyResult<u64> {
+        let mut steps = Vec::with_capacity(items.len());
+        for (id, name, index, payload, is_error) in &items {
+            let Ok(step_index) = u64::try_from(*index) else {
+                let earlier: Vec<_> = steps.iter().map(StepOutcome::to_check).collect();
+                return Err(refuse_negative_index(&self.0, &earlier, name, *index));
+            };
+            steps.push(StepOutcome {
+                id,
+                name,
+                index: step_index,
+                payload: PyPayload::new(payload.clone()),
+                is_error: *is_error,
+            });
+        }
+        Ok(self.0.record_batch(steps)?)
     }
 
     fn check(&self, id: &str, name: &str, index: i64, payload_len: u64) -> PyResult<()> {
         Ok(self
             .0
             .check(id, name, step_index(name, index)?, payload_len)?)
+    }
+
+    fn check_batch(&self, items: Vec<CheckItem>) -> PyResult<()> {
+        let mut steps = Vec::with_capacity(items.len());
+        for (id, name, index, payload_len) in &items {
+            let Ok(step_index) = u64::try_from(*index) else {
+                return Err(refuse_negative_index(&self.0, &steps, name, *index));
+            };
+            steps.push(StepCheck {
+                id,
+                name,
+                index: step_index,
+                payload_size: *payload_len,
+            });
+        }
+        Ok(self.0.check_batch(&steps)?)
+    }
+
+    fn check_output(&self, output_len: u64) -> PyResult<()> {
+        Ok(self.0.check_output(output_len)?)
     }
 
     fn contains(&self, id: &str) -> bool {
@@ -175,11 +252,27 @@ impl PyRunState {
     }
 
     fn memos<'py>(&self, py: Python<'py>) -> Vec<(&str, Bound<'py, PyBytes>, bool)> {
-        self.0
-            .memos()
-            .iter()
-            .map(|m| (m.id.as_str(), m.payload.bytes.bind(py).clone(), m.is_error))
-            .collect()
+        memo_tuples(py, self.0.memos())
+    }
+
+    // A negative `start` is a ValueError like one past the end (not Python's count from the end): a
+    // position the caller got wrong must fail, not silently resend the last memos.
+    fn memos_from<'py>(
+        &self,
+        py: Python<'py>,
+        start: i64,
+    ) -> PyResult<Vec<(&str, Bound<'py, PyBytes>, bool)>> {
+        let count = self.0.step_count();
+        usize::try_from(start)
+            .ok()
+            .and_then(|start| self.0.memos_from(start))
+            .map(|memos| memo_tuples(py, memos))
+            .ok_or_else(|| {
+                PyValueError::new_err(format!(
+                    "memo position {start} is out of range: \
+                     start must be from 0 to {count}, the run's step count"
+                ))
+            })
     }
 
     #[getter]

@@ -112,11 +112,37 @@ class RunState:
         On any error nothing changes. The ``bytes`` object itself is kept, not copied.
         """
 
+    def record_batch(self, items: list[tuple[str, str, int, bytes, bool]]) -> int:
+        """Records several outcomes ``(id, name, index, payload, is_error)`` at once and returns the new size_bytes.
+
+        Parallel steps report many outcomes in one go. All or nothing: ``check_batch`` runs on the whole
+        batch first, and on any error nothing is recorded, so the state never holds half a report.
+        The outcomes are recorded in list order, and each ``bytes`` object is kept, not copied.
+        """
+
     def check(self, id: str, name: str, index: int, payload_len: int) -> None:
         """Raises what ``record`` would raise for this step, without recording it.
 
-        Lets the daemon validate each outcome of a batch before committing any. It checks against the
-        current state only: outcomes of the same batch do not see each other.
+        It checks against the current state only; for several outcomes recorded together, use
+        ``check_batch``, or the batch could jointly cross a limit each outcome alone stays under.
+        """
+
+    def check_batch(self, items: list[tuple[str, str, int, int]]) -> None:
+        """Raises what ``record_batch`` would raise for ``(id, name, index, payload_len)`` items, recording nothing.
+
+        The items are checked cumulatively, each as if the ones before it were recorded: an id already
+        recorded or repeated in the batch is a DuplicateStep, the step count after the batch must stay
+        within max_steps (StepLimitExceeded names the first step over), and the running total size within
+        max_state_bytes (StateTooLarge names the step that crosses it). Each item is checked in
+        ``record``'s order and the first refused item's error is raised. O(batch), not O(state).
+        """
+
+    def check_output(self, output_len: int) -> None:
+        """Raises StateTooLarge if the function's return value, ``output_len`` bytes, would not fit the state.
+
+        Like Inngest, the output counts in the run's state: size_bytes plus the output must stay within
+        max_state_bytes (exactly the limit passes). The message names the limit and the size and says it
+        is the function's output. Nothing is recorded.
         """
 
     def contains(self, id: str) -> bool:
@@ -127,6 +153,15 @@ class RunState:
 
     def memos(self) -> list[tuple[str, bytes, bool]]:
         """Every ``(id, payload, is_error)`` in record order, in one call, to ship or persist the state."""
+
+    def memos_from(self, start: int) -> list[tuple[str, bytes, bool]]:
+        """The ``(id, payload, is_error)`` from record position ``start`` on, in record order.
+
+        The executor sends a worker only the outcomes it has not seen yet, so a run of N steps ships
+        O(N) bytes in all rather than O(N^2); this costs O(returned), not O(state). ``start`` equal to
+        the step count gives ``[]``; a negative ``start`` or one past the end raises ValueError (it is
+        a position, never counted from the end). The payloads are the recorded objects.
+        """
 
     @property
     def step_count(self) -> int:
