@@ -1,0 +1,95 @@
+"""State transfer is not O(N²): over a long sequential run, the executor sends each saved result about
+once (workers keep a per-run cache), and a worker that replaces a killed one (no cache) still gets the
+whole state, so the run finishes with every step's output right. Each test has a daemon of its own, so
+``GetMetrics`` counts that run alone."""
+
+from __future__ import annotations
+
+import durably
+import grpc
+from durably.protocol.v1 import api_pb2, api_pb2_grpc
+
+from .harness import Harness, WorkerSpec, await_until, describe, find_run, open_client, run_to_end
+
+TRANSFER = WorkerSpec("limits_transfer.py", ("transfer-seq",))
+
+
+def expected(i: int, width: int) -> str:
+    """What step ``s<i>`` returns (the worker's ``expected``)."""
+    head = f"s{i}:"
+    return head + "z" * (width - len(head))
+
+
+def metrics(address: str) -> api_pb2.GetMetricsResponse:
+    with grpc.insecure_channel(address) as channel:
+        return api_pb2_grpc.ApiServiceStub(channel).GetMetrics(api_pb2.GetMetricsRequest(), timeout=10)
+
+
+def raw_run(address: str, run_id: str) -> api_pb2.Run:
+    with grpc.insecure_channel(address) as channel:
+        return api_pb2_grpc.ApiServiceStub(channel).GetRun(api_pb2.GetRunRequest(run_id=run_id), timeout=30).run
+
+
+async def test_a_500_step_run_sends_each_saved_result_about_once(harness: Harness) -> None:
+    harness.start_worker(TRANSFER)
+    n, width = 500, 200
+    before = metrics(harness.address)
+    async with open_client(harness.address) as client:
+        done = await run_to_end(client, "transfer/seq", {"n": n, "width": width}, timeout=60)
+    after = metrics(harness.address)
+
+    assert done.status == "completed", describe(done)
+    assert done.output == {"count": n, "results": None}
+    run = raw_run(harness.address, done.id)
+    assert len(run.steps) == n
+    state_bytes = sum(len(step.output_json) for step in run.steps)
+    assert state_bytes == n * (width + 2)
+
+    sent_bytes = after.memo_bytes_sent - before.memo_bytes_sent
+    sent_memos = after.memos_sent - before.memos_sent
+    executions = after.executions_dispatched - before.executions_dispatched
+    naive = sum(range(n)) * (width + 2)
+    print(
+        f"{n} steps, state {state_bytes} B: {executions} executions sent {sent_memos} memos, "
+        f"{sent_bytes} B ({sent_bytes / state_bytes:.2f}x the state; resending everything would be {naive} B)"
+    )
+    assert executions >= n, f"only {executions} executions for {n} sequential steps: is the metric counted?"
+    assert sent_bytes < 3 * state_bytes, f"sent {sent_bytes} B of memos for a state of {state_bytes} B"
+    assert sent_memos < 3 * n, f"sent {sent_memos} memos for {n} steps"
+
+
+async def test_a_worker_killed_mid_run_is_replaced_by_one_with_no_cache(harness: Harness) -> None:
+    n, width, block = 100, 60, 50
+    first = harness.start_worker(TRANSFER)
+    async with open_client(harness.address) as client:
+        [event_id] = await client.send(
+            durably.Event(name="transfer/seq", data={"n": n, "width": width, "block": block, "return_all": True})
+        )
+        run = await find_run(client, event_id)
+        await await_until(
+            lambda: harness.observations("step", run=run.id, name=f"s{block}", phase="started"),
+            timeout=30,
+            what=f"step s{block} to start",
+        )
+        first.kill9()
+        second = harness.start_worker(TRANSFER, wait=False)
+        harness.release(f"release-{run.id}")
+        done = await client.wait_for_run(run.id, timeout=60)
+
+    assert done.status == "completed", describe(done)
+    results = [expected(i, width) for i in range(n)]
+    assert done.output == {"count": n, "results": results}, describe(done)
+    assert not harness.observations("bad-input", run=run.id), "a step got the wrong previous result"
+
+    stored = raw_run(harness.address, run.id)
+    assert [s.name for s in stored.steps] == [f"s{i}" for i in range(n)]
+    assert [s.output_json for s in stored.steps] == [f'"{r}"'.encode() for r in results]
+
+    # Steps before the blocked one ran once on the first worker, the rest once on the new worker.
+    finished = {o["name"]: o["pid"] for o in harness.observations("step", run=run.id, phase="finished")}
+    counts = len(harness.observations("step", run=run.id, phase="finished"))
+    assert counts == n, f"{counts} bodies finished for {n} steps: a saved step ran again"
+    assert all(finished[f"s{i}"] == first.pid for i in range(block)), "a step before the crash ran on the new worker"
+    assert all(finished[f"s{i}"] == second.pid for i in range(block, n))
+    started = [o["pid"] for o in harness.observations("step", run=run.id, name=f"s{block}", phase="started")]
+    assert started == [first.pid, second.pid]
