@@ -9,8 +9,9 @@ import json
 from typing import Any
 
 import durably
+import pytest
 
-from .harness import Harness, WorkerSpec, await_until, describe, find_run, run_to_end
+from .harness import Harness, WorkerSpec, await_until, describe, find_run, open_client, run_to_end
 
 LIMITS = WorkerSpec("limits_steps.py", ("limit-output", "limit-state", "limit-steps", "limit-echo", "limit-bystander"))
 WORKERS = [LIMITS]
@@ -132,6 +133,28 @@ async def test_run_state_over_32_mib_fails_with_state_too_large(cluster: Harness
     await assert_others_unaffected(cluster, client, bystander, "state")
 
 
+@pytest.mark.parametrize("count", [9, 17])
+async def test_parallel_steps_that_together_cross_32_mib_fail_with_state_too_large(
+    harness: Harness, count: int
+) -> None:
+    """A gather of 4 MiB steps: 9 of them (36 MiB) cross the state limit; 17 (68 MiB) also exceed what
+    one gRPC message may carry (64 MiB), should a worker report them together. Either way the run fails
+    with StateTooLarge and is not left running. A daemon of this test's own, so that a run left
+    spinning cannot slow the other tests down."""
+    harness.start_worker(LIMITS)
+    async with open_client(harness.address) as client:
+        bystander = await start_bystander(harness, client)
+        sizes = [MAX_STEP_BYTES] * count
+        done = await run_to_end(client, "limits/state-gather", {"sizes": sizes}, timeout=20)
+
+        assert_limit_error(done, "StateTooLarge", ("chunk-",), (*spellings(MAX_STATE_BYTES), "32 MiB", "32 MB"))
+        assert done.output is None, describe(done)
+        run = await client.get_run(done.id)
+        saved = sum(len(s.output) + 2 for s in run.steps if s.status == "completed")
+        assert saved <= MAX_STATE_BYTES, f"{saved} bytes of step outputs were saved"
+        await assert_others_unaffected(harness, client, bystander, f"state-gather-{count}")
+
+
 async def test_1000_steps_complete_and_a_1001st_fails(cluster: Harness, client: durably.Client) -> None:
     done = await run_to_end(client, "limits/steps", {"groups": 10, "extra": 0}, timeout=90)
     assert done.status == "completed", describe(done)
@@ -146,6 +169,11 @@ async def test_1000_steps_complete_and_a_1001st_fails(cluster: Harness, client: 
     assert len(run.steps) == MAX_STEPS, f"{len(run.steps)} steps recorded"
     assert "one-more" not in {s.name for s in run.steps if s.status == "completed"}
     await assert_others_unaffected(cluster, client, bystander, "steps")
+
+    # An 11th gather of 100 plans steps 1,001 to 1,100 at once: refused as well.
+    planned = await run_to_end(client, "limits/steps", {"groups": 11, "extra": 0}, timeout=90)
+    assert_limit_error(planned, "StepLimitExceeded", spellings(MAX_STEPS))
+    assert len((await client.get_run(planned.id)).steps) == MAX_STEPS
 
 
 def test_the_sdk_exposes_each_limit_error_as_a_limit_exceeded() -> None:

@@ -45,6 +45,18 @@ async def limit_state(ctx: durably.Context) -> dict[str, Any]:
     return {"count": len(lengths)}
 
 
+@client.function(id="limit-state-gather", trigger=durably.on_event("limits/state-gather"), retries=0)
+async def limit_state_gather(ctx: durably.Context) -> dict[str, Any]:
+    """One gather of steps ``chunk-<i>``, step i returning ``data["sizes"][i]`` bytes of JSON."""
+    run = ctx.run_id
+    record("handler", run=run, fn=ctx.function_id)
+    sizes = [int(size) for size in ctx.event.data["sizes"]]
+    values = await asyncio.gather(
+        *(ctx.step.run(f"chunk-{i}", blob, run, f"chunk-{i}", size) for i, size in enumerate(sizes))
+    )
+    return {"count": len(values)}
+
+
 def tick(run: str, name: str) -> int:
     record("step", run=run, name=name)
     return 1
@@ -103,4 +115,4 @@ async def limit_bystander(ctx: durably.Context) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    serve(limit_output, limit_state, limit_steps, limit_echo, limit_bystander)
+    serve(limit_output, limit_state, limit_state_gather, limit_steps, limit_echo, limit_bystander)
