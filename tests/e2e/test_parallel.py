@@ -12,10 +12,11 @@ import grpc
 import pytest
 from durably.protocol.v1 import api_pb2, api_pb2_grpc
 
-from .harness import Harness, WorkerSpec, describe, open_client, run_to_end
+from .harness import Harness, WorkerSpec, await_until, describe, find_run, open_client, run_to_end
 
 PARALLEL = WorkerSpec(
-    "parallel_steps.py", ("par-three", "par-many", "par-fanout-opt", "par-nested", "par-twice", "par-retry")
+    "parallel_steps.py",
+    ("par-three", "par-many", "par-fanout-opt", "par-nested", "par-twice", "par-retry", "par-blocking"),
 )
 WORKERS = [PARALLEL]
 
@@ -182,3 +183,34 @@ async def test_optimize_parallelism_needs_no_more_executions(harness: Harness) -
 
     assert counts["with"] <= n + 2, f"optimize_parallelism took {counts['with']} executions for {n} steps"
     assert counts["with"] <= counts["without"], counts
+
+
+async def test_daemon_killed_while_parallel_steps_run_resumes_them(harness: Harness) -> None:
+    """kill -9 of the daemon while three planned steps are in progress: after a restart on the same
+    file the planned steps run again (they were in flight) and the run completes, each step saved once."""
+    worker = harness.start_worker(PARALLEL)
+    async with open_client(harness.address) as client:
+        [event_id] = await client.send(durably.Event(name="par/blocking", data={}))
+        run = await find_run(client, event_id)
+        await await_until(
+            lambda: len(harness.observations("step", run=run.id, phase="started")) >= 3,
+            timeout=30,
+            what="the three parallel steps to start",
+        )
+    harness.daemon.kill9()
+    harness.daemon.start()
+    await await_until(
+        lambda: len(harness.observations("step", run=run.id, phase="started")) >= 6,
+        timeout=30,
+        what="the three parallel steps to be dispatched again after the restart",
+    )
+    harness.release(f"go-{run.id}")
+    async with open_client(harness.address) as client:
+        done = await client.wait_for_run(run.id, timeout=30)
+        assert done.status == "completed", describe(done)
+        assert done.output == {"results": ["w0-done", "w1-done", "w2-done"], "after": "after(w0-done,w1-done,w2-done)"}
+        stored = await client.get_run(run.id)
+    assert sorted(s.name for s in stored.steps) == ["after", "w0", "w1", "w2"], describe(stored)
+    assert stored.steps[-1].name == "after"
+    one_body(harness, run.id, "after")
+    assert worker.alive(), "the worker should have reconnected by itself"

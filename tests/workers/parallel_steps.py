@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 import durably
-from observe import client, observations, record, serve
+from observe import client, observations, record, serve, wait_for_file
 
 SLOW_SECONDS = 0.5
 
@@ -152,7 +152,23 @@ async def par_retry(ctx: durably.Context) -> dict[str, Any]:
     return {"results": results, "after": await ctx.step.run("after", steady, "after")}
 
 
-FUNCTIONS = [par_three, par_many, par_fanout_opt, par_nested, par_twice, par_retry]
+@client.function(id="par-blocking", trigger=durably.on_event("par/blocking"))
+async def par_blocking(ctx: durably.Context) -> dict[str, Any]:
+    """A gather of three steps that each wait for control file ``go-<run>``, then a step after."""
+    run = ctx.run_id
+    record("handler", run=run, fn=ctx.function_id)
+
+    async def wait(name: str) -> str:
+        record("step", run=run, name=name, phase="started")
+        await wait_for_file(f"go-{run}")
+        record("step", run=run, name=name, phase="finished")
+        return f"{name}-done"
+
+    results = await asyncio.gather(*(ctx.step.run(f"w{i}", wait, f"w{i}") for i in range(3)))
+    return {"results": results, "after": await ctx.step.run("after", letter, run, "after", *results)}
+
+
+FUNCTIONS = [par_three, par_many, par_fanout_opt, par_nested, par_twice, par_retry, par_blocking]
 
 if __name__ == "__main__":
     serve(*FUNCTIONS)
