@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import durably
 
-from .harness import ERRORS, Harness, describe, find_run
+from .harness import ERRORS, Harness, describe, run_to_end
 
 WORKERS = [ERRORS]
 
 
-async def _run(client: durably.Client, name: str, timeout: float = 60) -> durably.Run:
-    [event_id] = await client.send(durably.Event(name=name, data={}))
-    run = await find_run(client, event_id)
-    return await client.wait_for_run(run.id, timeout=timeout)
-
-
 async def test_step_that_fails_twice_then_succeeds(cluster: Harness, client: durably.Client) -> None:
-    done = await _run(client, "demo/flaky-step")
+    done = await run_to_end(client, "demo/flaky-step", {}, timeout=60)
 
     assert done.status == "completed", describe(done)
     assert done.output == {
@@ -33,7 +27,7 @@ async def test_step_that_fails_twice_then_succeeds(cluster: Harness, client: dur
 
 
 async def test_step_that_always_fails_exhausts_its_retries(cluster: Harness, client: durably.Client) -> None:
-    done = await _run(client, "demo/always-fails")
+    done = await run_to_end(client, "demo/always-fails", {}, timeout=60)
 
     assert done.status == "failed", describe(done)
     assert done.error is not None and "doomed to fail every time" in done.error.message, describe(done)
@@ -46,7 +40,7 @@ async def test_step_that_always_fails_exhausts_its_retries(cluster: Harness, cli
 
 
 async def test_non_retriable_error_fails_at_once(cluster: Harness, client: durably.Client) -> None:
-    done = await _run(client, "demo/gives-up")
+    done = await run_to_end(client, "demo/gives-up", {}, timeout=60)
 
     assert done.status == "failed", describe(done)
     assert done.error is not None and "card declined for good" in done.error.message, describe(done)
@@ -56,7 +50,7 @@ async def test_non_retriable_error_fails_at_once(cluster: Harness, client: durab
 
 
 async def test_function_level_error_is_retried_until_it_stops(cluster: Harness, client: durably.Client) -> None:
-    done = await _run(client, "demo/flaky-handler")
+    done = await run_to_end(client, "demo/flaky-handler", {}, timeout=60)
 
     assert done.status == "completed", describe(done)
     assert done.output == {"before": "before-done", "after": "after-done", "failures": 2}

@@ -6,7 +6,7 @@ import hashlib
 
 import durably
 
-from .harness import STEPS, Harness, describe, find_run
+from .harness import STEPS, Harness, describe, find_run, run_to_end
 
 WORKERS = [STEPS]
 
@@ -45,10 +45,8 @@ async def test_three_steps_run_the_handler_three_times_and_each_step_once(
 
 
 async def test_get_run_returns_the_same_finished_run(cluster: Harness, client: durably.Client) -> None:
-    [event_id] = await client.send(durably.Event(name="demo/run", data={}))
-    run = await find_run(client, event_id)
-    done = await client.wait_for_run(run.id, timeout=30)
-    again = await client.get_run(run.id)
+    done = await run_to_end(client, "demo/run", {})
+    again = await client.get_run(done.id)
     assert (again.id, again.status, again.output) == (done.id, "completed", done.output)
     assert [s.name for s in again.steps] == ["step-one", "step-two", "step-three"]
 
@@ -56,9 +54,7 @@ async def test_get_run_returns_the_same_finished_run(cluster: Harness, client: d
 async def test_step_id_repeated_in_a_loop_gets_one_result_per_occurrence(
     cluster: Harness, client: durably.Client
 ) -> None:
-    [event_id] = await client.send(durably.Event(name="demo/loop", data={}))
-    run = await find_run(client, event_id)
-    done = await client.wait_for_run(run.id, timeout=30)
+    done = await run_to_end(client, "demo/loop", {})
 
     assert done.status == "completed", describe(done)
     assert done.output == {"sent": [{"i": 0}, {"i": 1}, {"i": 2}]}
@@ -70,4 +66,4 @@ async def test_step_id_repeated_in_a_loop_gets_one_result_per_occurrence(
     expected = [hashlib.sha1(key.encode()).hexdigest() for key in ("send", "send:1", "send:2")]
     assert [s.id for s in sends] == expected
     # Each occurrence's body ran once.
-    assert sorted(o["i"] for o in cluster.observations("step", run=run.id, name="send")) == [0, 1, 2]
+    assert sorted(o["i"] for o in cluster.observations("step", run=done.id, name="send")) == [0, 1, 2]
