@@ -1,0 +1,1 @@
+"""Worker programs the benchmarks start as subprocesses (``python -m bench.workers.NAME``)."""

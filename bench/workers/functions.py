@@ -1,0 +1,131 @@
+"""The worker process of every workload: one ``durably.Worker`` serving all benchmark functions.
+
+Trivial step bodies are ``async`` and return ``time.time()``: the step costs only what the engine
+costs (no thread hop), and the saved values let the driver compute per-step latency afterwards from
+the run's own timeline (the gap between consecutive step bodies of one run is one full engine cycle:
+report, merge, commit, dispatch, replay).
+
+``step.sleep`` and ``step.wait_for_event`` are the documented API of DESIGN.md; the SDK may not have
+them yet, so they are reached through a typed view of ``ctx.step`` and the driver only starts those
+workloads when ``durably.Step`` has them.
+
+Environment: ``DURABLY_ADDRESS`` (set by the harness), ``BENCH_CAPACITY`` (executions at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import Protocol, cast
+
+import durably
+
+APP_ID = "bench"
+BIG_STEP_BYTES = 3_900_000
+"""W4: bytes of one step's saved JSON (a string of BIG_STEP_BYTES - 2 characters plus its quotes)."""
+BIG_STEPS = 8
+
+client = durably.Client(app_id=APP_ID)
+
+
+async def now() -> float:
+    return time.time()
+
+
+async def part(i: int) -> int:
+    return i
+
+
+async def big(i: int) -> str:
+    return chr(ord("a") + i) * (BIG_STEP_BYTES - 2)
+
+
+class _LaterSteps(Protocol):
+    """The parts of the step API that a later issue adds (DESIGN.md names them)."""
+
+    async def sleep(self, id: str, duration: str) -> None: ...
+
+    async def wait_for_event(self, id: str, *, event: str, match: str, timeout: str) -> durably.Event | None: ...
+
+
+@client.function(id="w1-three-steps", trigger=durably.on_event("bench/w1"), retries=0)
+async def three_steps(ctx: durably.Context) -> dict[str, float]:
+    """W1: three sequential trivial steps."""
+    a = await ctx.step.run("one", now)
+    b = await ctx.step.run("two", now)
+    c = await ctx.step.run("three", now)
+    return {"took": c - a, "mid": b}
+
+
+@client.function(id="w2-sequential", trigger=durably.on_event("bench/w2"), retries=0)
+async def sequential(ctx: durably.Context) -> dict[str, int]:
+    """W2: ``n`` sequential trivial steps (one id in a loop: ``step``, ``step:1``, ...)."""
+    n = int(ctx.event.data["n"])
+    for _ in range(n):
+        await ctx.step.run("step", now)
+    return {"steps": n}
+
+
+async def _gather(ctx: durably.Context) -> dict[str, int]:
+    n = int(ctx.event.data["n"])
+    values = await asyncio.gather(*(ctx.step.run("part", part, i) for i in range(n)))
+    # The aggregate is plain handler code (not a step), so 1,000 parts stay within the 1,000-step limit.
+    return {"parts": len(values), "sum": sum(values)}
+
+
+@client.function(id="w3-gather", trigger=durably.on_event("bench/w3"), retries=0)
+async def gather(ctx: durably.Context) -> dict[str, int]:
+    """W3: one ``asyncio.gather`` of ``n`` steps, then the sum of their results."""
+    return await _gather(ctx)
+
+
+@client.function(
+    id="w3-gather-optimized", trigger=durably.on_event("bench/w3-optimized"), retries=0, optimize_parallelism=True
+)
+async def gather_optimized(ctx: durably.Context) -> dict[str, int]:
+    """W3 with ``optimize_parallelism=True``: the handler is re-invoked once, after the whole group."""
+    return await _gather(ctx)
+
+
+@client.function(id="w4-big-state", trigger=durably.on_event("bench/w4"), retries=0)
+async def big_state(ctx: durably.Context) -> dict[str, int]:
+    """W4: 8 sequential steps of 3.9 MB each (31.2 MB of state, under the 32 MiB run limit)."""
+    sizes = [len(await ctx.step.run("big", big, i)) for i in range(BIG_STEPS)]
+    return {"chars": sum(sizes)}
+
+
+@client.function(id="w5-wait", trigger=durably.on_event("bench/w5-start"), retries=0)
+async def waits(ctx: durably.Context) -> dict[str, float]:
+    """W5: park in ``wait_for_event`` until the matching ``bench/w5-match`` arrives (``data.k`` matches)."""
+    steps = cast(_LaterSteps, ctx.step)
+    matched = await steps.wait_for_event("match", event="bench/w5-match", match="data.k", timeout="1h")
+    woke = await ctx.step.run("woke", now)
+    sent = float(matched.data["sent"]) if matched is not None else woke
+    return {"lag": woke - sent}
+
+
+@client.function(id="w6-sleep", trigger=durably.on_event("bench/w6"), retries=0)
+async def sleeps(ctx: durably.Context) -> dict[str, float]:
+    """W6: sleep 1 s; the lag is how late the step after the sleep starts (counted from the step before)."""
+    before = await ctx.step.run("before", now)
+    await cast(_LaterSteps, ctx.step).sleep("nap", "1s")
+    after = await ctx.step.run("after", now)
+    return {"lag": after - before - 1.0}
+
+
+FUNCTIONS = [three_steps, sequential, gather, gather_optimized, big_state, waits, sleeps]
+
+
+async def main() -> None:
+    capacity = int(os.environ.get("BENCH_CAPACITY", "64"))
+    await durably.Worker(client, functions=FUNCTIONS, capacity=capacity).run()
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,81 @@
+"""W5, waits: 10,000 runs parked in ``step.wait_for_event``, then 10,000 matching events.
+
+Each run waits for ``bench/w5-match`` whose ``data.k`` equals its own event's ``data.k``. Memory per
+parked run is the daemon's RSS with every run parked minus its RSS before they were created, divided
+by the number of runs. The wake-up lag of a run is the time from the send of its matching event (its
+``data.sent``; events go out in batches of 1,000) to the body of the step after the wait.
+"""
+
+from __future__ import annotations
+
+import time
+
+from bench.harness import Cluster, cluster, wait_until
+from bench.model import Result
+from bench.progress import say
+from bench.workloads.common import Env, Rep, failed_runs, guarded, summarize, wait_runs_ended, with_cpu
+from bench.workloads.parked import add_checks, daemon_rss, lags_ms, missing_step, not_implemented
+
+KEY = "W5"
+FUNCTION = "w5-wait"
+START = "bench/w5-start"
+MATCH = "bench/w5-match"
+BATCH = 1000
+
+
+def _rep(group: Cluster, count: int, tag: str, timeout: float) -> tuple[Rep, float | None]:
+    api = group.api
+    keys = [f"{tag}-{i}" for i in range(count)]
+    base = daemon_rss(group)
+    run_ids = api.send(START, [{"k": k} for k in keys])
+    wait_until(
+        lambda: len(api.list_runs(FUNCTION, "waiting", cap=count)) >= count,
+        timeout=timeout,
+        what=f"{count:,} runs parked in wait_for_event",
+        interval=0.25,
+    )
+    parked = daemon_rss(group)
+    per_run = None if base is None or parked is None else (parked - base) / count
+    before = api.metrics()
+    cpu_start = group.cpu()
+    started = time.perf_counter()
+    for first in range(0, count, BATCH):
+        sent = time.time()
+        api.send(MATCH, [{"k": k, "sent": sent} for k in keys[first : first + BATCH]], batch=BATCH)
+    delta = wait_runs_ended(group, before, count, timeout, interval=0.05)
+    seconds = time.perf_counter() - started
+    cpu_end = group.cpu()
+    failed_runs(group, delta, run_ids, FUNCTION)
+    lags = lags_ms(api.list_runs(FUNCTION, "completed", cap=count))
+    rep = Rep(seconds, count, count, delta, lags, {"bytes_per_parked_run": per_run})
+    return with_cpu(rep, group, cpu_start, cpu_end), per_run
+
+
+def run(env: Env) -> list[Result]:
+    count = env.profile.w5_runs
+    workload = f"waits: {count:,} runs parked in wait_for_event, then {count:,} matching events"
+    why = missing_step("wait_for_event")
+    if why is not None:
+        say(f"W5: skipped: {why}")
+        return [not_implemented(KEY, workload, "waiting", why)]
+    result = Result(KEY, workload)
+    per_run: list[float] = []
+
+    def body() -> None:
+        with cluster(env.workdir, "w5", [FUNCTION]) as group:
+            _rep(group, 100, "warm-up", env.profile.run_timeout)
+            base = group.reset_peaks()
+            reps = []
+            for rep in range(env.profile.reps):
+                measured, parked = _rep(group, count, f"rep-{rep}", env.profile.run_timeout)
+                reps.append(measured)
+                if parked is not None:
+                    per_run.append(parked)
+                say(f"W5: rep {rep + 1}: woke {count:,} runs in {measured.seconds:.2f} s")
+            summarize(result, reps, group.peaks(base), env.floors, "matching event sent → step after the wait")
+
+    guarded(result, body)
+    per_run_bytes = sorted(per_run)[len(per_run) // 2] if per_run else None
+    result.extra["bytes_per_parked_run"] = per_run_bytes
+    add_checks(result, "waiting", per_run_bytes)
+    return [result]

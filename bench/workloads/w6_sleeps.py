@@ -1,0 +1,70 @@
+"""W6, sleeps: 10,000 runs each sleeping 1 s (``step.sleep("nap", "1s")``).
+
+The wake-up lag of a run is ``after - before - 1 s``, where ``before`` and ``after`` are the bodies of
+the steps around the sleep: it over-states the engine's lag by one step cycle (a few ms), never
+under-states it. Memory per sleeping run is the daemon's peak RSS over the repetition minus its RSS
+before, divided by the number of runs (an upper bound: not every run need be asleep at the peak).
+"""
+
+from __future__ import annotations
+
+import time
+
+from bench.harness import Cluster, cluster, peak_rss_bytes, reset_peak_rss
+from bench.model import Result
+from bench.progress import say
+from bench.workloads.common import Env, Rep, failed_runs, guarded, summarize, wait_runs_ended, with_cpu
+from bench.workloads.parked import add_checks, daemon_rss, lags_ms, missing_step, not_implemented
+
+KEY = "W6"
+FUNCTION = "w6-sleep"
+EVENT = "bench/w6"
+
+
+def _rep(group: Cluster, count: int, timeout: float) -> tuple[Rep, float | None]:
+    api = group.api
+    reset_peak_rss(group.daemon.pid)
+    base = daemon_rss(group)
+    before = api.metrics()
+    cpu_start = group.cpu()
+    started = time.perf_counter()
+    run_ids = api.send(EVENT, [{"i": i} for i in range(count)])
+    delta = wait_runs_ended(group, before, count, timeout, interval=0.05)
+    seconds = time.perf_counter() - started
+    cpu_end = group.cpu()
+    peak = peak_rss_bytes(group.daemon.pid)
+    failed_runs(group, delta, run_ids, FUNCTION)
+    per_run = None if base is None or peak is None else (peak - base) / count
+    lags = lags_ms(api.list_runs(FUNCTION, "completed", cap=count))
+    rep = Rep(seconds, 2 * count, count, delta, lags, {"bytes_per_sleeping_run": per_run})
+    return with_cpu(rep, group, cpu_start, cpu_end), per_run
+
+
+def run(env: Env) -> list[Result]:
+    count = env.profile.w6_runs
+    workload = f"sleeps: {count:,} runs sleeping 1 s"
+    why = missing_step("sleep")
+    if why is not None:
+        say(f"W6: skipped: {why}")
+        return [not_implemented(KEY, workload, "sleeping", why)]
+    result = Result(KEY, workload)
+    per_run: list[float] = []
+
+    def body() -> None:
+        with cluster(env.workdir, "w6", [FUNCTION]) as group:
+            _rep(group, 100, env.profile.run_timeout)
+            base = group.reset_peaks()
+            reps = []
+            for rep in range(env.profile.reps):
+                measured, parked = _rep(group, count, env.profile.run_timeout)
+                reps.append(measured)
+                if parked is not None:
+                    per_run.append(parked)
+                say(f"W6: rep {rep + 1}: {count:,} runs slept and woke in {measured.seconds:.2f} s")
+            summarize(result, reps, group.peaks(base), env.floors, "1 s deadline → step after the sleep")
+
+    guarded(result, body)
+    per_run_bytes = sorted(per_run)[len(per_run) // 2] if per_run else None
+    result.extra["bytes_per_sleeping_run"] = per_run_bytes
+    add_checks(result, "sleeping", per_run_bytes)
+    return [result]
