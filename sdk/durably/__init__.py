@@ -30,7 +30,10 @@ from durably.errors import (
     OutputUnserializableError,
     RetryAfterError,
     RunNotFoundError,
+    StateTooLarge,
     StepError,
+    StepLimitExceeded,
+    StepOutputTooLarge,
 )
 
 __all__ = [
@@ -50,8 +53,11 @@ __all__ = [
     "RunNotFoundError",
     "RunStatus",
     "RunStep",
+    "StateTooLarge",
     "Step",
     "StepError",
+    "StepLimitExceeded",
+    "StepOutputTooLarge",
     "SyncClient",
     "Worker",
     "__version__",

@@ -7,12 +7,13 @@ through the functions below, so the two clients cannot drift apart.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 
 from durably._execution import ExecutionOutcome, ExecutionRequest, OpKind, StepOp
 from durably._function import Function
 from durably._json import JsonValueError, decode, encode
+from durably._memos import Memos, Outcome
 from durably._types import ErrorInfo, Event, FunctionInfo, Run, RunStatus, RunStep
 from durably.errors import InvalidArgumentError
 from durably.protocol.v1 import api_pb2, common_pb2, worker_pb2
@@ -241,11 +242,14 @@ def result_message(result: worker_pb2.ExecutionResult) -> worker_pb2.WorkerMessa
     return worker_pb2.WorkerMessage(result=result)
 
 
-def execution_request_from_pb(execute: worker_pb2.Execute) -> ExecutionRequest:
+def memos_from_pb(memos: Iterable[worker_pb2.Memo]) -> Iterator[tuple[str, Outcome]]:
     """Memo data stays raw bytes here: it is decoded only if the handler replays that step."""
-    memos: dict[str, bytes | ErrorInfo] = {}
-    for memo in execute.memos:
-        memos[memo.id] = failure_from_pb(memo.error) if memo.HasField("error") else memo.data_json
+    for memo in memos:
+        yield memo.id, failure_from_pb(memo.error) if memo.HasField("error") else memo.data_json
+
+
+def execution_request_from_pb(execute: worker_pb2.Execute, memos: Memos) -> ExecutionRequest:
+    """``memos``: the run's outcomes this execution replays, as the worker's cache assembled them."""
     return ExecutionRequest(
         execution_id=execute.execution_id,
         run_id=execute.run_id,
@@ -254,10 +258,16 @@ def execution_request_from_pb(execute: worker_pb2.Execute) -> ExecutionRequest:
         memos=memos,
         attempt=execute.attempt,
         max_attempts=execute.max_attempts,
+        targets=tuple(execute.targets),
+        plan_only=execute.plan_only,
     )
 
 
-_OPCODES = {OpKind.STEP_RUN: worker_pb2.OPCODE_STEP_RUN, OpKind.STEP_ERROR: worker_pb2.OPCODE_STEP_ERROR}
+_OPCODES = {
+    OpKind.STEP_RUN: worker_pb2.OPCODE_STEP_RUN,
+    OpKind.STEP_ERROR: worker_pb2.OPCODE_STEP_ERROR,
+    OpKind.STEP_PLANNED: worker_pb2.OPCODE_STEP_PLANNED,
+}
 
 
 def _step_op_to_pb(op: StepOp) -> worker_pb2.StepOp:
@@ -289,3 +299,14 @@ def execution_result_to_pb(execution_id: str, outcome: ExecutionOutcome) -> work
 def failure_result(execution_id: str, error: ErrorInfo) -> worker_pb2.ExecutionResult:
     """A result that reports only a failure (unknown function, an SDK fault)."""
     return execution_result_to_pb(execution_id, ExecutionOutcome(error=error))
+
+
+def need_full_state_result(execution_id: str) -> worker_pb2.ExecutionResult:
+    """The answer to an ``Execute`` whose ``memo_base`` the worker cannot build on: nothing ran."""
+    return worker_pb2.ExecutionResult(execution_id=execution_id, need_full_state=True)
+
+
+def ends_run(result: worker_pb2.ExecutionResult) -> bool:
+    """Whether the executor will end the run with this result (output, or an error it will not retry)."""
+    outcome = result.WhichOneof("outcome")
+    return outcome == "output_json" or (outcome == "error" and result.error.non_retriable)

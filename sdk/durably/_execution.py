@@ -1,22 +1,41 @@
 """The execution engine: run a handler once from the top against the run's saved step outcomes.
 
 This is the re-execution model of the seed article. One *execution* calls the handler with a fresh
-:class:`Context`; every ``step.run`` it reaches is looked up by hashed step id in ``memos``:
+:class:`Context`; every ``step.run`` it reaches is looked up by hashed step id in the run's memos.
 
-* **memo hit** - the saved result is decoded (lazily, only now) and returned, or the saved failure is
-  raised as :class:`StepError`; the step's code does not run. A hit costs a SHA-1, a dict lookup and a
-  ``json.loads``.
-* **new step** - it registers itself as *pending* and awaits a future. A settle check, scheduled with
-  ``loop.call_soon`` and re-scheduled until two consecutive loop iterations add no pending step, then
-  looks at everything that became pending together (one ``await`` or an ``asyncio.gather``) and
-  decides. Today's decision: if no step has run in this execution yet, the first pending step's body
-  runs; otherwise nothing runs. If that step was the only new step, its result is handed back and the
-  handler continues (so a function of N sequential steps takes exactly N executions); in every other
-  case the remaining pending steps are completed with :class:`_Interrupt` and the handler unwinds.
-  Parallel planning will hook into the same decision point.
+**Memo hits, in record order.** A saved outcome is decoded (lazily, only now) and returned, or the
+saved failure is raised as :class:`StepError`; the step's code does not run. The memos come in
+record order, which is the order the steps really finished, and concurrent steps are replayed in
+that order so that a race (``asyncio.wait(..., return_when=FIRST_COMPLETED)``, ``as_completed``)
+sees the same winner on every replay, whatever order the code starts the racers in:
 
-The outcome (:class:`ExecutionOutcome`) lists the ops that happened, in order, and exactly one of: the
-handler's output, its error, or "yielded" (it was interrupted at a new step; execute again).
+* a hit on the next outcome in record order returns at once, without suspending, when it comes
+  from the task that got the previous replayed result (straight-line code) or when the handler has
+  been quiet since that result: a sequential replay costs a dict lookup and a ``json.loads`` per
+  step and no event-loop round trip;
+* any other hit waits for its *turn*: when the handler is quiet (``_QUIET_TICKS`` loop iterations
+  without step activity, i.e. it is blocked on its steps), the waiting hit recorded earliest is
+  released, one per quiet period, so whatever observes the first result has reacted to it before
+  the next one completes.
+
+**New steps.** A step with no saved outcome registers itself as *pending* and awaits a future. When
+the handler is quiet and no memo hit waits for its turn, the engine decides, depending on the kind of
+execution (``ExecutionRequest``):
+
+* *discovery* (no targets): one pending step alone, with nothing run yet, runs inline and its result
+  goes back to the handler, which continues (so N sequential steps take N executions); several
+  pending together (``asyncio.gather``, a task group) are reported as ``STEP_PLANNED`` in the order
+  they were met and none runs; with ``plan_only`` every pending step is planned. Anything after a
+  step ran inline, or after planning, stops the handler;
+* *targeted*: a new step whose id is a target starts its body at once, concurrently with the other
+  targets; other new steps are neither run nor reported. When every target has been met and has
+  finished, the handler is stopped (its results go to the executor, not back to the handler, so no
+  code after them runs before they are recorded). Targets still unmet once the handler is blocked
+  are reported as a ``StepNotFound`` failure.
+
+The handler is stopped by completing every pending future with :class:`_Interrupt`. The outcome
+(:class:`ExecutionOutcome`) lists the ops that happened, in order, and exactly one of: the handler's
+output, its error, or "yielded" (execute again).
 
 Nothing here touches protobuf: ``_convert`` builds :class:`ExecutionRequest` from the wire and the
 wire result from :class:`ExecutionOutcome`.
@@ -27,11 +46,12 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import enum
+import heapq
 import inspect
 import logging
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +59,7 @@ from durably._context import Context
 from durably._function import Function
 from durably._ids import StepIdCounter
 from durably._json import JsonValueError, check_output_type, decode, encode, rehydrate, to_plain
+from durably._memos import Memos
 from durably._step import Step
 from durably._types import ErrorInfo, Event
 from durably.errors import (
@@ -47,22 +68,29 @@ from durably.errors import (
     OutputUnserializableError,
     StepError,
     StepNestedError,
+    StepOutputTooLarge,
     error_code,
+    step_error,
 )
 
-_SETTLE_TICKS = 2
-"""Loop iterations without a new pending step before the engine decides what to run."""
+_QUIET_TICKS = 4
+"""Loop iterations without step activity after which the handler counts as blocked on its steps.
+
+A result handed to one task is seen by code waiting on that task two or three iterations later
+(task done -> done callback -> waiter woken), so four leave a margin for one more layer of wrapping.
+"""
+
+MAX_STEP_OUTPUT_BYTES = 4 * 1024 * 1024
+"""The largest step result accepted, as encoded JSON (the article's 4 MB per step)."""
 
 _function_logger = logging.getLogger("durably.function")
 
 _current_step: contextvars.ContextVar[str | None] = contextvars.ContextVar("durably_current_step", default=None)
 """Name of the step whose body is running in this context; set only while a body runs."""
 
-_MISSING: Any = object()
-
 
 class _Interrupt(BaseException):
-    """Unwinds a handler that reached a step this execution will not run.
+    """Unwinds a handler that reached a step this execution will not hand a result to.
 
     It derives from ``BaseException`` so that ``except Exception`` in user code lets it through: the
     handler must stop at that step and report back, and the step runs in a later execution. Catching
@@ -78,6 +106,9 @@ class OpKind(enum.Enum):
     """A step body ran and returned ``data_json``."""
     STEP_ERROR = "step_error"
     """A step body ran and failed with ``error``; the executor retries it or saves the failure."""
+    STEP_PLANNED = "step_planned"
+    """A new step met together with others (or while ``plan_only``): it did not run; the executor
+    runs it in an execution that targets it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,16 +127,22 @@ class StepOp:
 
 @dataclass(frozen=True, slots=True)
 class ExecutionRequest:
-    """What one execution needs: the run, its event, and every saved step outcome by hashed id
-    (``bytes`` = saved JSON result, decoded only when replayed; :class:`ErrorInfo` = failed for good)."""
+    """What one execution needs: the run, its event, its saved step outcomes, and what to run.
+
+    ``targets`` (hashed step ids) makes it a targeted execution: run exactly those steps. Otherwise it
+    is a discovery; ``plan_only`` then says to plan every new step instead of running one inline
+    (the run has planned steps in flight, which must not also run here).
+    """
 
     execution_id: str
     run_id: str
     function_id: str
     event: Event
-    memos: Mapping[str, bytes | ErrorInfo]
+    memos: Memos
     attempt: int = 0
     max_attempts: int = 0
+    targets: tuple[str, ...] = ()
+    plan_only: bool = False
 
 
 @dataclass(slots=True)
@@ -157,7 +194,16 @@ async def execute(function: Function, request: ExecutionRequest) -> ExecutionOut
                 non_retriable=True,
             )
     await execution.finish()
-    if execution.interrupted:
+    if request.targets:
+        # The executor wants the targets' ops; what the handler did with them is a discovery's business.
+        missing = execution.missing_targets()
+        handler_error = outcome.error
+        outcome.output_json = outcome.error = None
+        if missing:
+            outcome.error = _step_not_found(missing, handler_error)
+        else:
+            outcome.yielded = True
+    elif execution.interrupted:
         outcome.output_json = None
         outcome.error = None
         outcome.yielded = True
@@ -175,17 +221,38 @@ def failure_from_exception(exc: BaseException, *, non_retriable: bool) -> ErrorI
     )
 
 
+def _step_not_found(missing: list[str], handler_error: ErrorInfo | None) -> ErrorInfo:
+    """The failure of a targeted execution that did not reach all its targets. Retriable: the
+    executor decides whether another attempt can help."""
+    message = (
+        f"the handler did not reach the planned step(s) {', '.join(missing)}; "
+        "it must reach the same steps in the same order on every execution"
+    )
+    if handler_error is not None:
+        message += f" (it raised {handler_error.name}: {handler_error.message})"
+    return ErrorInfo(
+        name="StepNotFound",
+        message=message,
+        stack=handler_error.stack if handler_error is not None else "",
+        code=ErrorCode.STEP_NOT_FOUND,
+        non_retriable=False,
+    )
+
+
 class _PendingStep:
-    """A new step waiting for the engine's decision: its future gets None ("run your body") or an
-    :class:`_Interrupt`."""
+    """A new step waiting for the engine: its future gets None ("run your body here", discovery only)
+    or an :class:`_Interrupt`. ``task`` is the task awaiting it."""
 
-    __slots__ = ("future", "hashed_id", "index", "name")
+    __slots__ = ("future", "hashed_id", "index", "name", "task")
 
-    def __init__(self, name: str, hashed_id: str, index: int, future: asyncio.Future[None]) -> None:
+    def __init__(
+        self, name: str, hashed_id: str, index: int, future: asyncio.Future[None], task: asyncio.Task[Any] | None
+    ) -> None:
         self.name = name
         self.hashed_id = hashed_id
         self.index = index
         self.future = future
+        self.task = task
 
 
 class _Execution:
@@ -193,20 +260,42 @@ class _Execution:
 
     def __init__(self, request: ExecutionRequest, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._memos = request.memos
+        self._outcomes = request.memos.outcomes
+        self._positions = request.memos.positions
+        self._length = request.memos.length
         self._counter = StepIdCounter()
         self.ops: list[StepOp] = []
         self.interrupted = False
         """Set once the handler was told to unwind: the outcome is "yielded" whatever it does next."""
         self._closed = False
+        self._handler_task = asyncio.current_task()
+        self._bodies: set[asyncio.Task[bytes | None]] = set()
+
+        # Replay order (see the module docstring).
+        self._head = 0
+        """Record position of the next outcome to replay; every position below it was replayed or skipped."""
+        self._turn_task: asyncio.Task[Any] | None = None
+        """Task that got the latest replayed result, until the handler has been quiet since."""
+        self._turns: list[int] = []
+        """Heap of the record positions of memo hits waiting for their turn."""
+        self._waiting_turns: dict[int, tuple[asyncio.Future[None], asyncio.Task[Any] | None]] = {}
+
+        # New steps.
+        self._plan_only = request.plan_only
+        self._targets = request.targets
+        self._targets_unmet = set(request.targets)
+        self._targets_running = 0
         self._pending: list[_PendingStep] = []
+        """New steps awaiting a decision (targeted: held until the interrupt)."""
         self._new_steps = 0
-        self._step_started = False
-        self._running: _PendingStep | None = None
-        self._body_done: asyncio.Future[None] | None = None
-        self._settle_scheduled = False
-        self._settle_seen = 0
-        self._settle_quiet = 0
+        self._ran_inline = False
+        self._inline: _PendingStep | None = None
+
+        # Quiet detection.
+        self._activity = 0
+        self._ticking = False
+        self._seen_activity = 0
+        self._quiet = 0
 
     # --- the step API ---------------------------------------------------------------------------
 
@@ -232,15 +321,23 @@ class _Execution:
                 f'step.run("{name}") was called inside the body of step "{outer}"; steps cannot be '
                 "nested: call it from the handler instead"
             )
+        if self.interrupted:
+            raise _Interrupt
         hashed_id, index = self._counter.next(name)
-        saved = self._memos.get(hashed_id, _MISSING)
-        if saved is not _MISSING:
-            if isinstance(saved, ErrorInfo):
-                raise StepError(name, saved.name, saved.message, saved.stack)
-            return rehydrate(decode(saved), output_type)
-        return await self._new_step(
-            _PendingStep(name, hashed_id, index, self._loop.create_future()), fn, args, kwargs, output_type
-        )
+        self._activity += 1
+        position = self._positions.get(hashed_id)
+        task = asyncio.current_task()
+        if position is None or position >= self._length:
+            step = _PendingStep(name, hashed_id, index, self._loop.create_future(), task)
+            return await self._new_step(step, fn, args, kwargs, output_type)
+        if position > self._head or (self._turn_task is not None and self._turn_task is not task):
+            await self._wait_turn(position, task)
+        else:
+            self._replayed(position, task)
+        saved = self._outcomes[position]
+        if isinstance(saved, ErrorInfo):
+            raise step_error(name, saved.name, saved.message, saved.stack, saved.code)
+        return rehydrate(decode(saved), output_type)
 
     async def _new_step(
         self,
@@ -251,23 +348,38 @@ class _Execution:
         output_type: type[Any] | None,
     ) -> Any:
         self._new_steps += 1
-        if self.interrupted:
-            raise _Interrupt
         self._pending.append(step)
-        self._schedule_settle()
+        if step.hashed_id in self._targets_unmet:
+            self._targets_unmet.discard(step.hashed_id)
+            self._targets_running += 1
+            self._start_body(step, fn, args, kwargs, output_type).add_done_callback(self._target_finished)
+        self._poke()
         try:
-            await step.future  # None: run the body; _Interrupt: unwind
-        except asyncio.CancelledError:
-            if self._running is step:  # chosen, then cancelled before the body started
-                self._body_finished()
-            raise
-        try:
-            data = await self._run_body(step, fn, args, kwargs, output_type)
+            await step.future  # None: run the body here; _Interrupt: unwind
+            data = await self._start_body(step, fn, args, kwargs, output_type)
         finally:
-            self._body_finished()
+            if self._inline is step:
+                self._inline = None
+                if self._pending:
+                    self._poke()
         if data is None or self._new_steps > 1:
             raise self._interrupt()
         return rehydrate(decode(data), output_type)
+
+    def _start_body(
+        self,
+        step: _PendingStep,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        output_type: type[Any] | None,
+    ) -> asyncio.Task[bytes | None]:
+        """Run the body in its own task, so targets run concurrently and a body's op is recorded even
+        if the handler stops waiting for it."""
+        task = self._loop.create_task(self._run_body(step, fn, args, kwargs, output_type))
+        self._bodies.add(task)
+        task.add_done_callback(self._bodies.discard)
+        return task
 
     async def _run_body(
         self,
@@ -302,10 +414,22 @@ class _Execution:
                 code=ErrorCode.OUTPUT_UNSERIALIZABLE,
                 non_retriable=True,
             )
-            self._record(OpKind.STEP_ERROR, step, started, ended, error=failure)
-            return None
-        self._record(OpKind.STEP_RUN, step, started, ended, data_json=data)
-        return data
+        else:
+            if len(data) <= MAX_STEP_OUTPUT_BYTES:
+                self._record(OpKind.STEP_RUN, step, started, ended, data_json=data)
+                return data
+            failure = ErrorInfo(
+                name=StepOutputTooLarge.__name__,
+                message=(
+                    f'step "{step.name}" returned {len(data):,} bytes of JSON, over the limit of 4 MiB '
+                    f"({MAX_STEP_OUTPUT_BYTES:,} bytes) per step output; return less, or store the data "
+                    "elsewhere and return a reference to it"
+                ),
+                code=ErrorCode.LIMIT_EXCEEDED,
+                non_retriable=True,
+            )
+        self._record(OpKind.STEP_ERROR, step, started, ended, error=failure)
+        return None
 
     def _record(
         self,
@@ -330,52 +454,89 @@ class _Execution:
             )
         )
 
+    # --- replay order ---------------------------------------------------------------------------
+
+    async def _wait_turn(self, position: int, task: asyncio.Task[Any] | None) -> None:
+        turn: asyncio.Future[None] = self._loop.create_future()
+        heapq.heappush(self._turns, position)
+        self._waiting_turns[position] = (turn, task)
+        self._poke()
+        await turn
+
+    def _replayed(self, position: int, task: asyncio.Task[Any] | None) -> None:
+        """Note that ``task`` got the outcome at ``position``; outcomes before it that nobody reached
+        are skipped (a hit on them later returns at once: it is late already)."""
+        if position >= self._head:
+            self._head = position + 1
+        self._turn_task = task
+
+    def _release_turn(self) -> bool:
+        """Let the waiting memo hit recorded earliest return. False if none waits."""
+        while self._turns:
+            position = heapq.heappop(self._turns)
+            turn, task = self._waiting_turns.pop(position)
+            if not turn.done():  # done: its task was cancelled while it waited
+                self._replayed(position, task)
+                turn.set_result(None)
+                return True
+        return False
+
     # --- deciding what runs ---------------------------------------------------------------------
 
-    def _schedule_settle(self) -> None:
-        if self._settle_scheduled:
-            return
-        self._settle_scheduled = True
-        self._settle_seen = len(self._pending)
-        self._settle_quiet = 0
-        self._loop.call_soon(self._settle_tick)
+    def _poke(self) -> None:
+        """Note step activity and make sure the engine looks again once the handler is quiet."""
+        self._activity += 1
+        if not self._ticking:
+            self._ticking = True
+            self._seen_activity = self._activity
+            self._quiet = 0
+            self._loop.call_soon(self._tick)
 
-    def _settle_tick(self) -> None:
-        """Wait until the handler stops adding pending steps (everything a gather starts), then decide."""
-        seen = len(self._pending)
-        if seen != self._settle_seen:
-            self._settle_seen = seen
-            self._settle_quiet = 0
+    def _tick(self) -> None:
+        if self._activity != self._seen_activity:
+            self._seen_activity = self._activity
+            self._quiet = 0
         else:
-            self._settle_quiet += 1
-        if self._settle_quiet < _SETTLE_TICKS:
-            self._loop.call_soon(self._settle_tick)
+            self._quiet += 1
+        if self._quiet < _QUIET_TICKS:
+            self._loop.call_soon(self._tick)
             return
-        self._settle_scheduled = False
-        self._decide()
+        self._ticking = False
+        self._turn_task = None  # the handler has reacted to the latest replayed result
+        if self._release_turn():
+            self._poke()
+        else:
+            self._decide()
 
     def _decide(self) -> None:
-        """Run the first pending step if nothing has run yet in this execution; otherwise unwind."""
-        if self._running is not None:  # a body is running; it settles the others when it ends
+        """The handler is blocked on new steps (or on nothing of ours): act on the pending ones."""
+        if self._targets:
+            if self._targets_unmet and self._pending:  # blocked on steps that will never resolve here
+                self._interrupt()
+            return
+        if self._inline is not None:  # a body is running; its end decides again
             return
         waiting = [step for step in self._pending if not step.future.done()]
+        self._pending = waiting
         if not waiting:
             return
-        if self._step_started or self.interrupted:
+        if self._ran_inline:
             self._interrupt()
-            return
-        chosen = waiting[0]
-        self._step_started = True
-        self._running = chosen
-        self._body_done = self._loop.create_future()
-        chosen.future.set_result(None)
+        elif self._plan_only or len(waiting) > 1:
+            self.ops.extend(
+                StepOp(OpKind.STEP_PLANNED, step.hashed_id, step.name, step.index, 0, 0) for step in waiting
+            )
+            self._interrupt()
+        else:
+            self._ran_inline = True
+            self._inline = waiting[0]
+            self._pending = []
+            waiting[0].future.set_result(None)
 
-    def _body_finished(self) -> None:
-        self._running = None
-        if self._body_done is not None and not self._body_done.done():
-            self._body_done.set_result(None)
-        if any(not step.future.done() for step in self._pending):
-            self._schedule_settle()
+    def _target_finished(self, _: asyncio.Task[bytes | None]) -> None:
+        self._targets_running -= 1
+        if not self._targets_unmet and not self._targets_running:
+            self._interrupt()
 
     def _interrupt(self) -> _Interrupt:
         """Tell every waiting step to unwind; the outcome of this execution is now "yielded"."""
@@ -385,23 +546,48 @@ class _Execution:
 
     def _cancel_waiting(self) -> None:
         for step in self._pending:
-            if not step.future.done():
-                step.future.set_exception(_Interrupt())
+            self._send_interrupt(step.future, step.task)
+        self._pending = []
+        for turn, task in self._waiting_turns.values():
+            self._send_interrupt(turn, task)
+        self._waiting_turns.clear()
+        self._turns.clear()
+
+    def _send_interrupt(self, future: asyncio.Future[None], task: asyncio.Task[Any] | None) -> None:
+        if future.done():  # its task was cancelled while it waited
+            return
+        future.set_exception(_Interrupt())
+        if task is not None and task is not self._handler_task:
+            task.add_done_callback(_retrieve_interrupt)
 
     # --- end of the execution -------------------------------------------------------------------
 
+    def missing_targets(self) -> list[str]:
+        """Targets the handler never reached as new steps, in the order they were asked for."""
+        return [target for target in self._targets if target in self._targets_unmet]
+
     async def finish(self) -> None:
-        """After the handler ended: release steps nobody will decide on, wait for a body still running
-        (its op must be in the outcome), and refuse further ``step.run`` calls."""
+        """After the handler ended: wait for bodies still running (their ops must be in the outcome),
+        release steps nobody will decide on, and refuse further ``step.run`` calls."""
         self._closed = True
-        if self._body_done is not None and not self._body_done.done():
-            await self._body_done
+        if self._bodies:
+            await asyncio.wait(set(self._bodies))
         self._cancel_waiting()
 
     def close(self) -> None:
         """Like :meth:`finish` without waiting: the execution is being cancelled."""
         self._closed = True
+        for body in self._bodies:
+            body.cancel()
         self._cancel_waiting()
+
+
+def _retrieve_interrupt(task: asyncio.Task[Any]) -> None:
+    """Mark what a handler's task ended with as seen, so asyncio does not log "Task exception was never
+    retrieved" when it is collected: tasks a handler never awaits (a race's losers) end with the
+    interrupt on purpose, and whatever a task does after the interrupt is moot."""
+    if not task.cancelled():
+        task.exception()
 
 
 async def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

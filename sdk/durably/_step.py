@@ -93,7 +93,20 @@ class Step:
 
         If ``fn`` raises, the executor retries the step (``retries`` of the function); when the step
         has failed for good, this call raises :class:`durably.StepError`, which the handler may catch.
-        Raise :class:`durably.NonRetriableError` in ``fn`` to skip the retries. Steps cannot be nested:
-        calling ``step.run`` inside ``fn`` raises a non-retriable error.
+        Raise :class:`durably.NonRetriableError` in ``fn`` to skip the retries. A result over 4 MiB of
+        JSON fails the step for good at once; the ``StepError`` raised for it is also a
+        :class:`durably.StepOutputTooLarge`. Steps cannot be nested: calling ``step.run`` inside ``fn``
+        raises a non-retriable error.
+
+        **Parallel steps.** Steps started together (``asyncio.gather``, a task group, tasks) run in
+        parallel: the handler stops there, the executor runs each step in its own execution, and the
+        handler is replayed once their results are saved. Code after the ``gather`` runs only then.
+
+        **Races.** Saved results are replayed in the order the steps really finished, so
+        ``asyncio.wait(..., return_when=FIRST_COMPLETED)``, ``asyncio.as_completed`` and the like see
+        the same winner on every replay, whatever order the code starts the racers in. The losers are
+        not cancelled: they keep running as planned steps and their results are saved when they
+        finish, while the handler continues after the first result (Inngest's race mode); a replay
+        that reaches a loser still in flight plans it again, which the executor ignores.
         """
         return await self._runner.run_step(id, fn, args, kwargs, output_type)

@@ -8,6 +8,10 @@ restarted), the worker opens a new session after a backoff (0.1 s doubling to 2 
 again, forever. Executions that finish after their session ended keep running to completion, but their
 results are dropped: the executor has already given that work to a live worker.
 
+A session also holds the run memos the executor sent on it (``_memos.MemoCache``): each ``Execute``
+carries only the outcomes recorded since the worker's copy (``memo_base``); one the worker cannot
+build on is answered at once with ``need_full_state``.
+
 One execution can never take the worker down: whatever it raises is reported as a failure.
 """
 
@@ -27,10 +31,11 @@ from durably import _convert
 from durably._client import Client
 from durably._execution import execute, failure_from_exception
 from durably._function import Function
-from durably._grpc import CHANNEL_OPTIONS
+from durably._grpc import CHANNEL_OPTIONS, MAX_MESSAGE_BYTES
+from durably._memos import MemoCache, Memos
 from durably._types import ErrorInfo
 from durably._version import __version__
-from durably.errors import ErrorCode
+from durably.errors import ErrorCode, StateTooLarge
 from durably.protocol.v1 import worker_pb2, worker_pb2_grpc
 
 _log = logging.getLogger("durably")
@@ -47,12 +52,17 @@ _CLOSE_GRACE = 1.0
 _ENTER_TIMEOUT = 10.0
 """``async with Worker(...)`` waits this long for the first registration before going on anyway."""
 _MAX_CAPACITY = 100_000
+_ENVELOPE_BYTES = 16
+"""Room for the ``WorkerMessage`` around an ``ExecutionResult`` (a field tag and a length)."""
+_MAX_STATE_BYTES = 32 * 1024 * 1024
+"""The executor's limit on a run's state, named when a result is too large to send."""
 
 
 async def handle_execute(
-    functions: Mapping[str, Function], execute_msg: worker_pb2.Execute
+    functions: Mapping[str, Function], execute_msg: worker_pb2.Execute, memos: Memos
 ) -> worker_pb2.ExecutionResult:
-    """Run one ``Execute`` and build its ``ExecutionResult``; never raises (except on cancellation)."""
+    """Run one ``Execute`` against ``memos`` (the run's outcomes it replays) and build its
+    ``ExecutionResult``; never raises (except on cancellation)."""
     execution_id = execute_msg.execution_id
     function = functions.get(execute_msg.function_id)
     if function is None:
@@ -66,7 +76,7 @@ async def handle_execute(
             ),
         )
     try:
-        request = _convert.execution_request_from_pb(execute_msg)
+        request = _convert.execution_request_from_pb(execute_msg, memos)
     except Exception as exc:  # e.g. event data that is not JSON: report it, retrying will not fix it
         error = failure_from_exception(exc, non_retriable=True)
         message = f"the worker could not read the Execute message: {error.message}"
@@ -74,13 +84,37 @@ async def handle_execute(
             execution_id, ErrorInfo(error.name, message, error.stack, error.code, non_retriable=True)
         )
     outcome = await execute(function, request)
-    return _convert.execution_result_to_pb(execution_id, outcome)
+    result = _convert.execution_result_to_pb(execution_id, outcome)
+    size = result.ByteSize()
+    if size + _ENVELOPE_BYTES > MAX_MESSAGE_BYTES:
+        return _convert.failure_result(execution_id, _result_too_large(result, size))
+    return result
+
+
+def _result_too_large(result: worker_pb2.ExecutionResult, size: int) -> ErrorInfo:
+    """Why a result cannot be sent. Sending it would break the stream, and with it every execution on
+    it, again on every retry; what it carries cannot fit in a run's state anyway."""
+    steps = [op.name for op in result.ops if op.data_json]
+    shown = ", ".join(steps[:10]) + (f" and {len(steps) - 10} more" if len(steps) > 10 else "")
+    return ErrorInfo(
+        name=StateTooLarge.__name__,
+        message=(
+            f"the result of this execution is {size:,} bytes (step results: {shown or 'none'}; the "
+            f"handler's output: {len(result.output_json):,} bytes), more than one message to the executor "
+            f"can carry ({MAX_MESSAGE_BYTES:,} bytes) and more than a run's state may hold (32 MiB, "
+            f"{_MAX_STATE_BYTES:,} bytes)"
+        ),
+        code=ErrorCode.LIMIT_EXCEEDED,
+        non_retriable=True,
+    )
 
 
 class _Session:
-    """One Connect stream: its outgoing queue, the executions it received, whether it registered."""
+    """One Connect stream: its outgoing queue, the executions it received, whether it registered, and
+    the memos the executor sent on it (which it counts per stream, so a new stream starts empty)."""
 
-    def __init__(self) -> None:
+    def __init__(self, memo_cache_runs: int) -> None:
+        self.memos = MemoCache(memo_cache_runs)
         self.outbox: asyncio.Queue[worker_pb2.WorkerMessage | None] = asyncio.Queue()
         self.in_flight: set[str] = set()
         self.tasks: set[asyncio.Task[None]] = set()
@@ -109,7 +143,9 @@ class Worker:
     ``await worker.run()`` serves until :meth:`stop` is called or the task is cancelled;
     ``async with Worker(...)`` runs it in the background (and waits briefly for it to register).
     ``capacity`` caps how many executions run at once; ``worker_name`` (default ``host:pid``)
-    identifies the worker in the executor's logs.
+    identifies the worker in the executor's logs. The worker keeps the saved step outcomes of the
+    ``memo_cache_runs`` runs it executed most recently, so the executor sends each outcome once
+    rather than with every execution; a run it has dropped costs one round trip for its full state.
 
     Handlers are replayed once per new step, so everything outside ``ctx.step.run`` must be
     deterministic; see :meth:`durably.Client.function`.
@@ -122,6 +158,7 @@ class Worker:
         *,
         capacity: int = 64,
         worker_name: str | None = None,
+        memo_cache_runs: int = 2_000,
     ) -> None:
         if not isinstance(client, Client):
             raise TypeError(f"Worker needs a durably.Client, got {type(client).__name__}")
@@ -142,9 +179,12 @@ class Worker:
             by_id[function.id] = function
         if isinstance(capacity, bool) or not isinstance(capacity, int) or not 1 <= capacity <= _MAX_CAPACITY:
             raise ValueError(f"capacity must be between 1 and {_MAX_CAPACITY}, got {capacity!r}")
+        if isinstance(memo_cache_runs, bool) or not isinstance(memo_cache_runs, int) or memo_cache_runs < 1:
+            raise ValueError(f"memo_cache_runs must be a positive int, got {memo_cache_runs!r}")
         self._client = client
         self._functions = by_id
         self._capacity = capacity
+        self._memo_cache_runs = memo_cache_runs
         self.worker_name = worker_name or f"{socket.gethostname()}:{os.getpid()}"
         self._worker_id: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -270,7 +310,7 @@ class Worker:
     async def _session(self) -> tuple[bool, str]:
         """Run one Connect stream until it ends or the worker stops. Returns (registered, why it ended)."""
         assert self._stop_event is not None and self._registered is not None
-        session = _Session()
+        session = _Session(self._memo_cache_runs)
         session.send(
             _convert.register_message(
                 self._client.app_id, self._functions.values(), self._capacity, self.worker_name, __version__
@@ -349,26 +389,36 @@ class Worker:
     # --- executions -----------------------------------------------------------------------------
 
     def _start(self, session: _Session, execute_msg: worker_pb2.Execute) -> None:
+        """Take in an ``Execute`` as it arrives: its memos join the cache now, in stream order, since
+        the next ``Execute`` of the run may build on them before this execution ends."""
         assert self._stop_event is not None
         execution_id = execute_msg.execution_id
         if self._stop_event.is_set() or execution_id in session.in_flight:
             return  # stopping (the executor re-queues it) or a repeat of one already running
+        memos = session.memos.receive(
+            execute_msg.run_id, execute_msg.memo_base, _convert.memos_from_pb(execute_msg.memos)
+        )
+        if memos is None:
+            session.send(_convert.result_message(_convert.need_full_state_result(execution_id)))
+            return
         session.in_flight.add(execution_id)
-        task = asyncio.create_task(self._execute(session, execute_msg), name=f"durably-execution-{execution_id}")
+        task = asyncio.create_task(self._execute(session, execute_msg, memos), name=f"durably-execution-{execution_id}")
         for tasks in (self._tasks, session.tasks):
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 
-    async def _execute(self, session: _Session, execute_msg: worker_pb2.Execute) -> None:
+    async def _execute(self, session: _Session, execute_msg: worker_pb2.Execute, memos: Memos) -> None:
         assert self._slots is not None
         try:
             async with self._slots:
-                result = await handle_execute(self._functions, execute_msg)
+                result = await handle_execute(self._functions, execute_msg, memos)
         except Exception as exc:  # a bug in the SDK itself: report it, keep serving
             _log.exception("durably worker %s: execution %s crashed", self.worker_name, execute_msg.execution_id)
             result = _convert.failure_result(execute_msg.execution_id, failure_from_exception(exc, non_retriable=False))
         finally:
             session.in_flight.discard(execute_msg.execution_id)
+        if _convert.ends_run(result):
+            session.memos.drop(execute_msg.run_id)
         if session.closed:
             _log.debug(
                 "durably worker %s: dropping the result of %s: its stream has ended",

@@ -26,6 +26,8 @@ class ErrorCode(StrEnum):
     OUTPUT_UNSERIALIZABLE = "output_unserializable"
     FUNCTION_NOT_FOUND = "function_not_found"
     """The executor asked this worker to run a function it did not register."""
+    STEP_NOT_FOUND = "step_not_found"
+    """A targeted execution did not reach a planned step it was asked to run."""
     LIMIT_EXCEEDED = "limit_exceeded"
     RUN_NOT_FOUND = "run_not_found"
     SERVICE_ERROR = "service_error"
@@ -63,12 +65,16 @@ class StepError(DurablyError):
     """Raised inside the handler by ``step.run`` when that step failed for good (retries exhausted or
     non-retriable). Catch it to recover; left uncaught, the run fails without further retries.
 
-    Replays raise it again from the saved failure, without running the step's code.
+    Replays raise it again from the saved failure, without running the step's code. A step that
+    failed because it breached a limit raises an exception that is also the matching
+    :class:`LimitExceeded` subclass (see :func:`step_error`), so either ``except`` catches it.
     """
 
     code = ErrorCode.STEP_ERRORED
 
-    def __init__(self, step_id: str, error_name: str, error_message: str, stack: str = "") -> None:
+    def __init__(
+        self, step_id: str, error_name: str, error_message: str, stack: str = "", error_code: str = ""
+    ) -> None:
         super().__init__(f'step "{step_id}" failed: {error_name}: {error_message}')
         self.step_id = step_id
         """The step id as written in ``step.run(id, ...)``."""
@@ -77,9 +83,12 @@ class StepError(DurablyError):
         self.error_message = error_message
         self.stack = stack
         """The traceback text of the original failure (may be empty)."""
+        self.error_code = error_code
+        """The :class:`ErrorCode` value the failure was saved with (empty if unknown)."""
 
-    def __reduce__(self) -> tuple[type[StepError], tuple[str, str, str, str]]:
-        return (StepError, (self.step_id, self.error_name, self.error_message, self.stack))
+    def __reduce__(self) -> tuple[object, tuple[str, str, str, str, str]]:
+        # Through step_error, so a limit failure unpickles as the same combined class.
+        return (step_error, (self.step_id, self.error_name, self.error_message, self.stack, self.error_code))
 
 
 class StepNestedError(NonRetriableError):
@@ -96,9 +105,57 @@ class OutputUnserializableError(NonRetriableError):
 
 
 class LimitExceeded(DurablyError):
-    """A limit (steps per run, output size, state size, duration) was breached."""
+    """A limit (steps per run, output size, state size, duration) was breached.
+
+    The executor fails a run that breaches a run-wide limit itself; ``Run.error.name`` then names the
+    subclass (``"StepLimitExceeded"``, ``"StateTooLarge"``, ...) and ``Run.error.code`` is
+    ``"limit_exceeded"``.
+    """
 
     code = ErrorCode.LIMIT_EXCEEDED
+
+
+class StepLimitExceeded(LimitExceeded):
+    """The run reached the limit of 1,000 steps."""
+
+
+class StepOutputTooLarge(LimitExceeded):
+    """A step returned more than 4 MiB of JSON. The SDK refuses it before sending, so the step fails
+    for good at once instead of being retried into the same wall."""
+
+
+class StateTooLarge(LimitExceeded):
+    """The run's saved state (event, step results, output) grew past 32 MiB."""
+
+
+def _limit_step_error(limit: type[LimitExceeded]) -> type[StepError]:
+    """A class that is both :class:`StepError` and ``limit``, named like ``limit``: uncaught, it fails
+    the run with the limit's name and code rather than a generic ``StepError``."""
+    namespace = {
+        "code": ErrorCode.LIMIT_EXCEEDED,
+        "__module__": __name__,
+        "__doc__": f"A step that failed for good with {limit.__name__}; also a StepError.",
+    }
+    return type(limit.__name__, (StepError, limit), namespace)
+
+
+_LIMIT_STEP_ERRORS = {
+    limit.__name__: _limit_step_error(limit)
+    for limit in (LimitExceeded, StepLimitExceeded, StepOutputTooLarge, StateTooLarge)
+}
+
+
+def step_error(step_id: str, error_name: str, error_message: str, stack: str = "", error_code: str = "") -> StepError:
+    """The exception ``step.run`` raises for a step saved as failed.
+
+    A failure saved with code ``limit_exceeded`` gives an exception that is also the
+    :class:`LimitExceeded` subclass named by ``error_name`` (plain :class:`LimitExceeded` for a name
+    this SDK does not know), so handlers can catch it either way.
+    """
+    cls = StepError
+    if error_code == ErrorCode.LIMIT_EXCEEDED:
+        cls = _LIMIT_STEP_ERRORS.get(error_name, _LIMIT_STEP_ERRORS[LimitExceeded.__name__])
+    return cls(step_id, error_name, error_message, stack, error_code)
 
 
 class RunNotFoundError(DurablyError):

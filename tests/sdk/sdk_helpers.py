@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
 import durably
+from durably._convert import memos_from_pb
 from durably._ids import hash_step_id, pre_hash_id
+from durably._memos import Memos
 from durably._worker import handle_execute
 from durably.protocol.v1 import common_pb2, worker_pb2
 
 client = durably.Client(app_id="unit", address="127.0.0.1:9")  # never connected by these tests
+_serial = itertools.count()
 
 
 def sid(name: str, index: int = 0) -> str:
@@ -34,9 +38,12 @@ def make_execute(
     data: dict[str, Any] | None = None,
     attempt: int = 0,
     run_id: str = "run-1",
+    targets: list[str] | None = None,
+    plan_only: bool = False,
+    memo_base: int = 0,
 ) -> worker_pb2.Execute:
     return worker_pb2.Execute(
-        execution_id=f"exec-{run_id}-{len(memos or [])}-{attempt}",
+        execution_id=f"exec-{run_id}-{memo_base + len(memos or [])}-{attempt}-{next(_serial)}",
         run_id=run_id,
         function_id=function.id,
         event=common_pb2.Event(
@@ -45,14 +52,18 @@ def make_execute(
         memos=memos or [],
         attempt=attempt,
         max_attempts=4,
+        targets=targets or [],
+        plan_only=plan_only,
+        memo_base=memo_base,
     )
 
 
 async def execute(
     function: durably.Function, memos: list[worker_pb2.Memo] | None = None, **kwargs: Any
 ) -> worker_pb2.ExecutionResult:
+    """One execution with the whole state (``memo_base`` 0), straight through the worker's entry point."""
     message = make_execute(function, memos, **kwargs)
-    result = await handle_execute({function.id: function}, message)
+    result = await handle_execute({function.id: function}, message, Memos.of(memos_from_pb(message.memos)))
     assert result.execution_id == message.execution_id
     return result
 
@@ -76,3 +87,22 @@ def memos_from(result: worker_pb2.ExecutionResult) -> list[worker_pb2.Memo]:
     return [
         worker_pb2.Memo(id=op.id, data_json=op.data_json) for op in result.ops if op.op == worker_pb2.OPCODE_STEP_RUN
     ]
+
+
+class FakeRun:
+    """Plays the executor for one run: saves step results in the order they are reported (record
+    order), and sends discoveries and targeted executions with the whole state so far."""
+
+    def __init__(self, function: durably.Function) -> None:
+        self.function = function
+        self.memos: list[worker_pb2.Memo] = []
+
+    async def discover(self, *, plan_only: bool = False) -> worker_pb2.ExecutionResult:
+        return self._save(await execute(self.function, self.memos, plan_only=plan_only))
+
+    async def run_targets(self, *names: str) -> worker_pb2.ExecutionResult:
+        return self._save(await execute(self.function, self.memos, targets=[sid(name) for name in names]))
+
+    def _save(self, result: worker_pb2.ExecutionResult) -> worker_pb2.ExecutionResult:
+        self.memos += memos_from(result)
+        return result

@@ -122,3 +122,4 @@ def test_one_client_serves_several_event_loops() -> None:
         asyncio.run_coroutine_threadsafe(executor.stop(), server_loop).result(5)
         server_loop.call_soon_threadsafe(server_loop.stop)
         thread.join(5)
+        server_loop.close()

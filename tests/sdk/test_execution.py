@@ -16,6 +16,7 @@ from sdk_helpers import client, execute, memo_err, memo_ok, memos_from, ops, out
 
 RUN = "OPCODE_STEP_RUN"
 ERROR = "OPCODE_STEP_ERROR"
+PLANNED = "OPCODE_STEP_PLANNED"
 
 
 def _three_steps() -> tuple[durably.Function, dict[str, int]]:
@@ -413,28 +414,7 @@ async def test_dataclass_without_output_type_is_refused_with_a_hint() -> None:
     assert "output_type=Line" in result.ops[0].error.message
 
 
-async def test_gather_of_two_new_steps_runs_only_the_first_and_yields() -> None:
-    ran: list[str] = []
-
-    def body(name: str) -> str:
-        ran.append(name)
-        return name.upper()
-
-    @client.function(id="gather")
-    async def fn(ctx: durably.Context) -> list[str]:
-        a, b = await asyncio.gather(ctx.step.run("a", body, "a"), ctx.step.run("b", body, "b"))
-        return [a, b]
-
-    first = await execute(fn)
-    assert ops(first) == [(RUN, "a", 0)]
-    assert first.yielded and ran == ["a"]
-    second = await execute(fn, memos_from(first))
-    assert ops(second) == [(RUN, "b", 0)]
-    assert ran == ["a", "b"]
-    assert output(second) == ["A", "B"]  # the only new step, so the handler went on to the end
-
-
-async def test_task_group_of_new_steps_yields() -> None:
+async def test_task_group_of_new_steps_plans_them() -> None:
     ran: list[str] = []
 
     @client.function(id="task-group")
@@ -444,8 +424,8 @@ async def test_task_group_of_new_steps_yields() -> None:
                 group.create_task(ctx.step.run(name, ran.append, name))
 
     result = await execute(fn)
-    assert ops(result) == [(RUN, "a", 0)]
-    assert result.yielded and ran == ["a"]
+    assert ops(result) == [(PLANNED, "a", 0), (PLANNED, "b", 0), (PLANNED, "c", 0)]
+    assert result.yielded and ran == []
 
 
 async def test_swallowed_interrupt_still_yields() -> None:
@@ -455,7 +435,7 @@ async def test_swallowed_interrupt_still_yields() -> None:
         return "should not count"
 
     result = await execute(fn)
-    assert ops(result) == [(RUN, "a", 0)] and result.yielded
+    assert ops(result) == [(PLANNED, "a", 0), (PLANNED, "b", 0)] and result.yielded
 
 
 async def test_handler_return_value_must_be_json() -> None:
@@ -528,13 +508,14 @@ async def test_context_carries_the_execute_message() -> None:
 
 
 async def test_unknown_function_is_reported_not_raised() -> None:
+    from durably._memos import Memos
     from durably._worker import handle_execute
     from sdk_helpers import make_execute
 
     fn, _ = _three_steps()
     message = make_execute(fn)
     message.function_id = "nobody"
-    result = await handle_execute({fn.id: fn}, message)
+    result = await handle_execute({fn.id: fn}, message, Memos.of([]))
     assert (result.error.name, result.error.code, result.error.non_retriable) == (
         "FunctionNotFound",
         "function_not_found",
