@@ -399,6 +399,8 @@ class Cluster:
         self.workers: list[Worker] = []
         self._api: Api | None = None
         self._profilers: Profilers | None = None
+        self.idle_daemon_rss: int | None = None
+        """The daemon's RSS once its workers are connected, before any run: the engine's own baseline."""
 
     @property
     def api(self) -> Api:
@@ -421,6 +423,7 @@ class Cluster:
             return all(listed.get(f, 0) >= self.worker_count for f in functions)
 
         wait_until(connected, timeout=30, what=f"workers serving {list(functions)}", interval=0.05)
+        self.idle_daemon_rss = rss_bytes(self.daemon.pid)
         if spy_dir := os.environ.get(PYSPY_DIR):
             self._profilers = Profilers(Path(spy_dir), self.workdir.name, [self.daemon, *self.workers])
 

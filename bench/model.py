@@ -60,7 +60,7 @@ class Result:
     """Daemon RSS right after warm-up, when the peak window was opened."""
     worker_rss_base: int | None = None
     daemon_cpu_pct: float | None = None
-    """CPU the daemon used while a repetition ran, in % of one core (median); near 100: it is the bottleneck."""
+    """CPU the daemon used while the repetitions ran, in % of one core; near 100: it is the bottleneck."""
     worker_cpu_pct: float | None = None
     floor_ratio: float | None = None
     """``per_step_ms`` divided by the floor of one step (one gRPC round trip + one SQLite commit)."""

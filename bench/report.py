@@ -155,6 +155,19 @@ def w2_points(results: Sequence[Result]) -> list[tuple[int, float]]:
     return sorted(points)
 
 
+def w2_cpu_points(results: Sequence[Result]) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+    """CPU ms per step of the daemon and of the worker, against steps per run (W2)."""
+    daemon, worker = [], []
+    for r in results:
+        if r.key.startswith("W2-") and r.per_step_ms is not None:
+            size = int(r.key.split("-")[1])
+            if r.daemon_cpu_pct is not None:
+                daemon.append((size, r.per_step_ms * r.daemon_cpu_pct / 100))
+            if r.worker_cpu_pct is not None:
+                worker.append((size, r.per_step_ms * r.worker_cpu_pct / 100))
+    return sorted(daemon), sorted(worker)
+
+
 def ascii_plot(results: Sequence[Result], floors: Floors, width: int = 50) -> str:
     """Per-step cost against steps per run as text bars (the SVG is the real plot)."""
     points = w2_points(results)
@@ -226,8 +239,8 @@ def svg_plot(results: Sequence[Result], floors: Floors) -> str | None:
     points = w2_points(results)
     if not points:
         return None
-    width, height = 640, 400
-    left, right, top, bottom = 70, 170, 40, 60
+    width, height = 680, 420
+    left, right, top, bottom = 70, 200, 40, 60
     plot_w, plot_h = width - left - right, height - top - bottom
     sizes = [s for s, _ in points]
     x_min, x_max = math.log10(min(sizes)), math.log10(max(sizes))
@@ -279,8 +292,23 @@ def svg_plot(results: Sequence[Result], floors: Floors) -> str | None:
             f'stroke="{color}" stroke-dasharray="6 4"/>'
         )
         out.append(f'<text x="{left + plot_w + 6}" y="{y(value) + 4:.1f}" fill="{color}">{label}</text>')
-    path = " ".join(f"{'M' if i == 0 else 'L'}{x(s):.1f},{y(c):.1f}" for i, (s, c) in enumerate(points))
-    out.append(f'<path d="{path}" fill="none" stroke="#15c" stroke-width="2"/>')
+    daemon_cpu, worker_cpu = w2_cpu_points(results)
+    series = [
+        (points, "#15c", "2", "", "wall time per step"),
+        (worker_cpu, "#c33", "1.5", ' stroke-dasharray="2 3"', "worker CPU per step"),
+        (daemon_cpu, "#555", "1.5", ' stroke-dasharray="2 3"', "daemon CPU per step"),
+    ]
+    for n, (line, color, stroke, dash, label) in enumerate(series):
+        if not line:
+            continue
+        path = " ".join(f"{'M' if i == 0 else 'L'}{x(s):.1f},{y(c):.1f}" for i, (s, c) in enumerate(line))
+        out.append(f'<path d="{path}" fill="none" stroke="{color}" stroke-width="{stroke}"{dash}/>')
+        legend_y = top + 8 + 16 * n
+        out.append(
+            f'<line x1="{left + 12}" y1="{legend_y}" x2="{left + 36}" y2="{legend_y}" '
+            f'stroke="{color}" stroke-width="{stroke}"{dash}/>'
+        )
+        out.append(f'<text x="{left + 42}" y="{legend_y + 4}" fill="{color}">{label}</text>')
     for s, c in points:
         out.append(f'<circle cx="{x(s):.1f}" cy="{y(c):.1f}" r="4" fill="#15c"/>')
         out.append(f'<text x="{x(s):.1f}" y="{y(c) - 9:.1f}" text-anchor="middle" fill="#15c">{c:.2f}</text>')

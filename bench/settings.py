@@ -34,7 +34,7 @@ class Profile:
 
 FULL = Profile(
     name="full",
-    reps=3,
+    reps=5,
     floor_reps=3,
     floor_round_trips=20_000,
     floor_commits=5_000,

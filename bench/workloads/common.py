@@ -17,7 +17,7 @@ from bench.harness import BenchError, BenchTimeout, Cluster, Metrics, Peaks, Run
 from bench.model import Result
 from bench.progress import say
 from bench.settings import Profile
-from bench.stats import median, median_or_none, percentile
+from bench.stats import median, percentile
 
 ENDED = ("completed", "failed", "cancelled")
 
@@ -157,9 +157,9 @@ def summarize(result: Result, reps: Sequence[Rep], peaks: Peaks | None, floors: 
         result.worker_rss_base = peaks.worker_base
     if result.per_step_ms is not None:
         result.floor_ratio = result.per_step_ms / floors.step_ms
-    result.daemon_cpu_pct = median_or_none(
-        [None if rep.daemon_cpu is None else 100 * rep.daemon_cpu / rep.seconds for rep in reps]
-    )
-    result.worker_cpu_pct = median_or_none(
-        [None if rep.worker_cpu is None else 100 * rep.worker_cpu / rep.seconds for rep in reps]
-    )
+    # Summed over the repetitions, not a median: CPU time is counted in 10 ms ticks, coarse for short runs.
+    wall = sum(rep.seconds for rep in reps)
+    if all(rep.daemon_cpu is not None for rep in reps):
+        result.daemon_cpu_pct = 100 * sum(rep.daemon_cpu or 0.0 for rep in reps) / wall
+    if all(rep.worker_cpu is not None for rep in reps):
+        result.worker_cpu_pct = 100 * sum(rep.worker_cpu or 0.0 for rep in reps) / wall

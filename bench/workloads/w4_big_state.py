@@ -53,6 +53,7 @@ def run(env: Env) -> list[Result]:
             base = group.reset_peaks()
             reps = [one_run(group, profile.run_timeout) for _ in range(profile.reps)]
             summarize(result, reps, group.peaks(base), env.floors)
+            result.extra["idle_daemon_rss"] = group.idle_daemon_rss
             say(f"W4: {result.seconds:.3f} s per run (median of {len(reps)})")
 
     guarded(result, body)
@@ -71,10 +72,15 @@ def run(env: Env) -> list[Result]:
     )
     limit = RSS_FACTOR * STATE_BYTES
     rss = result.daemon_rss if result.ok else None
+    idle = result.extra.get("idle_daemon_rss")
+    measured = "-" if rss is None else f"{rss / 1e6:.0f} MB = {rss / STATE_BYTES:.1f}× state"
+    if rss is not None and isinstance(idle, int):
+        grown = rss - idle
+        measured += f" (idle daemon {idle / 1e6:.0f} MB; +{grown / 1e6:.0f} MB = {grown / STATE_BYTES:.1f}× state)"
     result.checks.append(
         Check(
             f"peak daemon RSS ≤ {RSS_FACTOR}× the run's state ({limit / 1e6:.0f} MB)",
-            "-" if rss is None else f"{rss / 1e6:.0f} MB ({rss / STATE_BYTES:.1f}× state)",
+            measured,
             None if rss is None else rss <= limit,
         )
     )
