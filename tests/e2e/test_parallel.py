@@ -16,7 +16,16 @@ from .harness import Harness, WorkerSpec, await_until, describe, find_run, open_
 
 PARALLEL = WorkerSpec(
     "parallel_steps.py",
-    ("par-three", "par-many", "par-fanout-opt", "par-nested", "par-twice", "par-retry", "par-blocking"),
+    (
+        "par-three",
+        "par-many",
+        "par-fanout-opt",
+        "par-nested",
+        "par-twice",
+        "par-retry",
+        "par-blocking",
+        "par-staggered",
+    ),
 )
 WORKERS = [PARALLEL]
 
@@ -72,8 +81,7 @@ async def test_three_half_second_steps_in_a_gather_take_half_a_second(
     names = [s.name for s in run.steps]
     assert sorted(names) == sorted(["fetch-user", *SLOW, "log-completion"]), describe(run)
     assert names[0] == "fetch-user" and names[-1] == "log-completion", describe(run)
-    attempts = [(s.name, str(s.status), s.attempts) for s in run.steps]
-    assert all(status == "completed" and n == 1 for _, status, n in attempts), attempts
+    assert_first_attempts(run, 5)
 
 
 async def test_a_gather_of_1000_steps_completes_each_body_once(cluster: Harness, client: durably.Client) -> None:
@@ -114,7 +122,7 @@ async def test_gather_of_step_sequences_plans_later_steps_while_earlier_ones_rep
     assert one_body(cluster, done.id, "after")["got"] == ends
 
     run = await client.get_run(done.id)
-    assert len(run.steps) == 7, describe(run)
+    assert_first_attempts(run, 7)
     assert run.steps[-1].name == "after", describe(run)
     # Within a branch, a step is recorded after the one it depends on.
     order = [s.name for s in run.steps]
@@ -142,6 +150,7 @@ async def test_two_gathers_one_after_the_other(cluster: Harness, client: durably
     assert second_start >= first_end - 0.01
 
     run = await client.get_run(done.id)
+    assert_first_attempts(run, 5)
     order = [s.name for s in run.steps]
     assert sorted(order[:2]) == ["a", "b"] and sorted(order[2:4]) == ["c", "d"] and order[4:] == ["final"], order
 
@@ -161,6 +170,27 @@ async def test_a_failing_parallel_step_is_retried_alone(cluster: Harness, client
     assert set(by_name) == {"left", "flaky", "right", "after"}, describe(run)
     assert by_name["flaky"].attempts == 2 and by_name["flaky"].status == "completed", describe(run)
     assert by_name["left"].attempts == 1 and by_name["right"].attempts == 1, describe(run)
+
+
+def assert_first_attempts(run: durably.Run, count: int) -> None:
+    """The run saved ``count`` steps, each completed on its first attempt."""
+    attempts = [(s.name, str(s.status), s.attempts) for s in run.steps]
+    assert len(attempts) == count and all(status == "completed" and n == 1 for _, status, n in attempts), attempts
+
+
+@pytest.mark.parametrize(("n", "gap"), [(3, 0.0), (10, 0.03)], ids=["together", "one-by-one"])
+async def test_a_gather_needs_no_retry(cluster: Harness, client: durably.Client, n: int, gap: float) -> None:
+    """Steps of a gather finishing together, or one by one while their siblings still run (each
+    re-invokes the handler without optimize_parallelism): no execution may count as a failure, in a
+    function with retries=0."""
+    done = await run_to_end(client, "par/staggered", {"n": n, "gap": gap}, timeout=30)
+
+    assert done.status == "completed", describe(done)
+    assert done.output == {"values": list(range(n)), "after": "after(" + ",".join(map(str, range(n))) + ")"}
+    for i in range(n):
+        one_body(cluster, done.id, f"st{i}")
+    one_body(cluster, done.id, "after")
+    assert_first_attempts(await client.get_run(done.id), n + 1)
 
 
 async def test_optimize_parallelism_needs_no_more_executions(harness: Harness) -> None:

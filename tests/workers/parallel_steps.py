@@ -168,7 +168,26 @@ async def par_blocking(ctx: durably.Context) -> dict[str, Any]:
     return {"results": results, "after": await ctx.step.run("after", letter, run, "after", *results)}
 
 
-FUNCTIONS = [par_three, par_many, par_fanout_opt, par_nested, par_twice, par_retry, par_blocking]
+@client.function(id="par-staggered", trigger=durably.on_event("par/staggered"), retries=0)
+async def par_staggered(ctx: durably.Context) -> dict[str, Any]:
+    """A gather of ``n`` steps finishing ``gap`` seconds apart, then a step after; no retries at all, so
+    any execution the daemon counts as failed fails the run."""
+    run = ctx.run_id
+    record("handler", run=run, fn=ctx.function_id)
+
+    n, gap = int(ctx.event.data["n"]), float(ctx.event.data["gap"])
+
+    async def staggered(i: int) -> int:
+        await asyncio.sleep(gap * i)
+        record("step", run=run, name=f"st{i}")
+        return i
+
+    values = await asyncio.gather(*(ctx.step.run(f"st{i}", staggered, i) for i in range(n)))
+    total = await ctx.step.run("after", letter, run, "after", *(str(v) for v in values))
+    return {"values": values, "after": total}
+
+
+FUNCTIONS = [par_three, par_many, par_fanout_opt, par_nested, par_twice, par_retry, par_blocking, par_staggered]
 
 if __name__ == "__main__":
     serve(*FUNCTIONS)
