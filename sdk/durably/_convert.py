@@ -296,6 +296,11 @@ def execution_result_to_pb(execution_id: str, outcome: ExecutionOutcome) -> work
     return result
 
 
+def partial_result(execution_id: str, ops: Iterable[StepOp]) -> worker_pb2.ExecutionResult:
+    """An early report of finished targets; the execution goes on and ends with a final result."""
+    return worker_pb2.ExecutionResult(execution_id=execution_id, ops=[_step_op_to_pb(op) for op in ops], partial=True)
+
+
 def failure_result(execution_id: str, error: ErrorInfo) -> worker_pb2.ExecutionResult:
     """A result that reports only a failure (unknown function, an SDK fault)."""
     return execution_result_to_pb(execution_id, ExecutionOutcome(error=error))

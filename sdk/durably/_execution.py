@@ -28,14 +28,16 @@ execution (``ExecutionRequest``):
   they were met and none runs; with ``plan_only`` every pending step is planned. Anything after a
   step ran inline, or after planning, stops the handler;
 * *targeted*: a new step whose id is a target starts its body at once, concurrently with the other
-  targets; other new steps are neither run nor reported. When every target has been met and has
-  finished, the handler is stopped (its results go to the executor, not back to the handler, so no
-  code after them runs before they are recorded). Targets still unmet once the handler is blocked
-  are reported as a ``StepNotFound`` failure.
+  targets; other new steps are neither run nor reported. A target that finishes while the execution
+  goes on (other targets still running or not met yet) is reported at once, in a partial result, so
+  the executor records it without waiting for the slowest (a race's winner is seen as soon as it
+  wins). When every target has been met and has finished, the handler is stopped (results go to the
+  executor, not back to the handler, so no code after them runs before they are recorded). Targets
+  still unmet once the handler is blocked are reported as a ``StepNotFound`` failure.
 
 The handler is stopped by completing every pending future with :class:`_Interrupt`. The outcome
-(:class:`ExecutionOutcome`) lists the ops that happened, in order, and exactly one of: the handler's
-output, its error, or "yielded" (execute again).
+(:class:`ExecutionOutcome`) lists the ops that happened, in order (those not reported early), and
+exactly one of: the handler's output, its error, or "yielded" (execute again).
 
 Nothing here touches protobuf: ``_convert`` builds :class:`ExecutionRequest` from the wire and the
 wire result from :class:`ExecutionOutcome`.
@@ -51,7 +53,7 @@ import inspect
 import logging
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -155,13 +157,18 @@ class ExecutionOutcome:
     yielded: bool = False
 
 
-async def execute(function: Function, request: ExecutionRequest) -> ExecutionOutcome:
+ReportEarly = Callable[[Sequence[StepOp]], None]
+"""Sends ops of a targeted execution that is still going on (a partial result)."""
+
+
+async def execute(function: Function, request: ExecutionRequest, report_early: ReportEarly) -> ExecutionOutcome:
     """Run ``function``'s handler once from the top and report what happened.
 
-    Everything the handler raises becomes the outcome's ``error``; only the cancellation of the
-    calling task itself propagates.
+    Ops of targets that finish while the execution goes on are handed to ``report_early`` as they
+    finish, and are not repeated in the outcome. Everything the handler raises becomes the outcome's
+    ``error``; only the cancellation of the calling task itself propagates.
     """
-    execution = _Execution(request, asyncio.get_running_loop())
+    execution = _Execution(request, asyncio.get_running_loop(), report_early)
     ctx = Context(
         event=request.event,
         events=[request.event],
@@ -171,7 +178,7 @@ async def execute(function: Function, request: ExecutionRequest) -> ExecutionOut
         function_id=request.function_id,
         logger=logging.LoggerAdapter(_function_logger, {"run_id": request.run_id, "function_id": request.function_id}),
     )
-    outcome = ExecutionOutcome(ops=execution.ops)
+    outcome = ExecutionOutcome()
     try:
         value = await function.handler(ctx)
     except asyncio.CancelledError as exc:
@@ -194,6 +201,7 @@ async def execute(function: Function, request: ExecutionRequest) -> ExecutionOut
                 non_retriable=True,
             )
     await execution.finish()
+    outcome.ops = execution.unreported_ops()
     if request.targets:
         # The executor wants the targets' ops; what the handler did with them is a discovery's business.
         missing = execution.missing_targets()
@@ -258,13 +266,16 @@ class _PendingStep:
 class _Execution:
     """State of one execution; implements :class:`durably._step.StepRunner` for ``ctx.step``."""
 
-    def __init__(self, request: ExecutionRequest, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, request: ExecutionRequest, loop: asyncio.AbstractEventLoop, report_early: ReportEarly) -> None:
         self._loop = loop
+        self._report_early = report_early
         self._outcomes = request.memos.outcomes
         self._positions = request.memos.positions
         self._length = request.memos.length
         self._counter = StepIdCounter()
         self.ops: list[StepOp] = []
+        self._reported = 0
+        """How many of ``ops`` went out early."""
         self.interrupted = False
         """Set once the handler was told to unwind: the outcome is "yielded" whatever it does next."""
         self._closed = False
@@ -352,11 +363,11 @@ class _Execution:
         if step.hashed_id in self._targets_unmet:
             self._targets_unmet.discard(step.hashed_id)
             self._targets_running += 1
-            self._start_body(step, fn, args, kwargs, output_type).add_done_callback(self._target_finished)
+            self._start_body(self._run_target(step, fn, args, kwargs, output_type))
         self._poke()
         try:
             await step.future  # None: run the body here; _Interrupt: unwind
-            data = await self._start_body(step, fn, args, kwargs, output_type)
+            data = await self._start_body(self._run_body(step, fn, args, kwargs, output_type))
         finally:
             if self._inline is step:
                 self._inline = None
@@ -366,20 +377,26 @@ class _Execution:
             raise self._interrupt()
         return rehydrate(decode(data), output_type)
 
-    def _start_body(
+    def _start_body(self, body: Coroutine[Any, Any, bytes | None]) -> asyncio.Task[bytes | None]:
+        """Run a body in its own task, so targets run concurrently and a body's op is recorded even if
+        the handler stops waiting for it."""
+        task = self._loop.create_task(body)
+        self._bodies.add(task)
+        task.add_done_callback(self._bodies.discard)
+        return task
+
+    async def _run_target(
         self,
         step: _PendingStep,
         fn: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         output_type: type[Any] | None,
-    ) -> asyncio.Task[bytes | None]:
-        """Run the body in its own task, so targets run concurrently and a body's op is recorded even
-        if the handler stops waiting for it."""
-        task = self._loop.create_task(self._run_body(step, fn, args, kwargs, output_type))
-        self._bodies.add(task)
-        task.add_done_callback(self._bodies.discard)
-        return task
+    ) -> bytes | None:
+        try:
+            return await self._run_body(step, fn, args, kwargs, output_type)
+        finally:  # at once, not in a done callback: each op goes out on its own as it is recorded
+            self._target_finished()
 
     async def _run_body(
         self,
@@ -533,9 +550,13 @@ class _Execution:
             self._pending = []
             waiting[0].future.set_result(None)
 
-    def _target_finished(self, _: asyncio.Task[bytes | None]) -> None:
+    def _target_finished(self) -> None:
         self._targets_running -= 1
-        if not self._targets_unmet and not self._targets_running:
+        if self._targets_unmet or self._targets_running:
+            if len(self.ops) > self._reported:  # not if the body was cancelled before recording
+                self._report_early(self.ops[self._reported :])
+                self._reported = len(self.ops)
+        else:
             self._interrupt()
 
     def _interrupt(self) -> _Interrupt:
@@ -561,6 +582,9 @@ class _Execution:
             task.add_done_callback(_retrieve_interrupt)
 
     # --- end of the execution -------------------------------------------------------------------
+
+    def unreported_ops(self) -> list[StepOp]:
+        return self.ops[self._reported :]
 
     def missing_targets(self) -> list[str]:
         """Targets the handler never reached as new steps, in the order they were asked for."""

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -59,10 +59,14 @@ _MAX_STATE_BYTES = 32 * 1024 * 1024
 
 
 async def handle_execute(
-    functions: Mapping[str, Function], execute_msg: worker_pb2.Execute, memos: Memos
+    functions: Mapping[str, Function],
+    execute_msg: worker_pb2.Execute,
+    memos: Memos,
+    send_partial: Callable[[worker_pb2.ExecutionResult], None],
 ) -> worker_pb2.ExecutionResult:
-    """Run one ``Execute`` against ``memos`` (the run's outcomes it replays) and build its
-    ``ExecutionResult``; never raises (except on cancellation)."""
+    """Run one ``Execute`` against ``memos`` (the run's outcomes it replays) and build its final
+    ``ExecutionResult``; targets that finish before the others go to ``send_partial`` as they finish.
+    Never raises (except on cancellation)."""
     execution_id = execute_msg.execution_id
     function = functions.get(execute_msg.function_id)
     if function is None:
@@ -83,7 +87,7 @@ async def handle_execute(
         return _convert.failure_result(
             execution_id, ErrorInfo(error.name, message, error.stack, error.code, non_retriable=True)
         )
-    outcome = await execute(function, request)
+    outcome = await execute(function, request, lambda ops: send_partial(_convert.partial_result(execution_id, ops)))
     result = _convert.execution_result_to_pb(execution_id, outcome)
     size = result.ByteSize()
     if size + _ENVELOPE_BYTES > MAX_MESSAGE_BYTES:
@@ -411,7 +415,9 @@ class Worker:
         assert self._slots is not None
         try:
             async with self._slots:
-                result = await handle_execute(self._functions, execute_msg, memos)
+                result = await handle_execute(
+                    self._functions, execute_msg, memos, lambda partial: session.send(_convert.result_message(partial))
+                )
         except Exception as exc:  # a bug in the SDK itself: report it, keep serving
             _log.exception("durably worker %s: execution %s crashed", self.worker_name, execute_msg.execution_id)
             result = _convert.failure_result(execute_msg.execution_id, failure_from_exception(exc, non_retriable=False))

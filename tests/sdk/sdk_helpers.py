@@ -58,14 +58,32 @@ def make_execute(
     )
 
 
+async def execute_reports(
+    function: durably.Function, memos: list[worker_pb2.Memo] | None = None, **kwargs: Any
+) -> list[worker_pb2.ExecutionResult]:
+    """Every result one execution sends, in order: its partial results, then its final one. The whole
+    state is sent (``memo_base`` 0), straight through the worker's entry point."""
+    message = make_execute(function, memos, **kwargs)
+    reports: list[worker_pb2.ExecutionResult] = []
+    memo_state = Memos.of(memos_from_pb(message.memos))
+    reports.append(await handle_execute({function.id: function}, message, memo_state, reports.append))
+    assert all(report.execution_id == message.execution_id for report in reports)
+    assert all(report.partial and report.WhichOneof("outcome") is None for report in reports[:-1])
+    assert not reports[-1].partial and reports[-1].WhichOneof("outcome") is not None
+    return reports
+
+
 async def execute(
     function: durably.Function, memos: list[worker_pb2.Memo] | None = None, **kwargs: Any
 ) -> worker_pb2.ExecutionResult:
-    """One execution with the whole state (``memo_base`` 0), straight through the worker's entry point."""
-    message = make_execute(function, memos, **kwargs)
-    result = await handle_execute({function.id: function}, message, Memos.of(memos_from_pb(message.memos)))
-    assert result.execution_id == message.execution_id
-    return result
+    """The final result of one execution, with the ops of its partial results (if any) put before its
+    own: every op the executor got from it, in the order it got them."""
+    *partials, final = await execute_reports(function, memos, **kwargs)
+    merged = worker_pb2.ExecutionResult()
+    merged.CopyFrom(final)
+    del merged.ops[:]
+    merged.ops.extend([op for report in (*partials, final) for op in report.ops])
+    return merged
 
 
 def outcome(result: worker_pb2.ExecutionResult) -> str | None:

@@ -515,7 +515,7 @@ async def test_unknown_function_is_reported_not_raised() -> None:
     fn, _ = _three_steps()
     message = make_execute(fn)
     message.function_id = "nobody"
-    result = await handle_execute({fn.id: fn}, message, Memos.of([]))
+    result = await handle_execute({fn.id: fn}, message, Memos.of([]), print)
     assert (result.error.name, result.error.code, result.error.non_retriable) == (
         "FunctionNotFound",
         "function_not_found",

@@ -17,7 +17,7 @@ import durably
 import pytest
 from durably._execution import MAX_STEP_OUTPUT_BYTES
 from durably.protocol.v1 import worker_pb2
-from sdk_helpers import FakeRun, client, execute, memo_ok, ops, outcome, output, sid
+from sdk_helpers import FakeRun, client, execute, execute_reports, memo_ok, ops, outcome, output, sid
 
 RUN = "OPCODE_STEP_RUN"
 ERROR = "OPCODE_STEP_ERROR"
@@ -440,20 +440,78 @@ async def test_a_step_error_with_another_code_is_a_plain_step_error() -> None:
 async def test_a_result_too_large_for_one_message_fails_the_run_instead_of_the_stream(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Targets whose results together exceed what one gRPC message carries (64 MiB; 1 MiB here):
-    sending them would break the stream on every retry, and they cannot fit a run's state anyway."""
+    """A result larger than one gRPC message (64 MiB; 1 MiB here) would break the stream, and every
+    execution on it, on every retry; what it carries cannot fit a run's state anyway."""
     monkeypatch.setattr("durably._worker.MAX_MESSAGE_BYTES", 1024 * 1024)
 
-    @client.function(id="too-large-together")
-    async def fn(ctx: durably.Context) -> None:
-        await asyncio.gather(*(ctx.step.run(f"chunk-{i}", lambda: "x" * 400_000) for i in range(3)))
+    @client.function(id="too-large-output")
+    async def fn(ctx: durably.Context) -> str:
+        chunk = await ctx.step.run("chunk", lambda: "x" * 400_000)
+        return chunk * 3
 
-    result = await execute(fn, targets=[sid(f"chunk-{i}") for i in range(3)])
+    result = await execute(fn, [memo_ok("chunk", "x" * 400_000)])
     assert result.ops == [] and outcome(result) == "error"
     error = result.error
     assert (error.name, error.code, error.non_retriable) == ("StateTooLarge", "limit_exceeded", True)
-    assert all(f"chunk-{i}" in error.message for i in range(3))
+    assert "1,200,002 bytes" in error.message  # the output
     assert "1,048,576 bytes" in error.message and "32 MiB" in error.message
 
-    fits = await execute(fn, targets=[sid("chunk-0"), sid("chunk-1")])
-    assert sorted(ops(fits)) == [(RUN, "chunk-0", 0), (RUN, "chunk-1", 0)]
+    targets = [sid(f"chunk-{i}") for i in range(3)]
+
+    @client.function(id="large-together")
+    async def together(ctx: durably.Context) -> None:
+        await asyncio.gather(*(ctx.step.run(f"chunk-{i}", lambda: "x" * 400_000) for i in range(3)))
+
+    # Targets go out as they finish, so results too large together still reach the executor.
+    reports = await execute_reports(together, targets=targets)
+    assert [len(report.ops) for report in reports] == [1, 1, 1]
+    assert sorted(op.name for report in reports for op in report.ops) == ["chunk-0", "chunk-1", "chunk-2"]
+
+
+# --- partial results: targets reported as they finish ----------------------------------------------
+
+
+async def test_targets_are_reported_as_they_finish() -> None:
+    finished: dict[str, float] = {}
+
+    async def body(name: str, delay: float) -> str:
+        await asyncio.sleep(delay)
+        finished[name] = time.perf_counter()
+        return name
+
+    @client.function(id="reported-as-finished")
+    async def fn(ctx: durably.Context) -> None:
+        await asyncio.gather(ctx.step.run("slow", body, "slow", 0.3), ctx.step.run("fast", body, "fast", 0.01))
+
+    from durably._memos import Memos
+    from durably._worker import handle_execute
+    from sdk_helpers import make_execute
+
+    message = make_execute(fn, targets=[sid("slow"), sid("fast")])
+    partials: list[tuple[float, worker_pb2.ExecutionResult]] = []
+    final = await handle_execute(
+        {fn.id: fn}, message, Memos.of([]), lambda result: partials.append((time.perf_counter(), result))
+    )
+    [(sent_at, partial)] = partials
+    assert partial.partial and partial.WhichOneof("outcome") is None
+    assert partial.execution_id == message.execution_id
+    assert ops(partial) == [(RUN, "fast", 0)] and json.loads(partial.ops[0].data_json) == "fast"
+    assert sent_at < finished["slow"]  # sent while the slow target was still running
+    assert ops(final) == [(RUN, "slow", 0)]  # not repeated
+    assert not final.partial and outcome(final) == "yielded"
+
+
+async def test_no_partial_result_when_one_target_is_left_or_none_is() -> None:
+    ran: list[str] = []
+    reports = await execute_reports(_fan_out(ran, []), targets=[sid("a")])
+    assert len(reports) == 1 and ops(reports[0]) == [(RUN, "a", 0)]
+    reports = await execute_reports(_fan_out(ran, []))
+    assert len(reports) == 1 and len(reports[0].ops) == 3  # a discovery: planned, no partials
+
+
+async def test_a_target_finished_before_a_missing_one_is_reported_early() -> None:
+    ran: list[str] = []
+    *partials, final = await execute_reports(_fan_out(ran, []), targets=[sid("a"), sid("nowhere")])
+    assert [ops(partial) for partial in partials] == [[(RUN, "a", 0)]]
+    assert final.ops == [] and (final.error.name, final.error.code) == ("StepNotFound", "step_not_found")
+    assert sid("nowhere") in final.error.message

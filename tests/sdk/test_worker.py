@@ -12,7 +12,7 @@ import durably
 import pytest
 from durably.protocol.v1 import worker_pb2
 from fake_executor import FakeExecutor
-from sdk_helpers import make_execute, memo_ok
+from sdk_helpers import make_execute, memo_ok, sid
 
 T = TypeVar("T")
 
@@ -326,3 +326,25 @@ def test_memo_cache_runs_must_be_positive() -> None:
     for bad in (0, -1, True, 1.5):
         with pytest.raises(ValueError, match="memo_cache_runs"):
             durably.Worker(client, [echo], memo_cache_runs=bad)  # type: ignore[arg-type]
+
+
+async def test_a_finished_target_is_sent_before_the_others_end(executor: FakeExecutor) -> None:
+    client = durably.Client("unit", address=executor.address)
+    gate = asyncio.Event()
+
+    @client.function(id="two-targets")
+    async def two(ctx: durably.Context) -> None:
+        await asyncio.gather(ctx.step.run("quick", lambda: "q"), ctx.step.run("held", gate.wait))
+
+    async with durably.Worker(client, [two]):
+        await _next(executor.workers.registers)
+        message = make_execute(two, targets=[sid("held"), sid("quick")])
+        executor.workers.execute(message)
+        partial = await _next(executor.workers.results)
+        assert partial.execution_id == message.execution_id
+        assert partial.partial and partial.WhichOneof("outcome") is None
+        assert [(op.name, json.loads(op.data_json)) for op in partial.ops] == [("quick", "q")]
+        gate.set()
+        final = await _next(executor.workers.results)
+        assert final.execution_id == message.execution_id and not final.partial and final.yielded
+        assert [(op.name, json.loads(op.data_json)) for op in final.ops] == [("held", True)]
