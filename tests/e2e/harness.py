@@ -383,7 +383,7 @@ async def open_client(address: str) -> AsyncIterator[durably.Client]:
 
 async def find_run(client: durably.Client, event_id: str, timeout: float = 10.0) -> durably.Run:
     """The one run the event created (polls `list_runs(event_id=...)`)."""
-    runs = await await_until(
+    runs: list[durably.Run] = await await_until(
         lambda: client.list_runs(event_id=event_id), timeout=timeout, what=f"a run for event {event_id}"
     )
     assert len(runs) == 1, f"event {event_id} has {len(runs)} runs: {[(r.id, r.function_id) for r in runs]}"

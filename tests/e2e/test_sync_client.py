@@ -22,7 +22,9 @@ def sync_client(cluster: Harness) -> Iterator[durably.SyncClient]:
 
 
 def _find_run(client: durably.SyncClient, event_id: str) -> durably.Run:
-    runs = wait_until(lambda: client.list_runs(event_id=event_id), what=f"a run for event {event_id}")
+    runs: list[durably.Run] = wait_until(
+        lambda: client.list_runs(event_id=event_id), what=f"a run for event {event_id}"
+    )
     assert len(runs) == 1, runs
     return runs[0]
 
