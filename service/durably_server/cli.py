@@ -17,11 +17,28 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="durably", description="durable step functions: the executor daemon")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    dev = sub.add_parser("dev", help="start the daemon for local development (SQLite file, loopback, no auth)")
+    daemon = argparse.ArgumentParser(add_help=False)
+    daemon.add_argument(
+        "--retry-base", type=_duration, default=1000, help="backoff before the first retry (default 1s; doubles)"
+    )
+    daemon.add_argument("--retry-max", type=_duration, default=3_600_000, help="longest backoff (default 1h)")
+    daemon.add_argument(
+        "--heartbeat", type=_duration, default=5000, help="how often workers must heartbeat (default 5s)"
+    )
+    daemon.add_argument(
+        "--worker-timeout",
+        type=_duration,
+        default=15_000,
+        help="a worker silent this long loses its executions to other workers (default 15s)",
+    )
+
+    dev = sub.add_parser(
+        "dev", parents=[daemon], help="start the daemon for local development (SQLite file, loopback, no auth)"
+    )
     dev.add_argument("--db", type=Path, default=DEV_DB, help=f"SQLite file (default {DEV_DB})")
     dev.add_argument("--listen", default=DEV_LISTEN, help=f"HOST:PORT to serve on (default {DEV_LISTEN})")
 
-    serve = sub.add_parser("serve", help="start the daemon with explicit settings")
+    serve = sub.add_parser("serve", parents=[daemon], help="start the daemon with explicit settings")
     serve.add_argument("--db", type=Path, required=True, help="SQLite file")
     serve.add_argument("--listen", required=True, help="HOST:PORT to serve on")
 
@@ -44,6 +61,15 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", parents=[address], help="show one run and its step timeline")
     run.add_argument("run_id")
     return parser
+
+
+def _duration(text: str) -> int:
+    from durably_server.durations import parse_ms
+
+    try:
+        return parse_ms(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _time(value: datetime | None) -> str:
@@ -100,8 +126,13 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     if args.command in ("dev", "serve"):
+        from durably_server.engine.retry import RetryPolicy
         from durably_server.server import Settings, run
 
-        raise SystemExit(run(Settings(args.db, args.listen)))
+        retry = RetryPolicy(base_ms=args.retry_base, max_ms=max(args.retry_base, args.retry_max))
+        if args.worker_timeout <= args.heartbeat:
+            print("durably: --worker-timeout must be longer than --heartbeat", file=sys.stderr)
+            raise SystemExit(2)
+        raise SystemExit(run(Settings(args.db, args.listen, retry, args.heartbeat, args.worker_timeout)))
     handlers = {"send": _send, "runs": _runs, "run": _run}
     raise SystemExit(handlers[args.command](args))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from collections.abc import Sequence
 
 from durably.protocol.v1 import api_pb2, common_pb2, worker_pb2
 
@@ -17,6 +18,7 @@ from durably_server.engine.metrics import Metrics
 from durably_server.engine.scheduler import Lease
 from durably_server.ids import new_id, now_ms
 from durably_server.model import (
+    ConcurrencyLimit,
     Event,
     ExecutionReport,
     Failure,
@@ -119,15 +121,56 @@ def register_in(message: worker_pb2.Register) -> tuple[list[FunctionSpec], int]:
             if not name or len(name) > MAX_NAME_LENGTH:
                 raise RequestError(f"function {fn.id!r}: a trigger needs an event name of 1-{MAX_NAME_LENGTH} chars")
             triggers.append(name)
-        specs[fn.id] = FunctionSpec(app_id, fn.id, tuple(triggers), fn.retries, fn.optimize_parallelism)
+        specs[fn.id] = FunctionSpec(
+            app_id,
+            fn.id,
+            tuple(triggers),
+            fn.retries,
+            fn.optimize_parallelism,
+            _timeout_in(fn.id, "start_timeout_ms", fn.start_timeout_ms),
+            _timeout_in(fn.id, "finish_timeout_ms", fn.finish_timeout_ms),
+            _concurrency_in(fn.id, fn.concurrency),
+            fn.on_failure,
+        )
+    for spec in specs.values():
+        if spec.on_failure and spec.on_failure not in specs:
+            raise RequestError(
+                f"function {spec.id!r}: on_failure names {spec.on_failure!r}, which is not registered with it"
+            )
     capacity = message.capacity or DEFAULT_CAPACITY
     if not 0 < capacity <= MAX_CAPACITY:
         raise RequestError(f"capacity must be 1..{MAX_CAPACITY}, got {message.capacity}")
     return list(specs.values()), capacity
 
 
+MAX_TIMEOUT_MS = 366 * 86_400_000
+MAX_CONCURRENCY_LIMITS = 2
+_KEY_PATH = re.compile(r"event(\.[A-Za-z0-9_\-]+)+")
+
+
+def _timeout_in(function_id: str, name: str, value: int) -> int:
+    if not 0 <= value <= MAX_TIMEOUT_MS:
+        raise RequestError(f"function {function_id!r}: {name} must be 0..{MAX_TIMEOUT_MS} (one year), got {value}")
+    return value
+
+
+def _concurrency_in(function_id: str, limits: Sequence[common_pb2.ConcurrencyLimit]) -> tuple[ConcurrencyLimit, ...]:
+    if len(limits) > MAX_CONCURRENCY_LIMITS:
+        raise RequestError(f"function {function_id!r}: at most {MAX_CONCURRENCY_LIMITS} concurrency limits")
+    out = []
+    for limit in limits:
+        if not 1 <= limit.limit <= MAX_CAPACITY:
+            raise RequestError(f"function {function_id!r}: a concurrency limit must be 1..{MAX_CAPACITY}")
+        if limit.key and not _KEY_PATH.fullmatch(limit.key):
+            raise RequestError(
+                f"function {function_id!r}: concurrency key {limit.key!r} must be a field path like event.data.userId"
+            )
+        out.append(ConcurrencyLimit(limit.limit, limit.key))
+    return tuple(out)
+
+
 def _failure_in(pb: common_pb2.Failure) -> Failure:
-    return Failure(pb.name or "Error", pb.message, pb.stack, pb.code, pb.non_retriable)
+    return Failure(pb.name or "Error", pb.message, pb.stack, pb.code, pb.non_retriable, max(0, pb.retry_after_ms))
 
 
 def failure_out(failure: Failure) -> common_pb2.Failure:
@@ -140,7 +183,11 @@ def failure_out(failure: Failure) -> common_pb2.Failure:
     )
 
 
-_OPS = {worker_pb2.OPCODE_STEP_RUN: OpKind.STEP_RUN, worker_pb2.OPCODE_STEP_ERROR: OpKind.STEP_ERROR}
+_OPS = {
+    worker_pb2.OPCODE_STEP_RUN: OpKind.STEP_RUN,
+    worker_pb2.OPCODE_STEP_ERROR: OpKind.STEP_ERROR,
+    worker_pb2.OPCODE_STEP_PLANNED: OpKind.STEP_PLANNED,
+}
 
 
 def report_in(result: worker_pb2.ExecutionResult) -> ExecutionReport:
@@ -169,6 +216,8 @@ def report_in(result: worker_pb2.ExecutionResult) -> ExecutionReport:
         output_json=result.output_json if outcome == "output_json" else None,
         error=_failure_in(result.error) if outcome == "error" else None,
         yielded=outcome == "yielded",
+        need_full_state=outcome == "need_full_state",
+        partial=result.partial,
     )
 
 
@@ -187,8 +236,10 @@ def execute_out(lease: Lease, max_attempts: int) -> worker_pb2.ExecutorMessage:
             function_id=run.function_id,
             event=event_out(run.event),
             memos=memos,
-            attempt=lease.item.attempt,
+            attempt=lease.attempt,
             max_attempts=max_attempts,
+            targets=lease.targets,
+            plan_only=lease.plan_only,
             memo_base=lease.memo_base,
         )
     )
@@ -272,4 +323,8 @@ def function_out(spec: FunctionSpec, connected: int) -> api_pb2.FunctionInfo:
         retries=spec.retries,
         optimize_parallelism=spec.optimize_parallelism,
         connected_workers=connected,
+        start_timeout_ms=spec.start_timeout_ms,
+        finish_timeout_ms=spec.finish_timeout_ms,
+        concurrency=[common_pb2.ConcurrencyLimit(limit=c.limit, key=c.key) for c in spec.concurrency],
+        on_failure=spec.on_failure,
     )

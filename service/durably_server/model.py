@@ -42,6 +42,8 @@ class Failure:
     stack: str = ""
     code: str = ""
     non_retriable: bool = False
+    # Set by RetryAfterError: wait this long before the next attempt (not stored).
+    retry_after_ms: int = 0
 
     def to_json(self) -> bytes:
         return json.dumps(
@@ -70,6 +72,13 @@ class Event:
 
 
 @dataclass(frozen=True, slots=True)
+class ConcurrencyLimit:
+    limit: int
+    # A field path over the triggering event ("event.data.userId"); "" for the whole function.
+    key: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class FunctionSpec:
     """A function as a worker registered it; (app_id, id) is its key."""
 
@@ -78,6 +87,10 @@ class FunctionSpec:
     event_triggers: tuple[str, ...]
     retries: int = 3
     optimize_parallelism: bool = False
+    start_timeout_ms: int = 0
+    finish_timeout_ms: int = 0
+    concurrency: tuple[ConcurrencyLimit, ...] = ()
+    on_failure: str = ""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -93,18 +106,36 @@ class FunctionSpec:
                 "event_triggers": list(self.event_triggers),
                 "retries": self.retries,
                 "optimize_parallelism": self.optimize_parallelism,
+                "start_timeout_ms": self.start_timeout_ms,
+                "finish_timeout_ms": self.finish_timeout_ms,
+                "concurrency": [[c.limit, c.key] for c in self.concurrency],
+                "on_failure": self.on_failure,
             }
         )
 
     @classmethod
     def from_row(cls, app_id: str, function_id: str, config: str) -> FunctionSpec:
         d = json.loads(config)
-        return cls(app_id, function_id, tuple(d["event_triggers"]), d["retries"], d["optimize_parallelism"])
+        return cls(
+            app_id,
+            function_id,
+            tuple(d["event_triggers"]),
+            d["retries"],
+            d["optimize_parallelism"],
+            d.get("start_timeout_ms", 0),
+            d.get("finish_timeout_ms", 0),
+            tuple(ConcurrencyLimit(limit, key) for limit, key in d.get("concurrency", [])),
+            d.get("on_failure", ""),
+        )
 
 
 @dataclass(slots=True)
 class QueueItem:
-    """One execution the run needs: the durable unit the scheduler dispatches."""
+    """One execution the run needs: the durable unit the scheduler dispatches.
+
+    `target` is the hashed id of a planned step this execution must run; empty for a
+    discovery (replay the handler and see what comes next).
+    """
 
     id: int
     run_id: str
@@ -112,6 +143,7 @@ class QueueItem:
     function_id: str
     attempt: int = 0
     available_ms: int = 0
+    target: str = ""
 
     @property
     def function_key(self) -> tuple[str, str]:
@@ -150,6 +182,7 @@ class RunRecord:
 class OpKind(StrEnum):
     STEP_RUN = "step_run"
     STEP_ERROR = "step_error"
+    STEP_PLANNED = "step_planned"
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,3 +208,6 @@ class ExecutionReport:
     output_json: bytes | None = None
     error: Failure | None = None
     yielded: bool = False
+    need_full_state: bool = False
+    # An early report of finished targets; the execution goes on (see worker.proto).
+    partial: bool = False

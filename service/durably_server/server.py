@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -15,6 +15,7 @@ from durably.protocol.v1 import api_pb2_grpc, worker_pb2_grpc
 from durably_server.api.api_service import ApiService
 from durably_server.api.worker_service import WorkerService
 from durably_server.engine.executor import Executor
+from durably_server.engine.retry import RetryPolicy
 from durably_server.store import Store, StoreLockedError
 
 log = logging.getLogger("durably")
@@ -27,6 +28,9 @@ GRACE_SECONDS = 2.0
 class Settings:
     db_path: Path
     listen: str
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    heartbeat_ms: int = 5000
+    worker_timeout_ms: int = 15_000
 
 
 class PortError(RuntimeError):
@@ -37,7 +41,7 @@ async def serve(settings: Settings) -> None:
     """Run the daemon until SIGTERM or SIGINT."""
     loop = asyncio.get_running_loop()
     store = Store(settings.db_path, loop)
-    executor = Executor(store)
+    executor = Executor(store, settings.retry, settings.heartbeat_ms, settings.worker_timeout_ms)
     server = grpc.aio.server(
         options=[
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

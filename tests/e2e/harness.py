@@ -196,6 +196,8 @@ class Daemon(Process):
         self.db = db
         self.port = port
         argv = [sys.executable, "-m", "durably_server", "dev", "--db", str(db), "--listen", self.address]
+        # Retries back off in milliseconds here so that retry tests stay fast.
+        argv += ["--retry-base", "20ms", "--retry-max", "200ms"]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         super().__init__(name, argv, env=env, workdir=workdir)
 

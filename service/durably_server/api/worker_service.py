@@ -22,8 +22,6 @@ from durably_server.engine.scheduler import WorkerConn
 
 log = logging.getLogger("durably.workers")
 
-HEARTBEAT_INTERVAL_MS = 5000
-
 
 class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
     def __init__(self, executor: Executor) -> None:
@@ -45,7 +43,7 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
         register = first.register
         worker = await self._executor.connect_worker(register.app_id, register.worker_name, specs, capacity)
         yield worker_pb2.ExecutorMessage(
-            registered=worker_pb2.Registered(worker_id=worker.id, heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS)
+            registered=worker_pb2.Registered(worker_id=worker.id, heartbeat_interval_ms=self._executor.heartbeat_ms)
         )
         reader = asyncio.create_task(self._read(worker, request_iterator), name=f"worker-{worker.id}-reader")
         reader.add_done_callback(lambda _: worker.outbox.put_nowait(None))
@@ -54,7 +52,7 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
                 lease = await worker.outbox.get()
                 if lease is None:
                     break
-                spec = self._executor.registry.get(lease.item.function_key)
+                spec = self._executor.registry.get(lease.items[0].function_key)
                 yield convert.execute_out(lease, spec.max_attempts if spec else 1)
         finally:
             reader.cancel()

@@ -1,16 +1,21 @@
 """Where a worker's report is merged into its run: which steps are recorded, what runs next.
 
 `merge_report` only decides; it changes nothing. The caller commits the decision and
-records the steps in the run's state only after the commit, so memory never holds a
-result the file does not.
+updates the run in memory only after the commit, so memory never holds a result the
+file does not.
+
+One lease holds either a discovery (replay the handler, see what comes next) or the
+targets of planned steps (run exactly those). Each planned step is its own queue item
+with its own attempts, so a failing parallel step is retried alone.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from durably_server._core import CoreError, DuplicateStep, LimitExceeded
+from durably_server._core import MAX_STEPS, CoreError, LimitExceeded
 from durably_server.convert import loads_strict
+from durably_server.engine.retry import RetryPolicy
 from durably_server.engine.runs import ActiveRun
 from durably_server.model import (
     ExecutionReport,
@@ -31,12 +36,20 @@ class Merge:
     status: RunStatus | None = None
     output_json: bytes | None = None
     error: Failure | None = None
-    # Attempt number of the execution to queue next (None: nothing to queue).
-    next_attempt: int | None = None
+    # Leased items to run again: (item, next attempt number, delay in ms before it).
+    retries: list[tuple[QueueItem, int, int]] = field(default_factory=list)
+    # Newly planned steps: each becomes a queued target.
+    planned: list[StepOp] = field(default_factory=list)
+    # A discovery must follow (the caller coalesces it with one already running).
+    discover: bool = False
 
 
 def _protocol_error(message: str) -> Failure:
     return Failure("ProtocolError", message, code="protocol_error", non_retriable=True)
+
+
+def _limit_error(exc: LimitExceeded) -> Failure:
+    return Failure(type(exc).__name__, str(exc), code="limit_exceeded", non_retriable=True)
 
 
 def _is_json(raw: bytes) -> bool:
@@ -47,57 +60,127 @@ def _is_json(raw: bytes) -> bool:
     return True
 
 
-def merge_report(run: ActiveRun, item: QueueItem, report: ExecutionReport, max_attempts: int) -> Merge:
+def _fail(merge: Merge, error: Failure) -> Merge:
+    merge.status, merge.error = RunStatus.FAILED, error
+    merge.retries.clear()
+    merge.planned.clear()
+    merge.discover = False
+    return merge
+
+
+def merge_report(
+    run: ActiveRun,
+    items: list[QueueItem],
+    report: ExecutionReport,
+    max_attempts: int,
+    optimize: bool,
+    policy: RetryPolicy,
+) -> Merge:
     merge = Merge()
-    retry_left = item.attempt + 1 < max_attempts
-    seen: set[str] = set()
+    by_target = {item.target: item for item in items if item.target}
+    discovery = next((item for item in items if not item.target), None)
+    settled: set[int] = set()  # ids of leased items that got an outcome
+
+    def retry(item: QueueItem, failure: Failure | None) -> bool:
+        if item.attempt + 1 >= max_attempts:
+            return False
+        merge.retries.append((item, item.attempt + 1, policy.delay_ms(item.attempt + 1, failure)))
+        settled.add(item.id)
+        return True
+
+    outcomes: list[tuple[StepOp, StepStatus, bytes, QueueItem]] = []
     for op in report.ops:
+        if op.kind is OpKind.STEP_PLANNED:
+            # Only a discovery plans; a step already planned or recorded is planned once.
+            if discovery is not None and op.id not in run.pending and not run.state.contains(op.id):
+                if all(op.id != p.id for p in merge.planned):
+                    merge.planned.append(op)
+            continue
+        owner = by_target.get(op.id) if by_target else discovery
+        if owner is None or owner.id in settled or (owner is discovery and op.id in run.pending):
+            continue  # not this execution's to report (a pending step runs only as a target)
         if op.kind is OpKind.STEP_ERROR:
             assert op.error is not None
-            if retry_left and not op.error.non_retriable:
-                # The step is retried alone by the next execution; nothing is recorded.
-                merge.next_attempt = item.attempt + 1
-                continue
+            if not op.error.non_retriable and retry(owner, op.error):
+                continue  # retried alone by the next execution; nothing is recorded
             payload, status = op.error.to_json(), StepStatus.FAILED
         else:
             if not _is_json(op.data_json):
                 return _fail(merge, _protocol_error(f'step "{op.name}": result is not valid JSON'))
             payload, status = op.data_json, StepStatus.COMPLETED
-        if op.id in seen:
-            return _fail(merge, _protocol_error(f'step "{op.name}" ({op.id}) was reported twice'))
-        seen.add(op.id)
-        try:
-            run.state.check(op.id, op.name, op.index, len(payload))
-        except DuplicateStep:
-            continue  # already recorded: a step's outcome never changes
-        except LimitExceeded as exc:
-            return _fail(merge, Failure(type(exc).__name__, str(exc), code="limit_exceeded", non_retriable=True))
-        except CoreError as exc:
-            return _fail(merge, _protocol_error(str(exc)))
-        merge.steps.append(_record(run.id, op, status, payload, item.attempt + 1))
+        settled.add(owner.id)
+        if not run.state.contains(op.id):  # a result recorded before never changes
+            outcomes.append((op, status, payload, owner))
 
-    if merge.next_attempt is not None:
-        return merge
-    if report.output_json is not None:
-        if not _is_json(report.output_json):
-            return _fail(merge, _protocol_error("the handler's output is not valid JSON"))
-        merge.status, merge.output_json = RunStatus.COMPLETED, report.output_json
-    elif report.error is not None:
-        if report.error.non_retriable or not retry_left:
-            return _fail(merge, report.error)
-        merge.next_attempt = item.attempt + 1
-    elif report.ops:
-        merge.next_attempt = 0  # a fresh execution discovers what comes next
-    elif retry_left:
-        # A handler that stops without reporting a step would loop forever: count it as a failure.
-        merge.next_attempt = item.attempt + 1
-    else:
-        return _fail(merge, _protocol_error("the worker yielded without reporting any step"))
+    try:
+        run.state.check_batch([(op.id, op.name, op.index, len(payload)) for op, _, payload, _ in outcomes])
+        if merge.planned:
+            for op in merge.planned:
+                run.state.check(op.id, op.name, op.index, 0)
+            planned_total = run.state.step_count + len(outcomes) + len(run.pending) + len(merge.planned)
+            if planned_total > MAX_STEPS:
+                return _fail(
+                    merge,
+                    Failure(
+                        "StepLimitExceeded",
+                        f"step limit exceeded: planning {len(merge.planned)} more steps would take the run to "
+                        f"{planned_total} steps, over the limit of {MAX_STEPS} steps per run (max_steps)",
+                        code="limit_exceeded",
+                        non_retriable=True,
+                    ),
+                )
+    except LimitExceeded as exc:
+        return _fail(merge, _limit_error(exc))
+    except CoreError as exc:
+        return _fail(merge, _protocol_error(str(exc)))
+    merge.steps = [_record(run.id, op, status, payload, owner.attempt + 1) for op, status, payload, owner in outcomes]
+
+    # Targets the worker did not answer for: the error it gave, else "not found", decides.
+    for item in by_target.values():
+        if item.id in settled:
+            continue
+        error = report.error or Failure(
+            "StepNotFound", f"the worker did not report planned step {item.target}", code="step_not_found"
+        )
+        if error.non_retriable or not retry(item, error):
+            return _fail(merge, error)
+
+    if discovery is not None:
+        if any(item is discovery for item, _, _ in merge.retries):
+            pass  # its inline step failed: the retry is the next discovery
+        elif report.output_json is not None:
+            return _complete(run, merge, report.output_json)
+        elif report.error is not None:
+            if report.error.non_retriable or not retry(discovery, report.error):
+                return _fail(merge, report.error)
+        elif merge.steps:
+            merge.discover = True  # a step ran inline: find what comes next
+        elif merge.planned or run.pending:
+            pass  # planned steps run now; the handler resumes when they are in
+        elif any(op.kind is OpKind.STEP_PLANNED for op in report.ops):
+            # It planned steps that were recorded while it ran: its view was stale, look again.
+            merge.discover = True
+        else:
+            # A handler that stops without reporting a step would loop forever: count it as a failure.
+            if not retry(discovery, None):
+                return _fail(merge, _protocol_error("the worker yielded without reporting any step"))
+    elif merge.steps:
+        # A planned step finished: with optimize_parallelism the handler is re-invoked once the
+        # whole group is in; otherwise after each, so a race can see its winner at once.
+        recorded = {step.id for step in merge.steps}
+        still_pending = run.pending - recorded - {item.target for item, _, _ in merge.retries}
+        merge.discover = not optimize or not still_pending
     return merge
 
 
-def _fail(merge: Merge, error: Failure) -> Merge:
-    merge.status, merge.error, merge.next_attempt = RunStatus.FAILED, error, None
+def _complete(run: ActiveRun, merge: Merge, output_json: bytes) -> Merge:
+    if not _is_json(output_json):
+        return _fail(merge, _protocol_error("the handler's output is not valid JSON"))
+    try:
+        run.state.check_output(len(output_json) + sum(len(s.output_json or b"") for s in merge.steps))
+    except LimitExceeded as exc:
+        return _fail(merge, _limit_error(exc))
+    merge.status, merge.output_json = RunStatus.COMPLETED, output_json
     return merge
 
 

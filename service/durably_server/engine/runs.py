@@ -9,11 +9,22 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from dataclasses import dataclass, field
+from enum import Enum
 
 from durably_server._core import RunState
+from durably_server.engine.concurrency import Slot
 from durably_server.model import Event, RunStatus, StepStatus
 from durably_server.store import Store
 from durably_server.store import records as sql
+
+
+class Discovery(Enum):
+    """Where the run's discovery execution is: at most one exists at a time, so that two
+    executions can never both run the same new step inline."""
+
+    NONE = "none"
+    QUEUED = "queued"
+    LEASED = "leased"
 
 
 @dataclass(slots=True)
@@ -24,6 +35,13 @@ class ActiveRun:
     event: Event
     state: RunState
     status: RunStatus
+    # Planned steps not recorded yet: queued or running as targets.
+    pending: set[str] = field(default_factory=set)
+    discovery: Discovery = Discovery.NONE
+    # A step finished while the discovery was running: it may not have seen it, so run another.
+    rediscover: bool = False
+    # Its places under the function's concurrency limits (worked out on first dispatch).
+    slots: list[tuple[Slot, int]] | None = None
     # Results of one run are merged one at a time: check, commit, then record.
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -72,4 +90,10 @@ def _load(conn: sqlite3.Connection, run_id: str) -> ActiveRun | None:
         else:
             assert step.error is not None
             state.record(step.id, step.name, step.index, step.error.to_json(), True)
-    return ActiveRun(record.id, record.app_id, record.function_id, event, state, record.status)
+    run = ActiveRun(record.id, record.app_id, record.function_id, event, state, record.status)
+    for target in sql.load_run_queue(conn, run_id):
+        if target:
+            run.pending.add(target)
+        else:
+            run.discovery = Discovery.QUEUED
+    return run

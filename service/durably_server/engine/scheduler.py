@@ -1,9 +1,11 @@
 """The dispatcher: hands queued executions to connected workers with free capacity.
 
 Ready work waits in one FIFO per function; work with a future `available_ms` waits in
-a heap and a single timer wakes the dispatcher when the earliest comes due. An
-execution leased to a worker carries a fresh `execution_id`; only the worker holding
-that lease may answer it, so a result can never be recorded twice.
+a heap and a single timer wakes the dispatcher when the earliest comes due. A unit of
+work is a list of queue items of one run: planned steps found together travel together,
+so a gather of N steps costs one replay per worker, not N. A leased execution carries a
+fresh `execution_id`; only the worker holding that lease may answer it, so a result can
+never be recorded twice.
 """
 
 from __future__ import annotations
@@ -16,29 +18,41 @@ from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from durably_server.engine.concurrency import Concurrency, Slot, slots_of
 from durably_server.engine.runs import ActiveRun
 from durably_server.ids import now_ms
-from durably_server.model import QueueItem
+from durably_server.model import FunctionSpec, QueueItem
 
 log = logging.getLogger("durably.scheduler")
 
 FunctionKey = tuple[str, str]
+Unit = list[QueueItem]
 
 
 @dataclass(slots=True)
 class Lease:
     execution_id: str
-    item: QueueItem
+    items: Unit
     run: ActiveRun
     worker: WorkerConn
-    # The memos this execution carries: the run's outcomes from position `memo_base` on.
+    # Set when the lease is granted (see Executor._leased).
     memo_base: int = 0
     memos: list[tuple[str, bytes, bool]] = field(default_factory=list)
+    plan_only: bool = False
+    slots: list[tuple[Slot, int]] = field(default_factory=list)
+
+    @property
+    def attempt(self) -> int:
+        return max(item.attempt for item in self.items)
+
+    @property
+    def targets(self) -> list[str]:
+        return [item.target for item in self.items if item.target]
 
 
 @dataclass(eq=False, slots=True)
 class WorkerConn:
-    """One connected worker stream: what it serves and what it is running now."""
+    """One connected worker stream: what it serves, what it runs now, what it has seen."""
 
     id: str
     app_id: str
@@ -47,6 +61,8 @@ class WorkerConn:
     capacity: int
     outbox: asyncio.Queue[Lease | None] = field(default_factory=asyncio.Queue)
     inflight: dict[str, Lease] = field(default_factory=dict)
+    # run id -> how many of the run's memos this stream was sent (the worker caches them).
+    memos_held: dict[str, int] = field(default_factory=dict)
     last_seen_ms: int = 0
 
     @property
@@ -59,11 +75,16 @@ class Scheduler:
         self,
         load_run: Callable[[str], Awaitable[ActiveRun | None]],
         on_lease: Callable[[Lease], None],
+        spec_of: Callable[[FunctionKey], FunctionSpec | None],
     ) -> None:
         self._load_run = load_run
         self._on_lease = on_lease
-        self._ready: dict[FunctionKey, deque[QueueItem]] = defaultdict(deque)
-        self._delayed: list[tuple[int, int, QueueItem]] = []
+        self._spec_of = spec_of
+        self._concurrency = Concurrency()
+        # Work waiting for a place under a full concurrency limit, by that limit's slot.
+        self._blocked: dict[Slot, deque[Unit]] = defaultdict(deque)
+        self._ready: dict[FunctionKey, deque[Unit]] = defaultdict(deque)
+        self._delayed: list[tuple[int, int, Unit]] = []
         self._workers: dict[FunctionKey, list[WorkerConn]] = defaultdict(list)
         self._seq = itertools.count()
         self._wake = asyncio.Event()
@@ -72,20 +93,21 @@ class Scheduler:
 
     # ---- work -------------------------------------------------------------------------------
 
-    def add(self, item: QueueItem, front: bool = False) -> None:
-        if item.available_ms > now_ms():
-            heapq.heappush(self._delayed, (item.available_ms, next(self._seq), item))
+    def add(self, unit: Unit, front: bool = False) -> None:
+        """Queue items of one run to be leased together (when due)."""
+        if not unit:
+            return
+        due = max(item.available_ms for item in unit)
+        if due > now_ms():
+            heapq.heappush(self._delayed, (due, next(self._seq), unit))
             self._arm_timer()
             return
-        queue = self._ready[item.function_key]
+        queue = self._ready[unit[0].function_key]
         if front:
-            queue.appendleft(item)
+            queue.appendleft(unit)
         else:
-            queue.append(item)
+            queue.append(unit)
         self._wake.set()
-
-    def queued(self) -> int:
-        return sum(len(q) for q in self._ready.values()) + len(self._delayed)
 
     # ---- workers ----------------------------------------------------------------------------
 
@@ -103,18 +125,34 @@ class Scheduler:
         lost = list(worker.inflight.values())
         worker.inflight.clear()
         for lease in lost:
-            self.add(lease.item, front=True)
+            self.settle(lease, len(lease.items))
+            self.add(lease.items, front=True)
         return lost
 
     def release(self, worker: WorkerConn, execution_id: str) -> Lease | None:
         """Take back the lease `execution_id` from `worker`; None when it does not hold it."""
         lease = worker.inflight.pop(execution_id, None)
         if lease is not None:
+            self.settle(lease, len(lease.items))
             self._wake.set()
         return lease
 
+    def settle(self, lease: Lease, n: int) -> None:
+        """`n` of the lease's items are done: their places under concurrency limits free up."""
+        if not lease.slots or n <= 0:
+            return
+        for slot in self._concurrency.give(lease.slots, n):
+            waiting = self._blocked.pop(slot, None)
+            while waiting:
+                self.add(waiting.pop(), front=True)
+
     def connected(self, key: FunctionKey) -> int:
         return len(self._workers.get(key, ()))
+
+    def forget_run(self, run: ActiveRun) -> None:
+        """The run ended: workers need not remember what they were sent of it."""
+        for worker in self._workers.get((run.app_id, run.function_id), ()):
+            worker.memos_held.pop(run.id, None)
 
     # ---- the loop ---------------------------------------------------------------------------
 
@@ -153,33 +191,52 @@ class Scheduler:
     def _promote_due(self) -> None:
         now = now_ms()
         while self._delayed and self._delayed[0][0] <= now:
-            _, _, item = heapq.heappop(self._delayed)
-            self._ready[item.function_key].append(item)
+            _, _, unit = heapq.heappop(self._delayed)
+            self._ready[unit[0].function_key].append(unit)
         self._arm_timer()
 
     async def _dispatch(self) -> None:
         for key, queue in list(self._ready.items()):
             while queue:
-                worker = self._pick(key)
-                if worker is None:
+                free = [w for w in self._workers.get(key, ()) if w.free > 0]
+                if not free:
                     break
-                item = queue.popleft()
-                run = await self._load_run(item.run_id)
+                unit = queue.popleft()
+                run = await self._load_run(unit[0].run_id)
                 if run is None or run.status.ended:
                     continue
-                if worker.free <= 0 or worker not in self._workers.get(key, ()):
-                    queue.appendleft(item)  # the worker went away while the run loaded
+                free = [w for w in self._workers.get(key, ()) if w.free > 0]  # the load may have awaited
+                if not free:
+                    queue.appendleft(unit)
+                    break
+                unit = self._within_limits(run, unit, queue)
+                if not unit:
                     continue
-                lease = Lease(f"{item.id}.{next(self._seq)}", item, run, worker)
-                worker.inflight[lease.execution_id] = lease
-                worker.outbox.put_nowait(lease)
-                self._on_lease(lease)
+                free.sort(key=lambda w: w.free, reverse=True)
+                # Planned steps spread over the free workers so they really run at the same time.
+                shares = min(len(free), len(unit))
+                for n, worker in enumerate(free[:shares]):
+                    part = unit[n::shares]
+                    lease = Lease(f"{part[0].id}.{next(self._seq)}", part, run, worker, slots=run.slots or [])
+                    self._concurrency.take(lease.slots, len(part))
+                    worker.inflight[lease.execution_id] = lease
+                    self._on_lease(lease)
+                    worker.outbox.put_nowait(lease)
             if not queue:
                 del self._ready[key]
 
-    def _pick(self, key: FunctionKey) -> WorkerConn | None:
-        best: WorkerConn | None = None
-        for worker in self._workers.get(key, ()):
-            if worker.free > 0 and (best is None or worker.free > best.free):
-                best = worker
-        return best
+    def _within_limits(self, run: ActiveRun, unit: Unit, queue: deque[Unit]) -> Unit:
+        """The part of `unit` its function's concurrency limits let start now; the rest waits."""
+        if run.slots is None:
+            spec = self._spec_of(unit[0].function_key)
+            run.slots = slots_of(spec, run.event) if spec is not None and spec.concurrency else []
+        if not run.slots:
+            return unit
+        room, full = self._concurrency.room(run.slots)
+        if room == 0:
+            assert full is not None
+            self._blocked[full].append(unit)
+            return []
+        if room < len(unit):
+            queue.appendleft(unit[room:])
+        return unit[:room]

@@ -57,21 +57,27 @@ def insert_run(conn: sqlite3.Connection, run: RunRecord) -> QueueItem:
 
 
 def enqueue(
-    conn: sqlite3.Connection, run_id: str, app_id: str, function_id: str, attempt: int, available_ms: int
+    conn: sqlite3.Connection,
+    run_id: str,
+    app_id: str,
+    function_id: str,
+    attempt: int,
+    available_ms: int,
+    target: str = "",
 ) -> QueueItem | None:
     """Queue an execution of a run that has not ended; None (nothing queued) once it has."""
     cur = conn.execute(
-        "INSERT INTO queue (run_id, attempt, available_ms) SELECT ?, ?, ? FROM runs"
+        "INSERT INTO queue (run_id, attempt, available_ms, target) SELECT ?, ?, ?, ? FROM runs"
         " WHERE id = ? AND status NOT IN ('completed', 'failed', 'cancelled')",
-        (run_id, attempt, available_ms, run_id),
+        (run_id, attempt, available_ms, target, run_id),
     )
     if cur.rowcount != 1 or cur.lastrowid is None:
         return None
-    return QueueItem(cur.lastrowid, run_id, app_id, function_id, attempt, available_ms)
+    return QueueItem(cur.lastrowid, run_id, app_id, function_id, attempt, available_ms, target)
 
 
-def dequeue(conn: sqlite3.Connection, item_id: int) -> None:
-    conn.execute("DELETE FROM queue WHERE id = ?", (item_id,))
+def dequeue(conn: sqlite3.Connection, item_ids: Sequence[int]) -> None:
+    conn.executemany("DELETE FROM queue WHERE id = ?", [(item_id,) for item_id in item_ids])
 
 
 def mark_started(conn: sqlite3.Connection, run_id: str, now: int) -> None:
@@ -129,10 +135,15 @@ def load_functions(conn: sqlite3.Connection) -> list[FunctionSpec]:
 
 def load_queue(conn: sqlite3.Connection) -> list[QueueItem]:
     rows = conn.execute(
-        "SELECT q.id, q.run_id, r.app_id, r.function_id, q.attempt, q.available_ms"
+        "SELECT q.id, q.run_id, r.app_id, r.function_id, q.attempt, q.available_ms, q.target"
         " FROM queue q JOIN runs r ON r.id = q.run_id ORDER BY q.id"
     ).fetchall()
     return [QueueItem(*row) for row in rows]
+
+
+def load_run_queue(conn: sqlite3.Connection, run_id: str) -> list[str]:
+    """The targets of a run's queued executions ('' for a discovery)."""
+    return [row[0] for row in conn.execute("SELECT target FROM queue WHERE run_id = ?", (run_id,))]
 
 
 def _run(row: tuple[Any, ...]) -> RunRecord:
@@ -182,6 +193,13 @@ def load_run(conn: sqlite3.Connection, run_id: str, with_steps: bool = True) -> 
     if with_steps:
         run.steps = load_steps(conn, run_id)
     return run
+
+
+def load_unfinished_runs(conn: sqlite3.Connection) -> list[RunRecord]:
+    rows = conn.execute(
+        f"SELECT {_RUN_COLUMNS} FROM runs WHERE status NOT IN ('completed', 'failed', 'cancelled')"
+    ).fetchall()
+    return [_run(row) for row in rows]
 
 
 def load_event(conn: sqlite3.Connection, event_id: str) -> Event | None:

@@ -66,7 +66,12 @@ def _m001_initial(db: sqlite_utils.Database) -> None:
     db.table("queue").create_index(["run_id"])
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m001_initial]
+def _m002_planned_steps(db: sqlite_utils.Database) -> None:
+    # A queued execution may target one planned step (parallel steps); '' means discovery.
+    db.execute("ALTER TABLE queue ADD COLUMN target TEXT NOT NULL DEFAULT ''")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m001_initial, _m002_planned_steps]
 
 
 def migrate(conn: sqlite3.Connection) -> int:

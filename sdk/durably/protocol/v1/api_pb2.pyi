@@ -403,14 +403,23 @@ class FunctionInfo(_message.Message):
     RETRIES_FIELD_NUMBER: _builtins.int
     OPTIMIZE_PARALLELISM_FIELD_NUMBER: _builtins.int
     CONNECTED_WORKERS_FIELD_NUMBER: _builtins.int
+    START_TIMEOUT_MS_FIELD_NUMBER: _builtins.int
+    FINISH_TIMEOUT_MS_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_FIELD_NUMBER: _builtins.int
+    ON_FAILURE_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     id: _builtins.str
     retries: _builtins.int
     optimize_parallelism: _builtins.bool
     connected_workers: _builtins.int
     """Workers connected now that serve this function."""
+    start_timeout_ms: _builtins.int
+    finish_timeout_ms: _builtins.int
+    on_failure: _builtins.str
     @_builtins.property
     def event_triggers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def concurrency(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ConcurrencyLimit]: ...
     def __init__(
         self,
         *,
@@ -420,10 +429,14 @@ class FunctionInfo(_message.Message):
         retries: _builtins.int = ...,
         optimize_parallelism: _builtins.bool = ...,
         connected_workers: _builtins.int = ...,
+        start_timeout_ms: _builtins.int = ...,
+        finish_timeout_ms: _builtins.int = ...,
+        concurrency: _abc.Iterable[_common_pb2.ConcurrencyLimit] | None = ...,
+        on_failure: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "connected_workers", b"connected_workers", "event_triggers", b"event_triggers", "id", b"id", "optimize_parallelism", b"optimize_parallelism", "retries", b"retries"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "concurrency", b"concurrency", "connected_workers", b"connected_workers", "event_triggers", b"event_triggers", "finish_timeout_ms", b"finish_timeout_ms", "id", b"id", "on_failure", b"on_failure", "optimize_parallelism", b"optimize_parallelism", "retries", b"retries", "start_timeout_ms", b"start_timeout_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

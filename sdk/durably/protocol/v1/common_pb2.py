@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n durably/protocol/v1/common.proto\x12\x13\x64urably.protocol.v1\"C\n\x05\x45vent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tdata_json\x18\x03 \x01(\x0c\x12\r\n\x05ts_ms\x18\x04 \x01(\x03\"\\\n\x07\x46\x61ilure\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05stack\x18\x03 \x01(\t\x12\x15\n\rnon_retriable\x18\x04 \x01(\x08\x12\x0c\n\x04\x63ode\x18\x05 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n durably/protocol/v1/common.proto\x12\x13\x64urably.protocol.v1\"C\n\x05\x45vent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tdata_json\x18\x03 \x01(\x0c\x12\r\n\x05ts_ms\x18\x04 \x01(\x03\"t\n\x07\x46\x61ilure\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05stack\x18\x03 \x01(\t\x12\x15\n\rnon_retriable\x18\x04 \x01(\x08\x12\x0c\n\x04\x63ode\x18\x05 \x01(\t\x12\x16\n\x0eretry_after_ms\x18\x06 \x01(\x03\".\n\x10\x43oncurrencyLimit\x12\r\n\x05limit\x18\x01 \x01(\x05\x12\x0b\n\x03key\x18\x02 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,5 +34,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EVENT']._serialized_start=57
   _globals['_EVENT']._serialized_end=124
   _globals['_FAILURE']._serialized_start=126
-  _globals['_FAILURE']._serialized_end=218
+  _globals['_FAILURE']._serialized_end=242
+  _globals['_CONCURRENCYLIMIT']._serialized_start=244
+  _globals['_CONCURRENCYLIMIT']._serialized_end=290
 # @@protoc_insertion_point(module_scope)

@@ -68,6 +68,7 @@ class Failure(_message.Message):
     STACK_FIELD_NUMBER: _builtins.int
     NON_RETRIABLE_FIELD_NUMBER: _builtins.int
     CODE_FIELD_NUMBER: _builtins.int
+    RETRY_AFTER_MS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Error class name, e.g. "ValueError", "StepError", "OutputUnserializableError"."""
     message: _builtins.str
@@ -76,6 +77,10 @@ class Failure(_message.Message):
     """True when retrying cannot help (NonRetriableError, a result JSON cannot represent)."""
     code: _builtins.str
     """Stable machine-readable code (see the SDK's ErrorCode), e.g. "output_unserializable"."""
+    retry_after_ms: _builtins.int
+    """RetryAfterError: the next attempt may not start before this many ms from now
+    (instead of the executor's backoff). 0: use the backoff.
+    """
     def __init__(
         self,
         *,
@@ -84,11 +89,40 @@ class Failure(_message.Message):
         stack: _builtins.str = ...,
         non_retriable: _builtins.bool = ...,
         code: _builtins.str = ...,
+        retry_after_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "message", b"message", "name", b"name", "non_retriable", b"non_retriable", "stack", b"stack"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "message", b"message", "name", b"name", "non_retriable", b"non_retriable", "retry_after_ms", b"retry_after_ms", "stack", b"stack"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Failure: _TypeAlias = Failure  # noqa: Y015
+
+@_typing.final
+class ConcurrencyLimit(_message.Message):
+    """How many executions of a function may run at once."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIMIT_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
+    limit: _builtins.int
+    """Executions of the function (per key value, when `key` is set) running at once; >= 1."""
+    key: _builtins.str
+    """A field path over the triggering event, e.g. "event.data.userId": runs with the same
+    value share the limit. Empty: one limit for the whole function.
+    """
+    def __init__(
+        self,
+        *,
+        limit: _builtins.int = ...,
+        key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "limit", b"limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConcurrencyLimit: _TypeAlias = ConcurrencyLimit  # noqa: Y015

@@ -43,6 +43,18 @@ class _OpcodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Opcode.ValueTy
     """A new step the handler met together with others (or while `plan_only`): it did not
     run; the executor runs it as its own execution with this id in `targets`.
     """
+    OPCODE_SLEEP: _Opcode.ValueType  # 4
+    """step.sleep / step.sleep_until: wake the run at `wake_at_ms`; the step's result is null."""
+    OPCODE_WAIT_FOR_EVENT: _Opcode.ValueType  # 5
+    """step.wait_for_event: wait for `wait`; the result is the matching event, or null on timeout."""
+    OPCODE_SEND_EVENT: _Opcode.ValueType  # 6
+    """step.send_event: the executor stores `events` and the step's result (their ids) in one
+    transaction, so a retry never sends them twice.
+    """
+    OPCODE_INVOKE: _Opcode.ValueType  # 7
+    """step.invoke: start `invoke.function_id` as a child run; its output is the step's result,
+    its failure the step's error.
+    """
 
 class Opcode(_Opcode, metaclass=_OpcodeEnumTypeWrapper): ...
 
@@ -56,6 +68,18 @@ when attempts are exhausted or the error is non-retriable, saves it as failed.
 OPCODE_STEP_PLANNED: Opcode.ValueType  # 3
 """A new step the handler met together with others (or while `plan_only`): it did not
 run; the executor runs it as its own execution with this id in `targets`.
+"""
+OPCODE_SLEEP: Opcode.ValueType  # 4
+"""step.sleep / step.sleep_until: wake the run at `wake_at_ms`; the step's result is null."""
+OPCODE_WAIT_FOR_EVENT: Opcode.ValueType  # 5
+"""step.wait_for_event: wait for `wait`; the result is the matching event, or null on timeout."""
+OPCODE_SEND_EVENT: Opcode.ValueType  # 6
+"""step.send_event: the executor stores `events` and the step's result (their ids) in one
+transaction, so a retry never sends them twice.
+"""
+OPCODE_INVOKE: Opcode.ValueType  # 7
+"""step.invoke: start `invoke.function_id` as a child run; its output is the step's result,
+its failure the step's error.
 """
 Global___Opcode: _TypeAlias = Opcode  # noqa: Y015
 
@@ -160,6 +184,11 @@ class FunctionConfig(_message.Message):
     TRIGGERS_FIELD_NUMBER: _builtins.int
     RETRIES_FIELD_NUMBER: _builtins.int
     OPTIMIZE_PARALLELISM_FIELD_NUMBER: _builtins.int
+    START_TIMEOUT_MS_FIELD_NUMBER: _builtins.int
+    FINISH_TIMEOUT_MS_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_FIELD_NUMBER: _builtins.int
+    ON_FAILURE_FIELD_NUMBER: _builtins.int
+    CANCEL_ON_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique within the app; [A-Za-z0-9_.:/-], 1..128 characters."""
     retries: _builtins.int
@@ -167,8 +196,22 @@ class FunctionConfig(_message.Message):
     execution gets `retries + 1` attempts.
     """
     optimize_parallelism: _builtins.bool
+    start_timeout_ms: _builtins.int
+    """A run not started this long after it was created is cancelled (0: no limit)."""
+    finish_timeout_ms: _builtins.int
+    """A run still going this long after it started is cancelled (0: no limit)."""
+    on_failure: _builtins.str
+    """Id of this app's function that runs once for every run of this one that fails
+    (its event is "durably/function.failed" with the failed run's event and error).
+    """
     @_builtins.property
     def triggers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Trigger]: ...
+    @_builtins.property
+    def concurrency(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ConcurrencyLimit]:
+        """At most two limits on how many of this function's executions run at once."""
+
+    @_builtins.property
+    def cancel_on(self) -> _containers.RepeatedCompositeFieldContainer[Global___CancelOn]: ...
     def __init__(
         self,
         *,
@@ -176,10 +219,15 @@ class FunctionConfig(_message.Message):
         triggers: _abc.Iterable[Global___Trigger] | None = ...,
         retries: _builtins.int = ...,
         optimize_parallelism: _builtins.bool = ...,
+        start_timeout_ms: _builtins.int = ...,
+        finish_timeout_ms: _builtins.int = ...,
+        concurrency: _abc.Iterable[_common_pb2.ConcurrencyLimit] | None = ...,
+        on_failure: _builtins.str = ...,
+        cancel_on: _abc.Iterable[Global___CancelOn] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "optimize_parallelism", b"optimize_parallelism", "retries", b"retries", "triggers", b"triggers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_on", b"cancel_on", "concurrency", b"concurrency", "finish_timeout_ms", b"finish_timeout_ms", "id", b"id", "on_failure", b"on_failure", "optimize_parallelism", b"optimize_parallelism", "retries", b"retries", "start_timeout_ms", b"start_timeout_ms", "triggers", b"triggers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -190,22 +238,84 @@ class Trigger(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENT_FIELD_NUMBER: _builtins.int
+    CRON_FIELD_NUMBER: _builtins.int
+    IF_EXPRESSION_FIELD_NUMBER: _builtins.int
     event: _builtins.str
     """The function runs once for every event with this name."""
+    if_expression: _builtins.str
+    """With `event`: an expression over `event` that must hold for the event to trigger a run."""
+    @_builtins.property
+    def cron(self) -> Global___CronTrigger:
+        """The function runs on this schedule."""
+
     def __init__(
         self,
         *,
         event: _builtins.str = ...,
+        cron: Global___CronTrigger | None = ...,
+        if_expression: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "kind", b"kind"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cron", b"cron", "event", b"event", "kind", b"kind"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "kind", b"kind"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cron", b"cron", "event", b"event", "if_expression", b"if_expression", "kind", b"kind"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["event"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["event", "cron"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
 Global___Trigger: _TypeAlias = Trigger  # noqa: Y015
+
+@_typing.final
+class CronTrigger(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEDULE_FIELD_NUMBER: _builtins.int
+    TIMEZONE_FIELD_NUMBER: _builtins.int
+    schedule: _builtins.str
+    """Five-field cron expression, e.g. "*/5 * * * *"."""
+    timezone: _builtins.str
+    """IANA time zone the schedule is read in (default "UTC")."""
+    def __init__(
+        self,
+        *,
+        schedule: _builtins.str = ...,
+        timezone: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule", "timezone", b"timezone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CronTrigger: _TypeAlias = CronTrigger  # noqa: Y015
+
+@_typing.final
+class CancelOn(_message.Message):
+    """A rule that cancels a running run when a matching event arrives."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    MATCH_FIELD_NUMBER: _builtins.int
+    IF_EXPRESSION_FIELD_NUMBER: _builtins.int
+    event: _builtins.str
+    match: _builtins.str
+    """As in WaitForEvent: a field path compared between the run's trigger and the event."""
+    if_expression: _builtins.str
+    def __init__(
+        self,
+        *,
+        event: _builtins.str = ...,
+        match: _builtins.str = ...,
+        if_expression: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "if_expression", b"if_expression", "match", b"match"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelOn: _TypeAlias = CancelOn  # noqa: Y015
 
 @_typing.final
 class Registered(_message.Message):
@@ -345,6 +455,10 @@ class StepOp(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     STARTED_AT_MS_FIELD_NUMBER: _builtins.int
     ENDED_AT_MS_FIELD_NUMBER: _builtins.int
+    WAKE_AT_MS_FIELD_NUMBER: _builtins.int
+    WAIT_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
+    INVOKE_FIELD_NUMBER: _builtins.int
     op: Global___Opcode.ValueType
     id: _builtins.str
     """Hashed id: SHA-1 hex of `name` (index 0) or of "name:index"."""
@@ -355,8 +469,22 @@ class StepOp(_message.Message):
     data_json: _builtins.bytes
     started_at_ms: _builtins.int
     ended_at_ms: _builtins.int
+    wake_at_ms: _builtins.int
+    """OPCODE_SLEEP: when to wake (ms since the epoch; at most a year ahead)."""
     @_builtins.property
     def error(self) -> _common_pb2.Failure: ...
+    @_builtins.property
+    def wait(self) -> Global___WaitForEvent:
+        """OPCODE_WAIT_FOR_EVENT."""
+
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Event]:
+        """OPCODE_SEND_EVENT: the events to send (ids left empty get stable ids from the executor)."""
+
+    @_builtins.property
+    def invoke(self) -> Global___Invoke:
+        """OPCODE_INVOKE."""
+
     def __init__(
         self,
         *,
@@ -368,14 +496,80 @@ class StepOp(_message.Message):
         error: _common_pb2.Failure | None = ...,
         started_at_ms: _builtins.int = ...,
         ended_at_ms: _builtins.int = ...,
+        wake_at_ms: _builtins.int = ...,
+        wait: Global___WaitForEvent | None = ...,
+        events: _abc.Iterable[_common_pb2.Event] | None = ...,
+        invoke: Global___Invoke | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "invoke", b"invoke", "wait", b"wait"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_json", b"data_json", "ended_at_ms", b"ended_at_ms", "error", b"error", "id", b"id", "index", b"index", "name", b"name", "op", b"op", "started_at_ms", b"started_at_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_json", b"data_json", "ended_at_ms", b"ended_at_ms", "error", b"error", "events", b"events", "id", b"id", "index", b"index", "invoke", b"invoke", "name", b"name", "op", b"op", "started_at_ms", b"started_at_ms", "wait", b"wait", "wake_at_ms", b"wake_at_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StepOp: _TypeAlias = StepOp  # noqa: Y015
+
+@_typing.final
+class WaitForEvent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_MS_FIELD_NUMBER: _builtins.int
+    MATCH_FIELD_NUMBER: _builtins.int
+    IF_EXPRESSION_FIELD_NUMBER: _builtins.int
+    event: _builtins.str
+    """The event name to wait for."""
+    expires_at_ms: _builtins.int
+    """Give up (the step's result is null) at this time (ms since the epoch; at most a year ahead)."""
+    match: _builtins.str
+    """A field path ("data.userId"): the incoming event's value must equal the triggering event's."""
+    if_expression: _builtins.str
+    """An expression over `event` (the run's trigger) and `async` (the incoming event):
+    ==, !=, <, <=, >, >=, &&, ||, !, parentheses, field paths, string/number/bool/null literals.
+    """
+    def __init__(
+        self,
+        *,
+        event: _builtins.str = ...,
+        expires_at_ms: _builtins.int = ...,
+        match: _builtins.str = ...,
+        if_expression: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "expires_at_ms", b"expires_at_ms", "if_expression", b"if_expression", "match", b"match"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WaitForEvent: _TypeAlias = WaitForEvent  # noqa: Y015
+
+@_typing.final
+class Invoke(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FUNCTION_ID_FIELD_NUMBER: _builtins.int
+    DATA_JSON_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_MS_FIELD_NUMBER: _builtins.int
+    function_id: _builtins.str
+    """The function to run as a child; "app_id/function_id" reaches another app's function."""
+    data_json: _builtins.bytes
+    """The child's event data (a JSON object)."""
+    expires_at_ms: _builtins.int
+    """Give up (the step fails with InvokeTimeout) at this time; 0 means one year."""
+    def __init__(
+        self,
+        *,
+        function_id: _builtins.str = ...,
+        data_json: _builtins.bytes = ...,
+        expires_at_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_json", b"data_json", "expires_at_ms", b"expires_at_ms", "function_id", b"function_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Invoke: _TypeAlias = Invoke  # noqa: Y015
 
 @_typing.final
 class ExecutionResult(_message.Message):
@@ -383,11 +577,18 @@ class ExecutionResult(_message.Message):
 
     EXECUTION_ID_FIELD_NUMBER: _builtins.int
     OPS_FIELD_NUMBER: _builtins.int
+    PARTIAL_FIELD_NUMBER: _builtins.int
     OUTPUT_JSON_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     YIELDED_FIELD_NUMBER: _builtins.int
     NEED_FULL_STATE_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
+    partial: _builtins.bool
+    """True: an early report of targets that have finished while others still run (their
+    results are recorded at once, so a race sees its winner and a crash loses nothing
+    finished). The execution goes on; no outcome is set. Exactly one final result
+    (partial false, with an outcome) ends the execution.
+    """
     output_json: _builtins.bytes
     """The handler returned; this is its return value as JSON. The run completes
     after `ops` are recorded.
@@ -411,6 +612,7 @@ class ExecutionResult(_message.Message):
         *,
         execution_id: _builtins.str = ...,
         ops: _abc.Iterable[Global___StepOp] | None = ...,
+        partial: _builtins.bool = ...,
         output_json: _builtins.bytes = ...,
         error: _common_pb2.Failure | None = ...,
         yielded: _builtins.bool = ...,
@@ -418,7 +620,7 @@ class ExecutionResult(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "need_full_state", b"need_full_state", "outcome", b"outcome", "output_json", b"output_json", "yielded", b"yielded"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "execution_id", b"execution_id", "need_full_state", b"need_full_state", "ops", b"ops", "outcome", b"outcome", "output_json", b"output_json", "yielded", b"yielded"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "execution_id", b"execution_id", "need_full_state", b"need_full_state", "ops", b"ops", "outcome", b"outcome", "output_json", b"output_json", "partial", b"partial", "yielded", b"yielded"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["output_json", "error", "yielded", "need_full_state"]  # noqa: Y015
     _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
