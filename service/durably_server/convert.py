@@ -11,11 +11,14 @@ import dataclasses
 import json
 import re
 from collections.abc import Sequence
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from croniter import croniter
 from durably.protocol.v1 import api_pb2, common_pb2, worker_pb2
 
 from durably_server.engine.metrics import Metrics
 from durably_server.engine.scheduler import Lease
+from durably_server.expressions import ExpressionError, match_expression, parse
 from durably_server.ids import new_id, now_ms
 from durably_server.model import (
     ConcurrencyLimit,
@@ -23,12 +26,14 @@ from durably_server.model import (
     ExecutionReport,
     Failure,
     FunctionSpec,
+    InvokeSpec,
     OpKind,
     RunRecord,
     RunStatus,
     StepOp,
     StepRecord,
     StepStatus,
+    WaitSpec,
 )
 
 MAX_EVENTS_PER_REQUEST = 5000
@@ -71,27 +76,32 @@ def _check_json_object(raw: bytes, what: str) -> bytes:
     return raw
 
 
+def check_event(event: Event, what: str, default_id: str, now: int) -> Event:
+    """A valid event with its id and time filled in, or RequestError saying what is wrong."""
+    name = event.name.strip()
+    if not name:
+        raise RequestError(f"{what}: the event name is empty")
+    if len(name) > MAX_NAME_LENGTH:
+        raise RequestError(f"{what}: the event name is longer than {MAX_NAME_LENGTH} characters")
+    if len(event.id) > MAX_NAME_LENGTH:
+        raise RequestError(f"{what}: the event id is longer than {MAX_NAME_LENGTH} characters")
+    if event.ts_ms < 0:
+        raise RequestError(f"{what}: ts_ms is negative")
+    data = _check_json_object(event.data_json, f"{what} ({name})")
+    return Event(event.id or default_id, name, data, event.ts_ms or now)
+
+
+def _event_in(pb: common_pb2.Event) -> Event:
+    return Event(pb.id, pb.name, pb.data_json, pb.ts_ms)
+
+
 def events_in(request: api_pb2.SendEventsRequest) -> list[Event]:
     if not request.events:
         raise RequestError("send at least one event")
     if len(request.events) > MAX_EVENTS_PER_REQUEST:
         raise RequestError(f"{len(request.events)} events in one request; the limit is {MAX_EVENTS_PER_REQUEST}")
     now = now_ms()
-    events = []
-    for n, pb in enumerate(request.events):
-        what = f"events[{n}]"
-        name = pb.name.strip()
-        if not name:
-            raise RequestError(f"{what}: the event name is empty")
-        if len(name) > MAX_NAME_LENGTH:
-            raise RequestError(f"{what}: the event name is longer than {MAX_NAME_LENGTH} characters")
-        if len(pb.id) > MAX_NAME_LENGTH:
-            raise RequestError(f"{what}: the event id is longer than {MAX_NAME_LENGTH} characters")
-        if pb.ts_ms < 0:
-            raise RequestError(f"{what}: ts_ms is negative")
-        data = _check_json_object(pb.data_json, f"{what} ({name})")
-        events.append(Event(pb.id or new_id(now), name, data, pb.ts_ms or now))
-    return events
+    return [check_event(_event_in(pb), f"events[{n}]", new_id(now), now) for n, pb in enumerate(request.events)]
 
 
 def event_out(event: Event) -> common_pb2.Event:
@@ -115,12 +125,23 @@ def register_in(message: worker_pb2.Register) -> tuple[list[FunctionSpec], int]:
             raise RequestError(f"function id {fn.id!r} is registered twice in app {app_id!r}")
         if not 0 <= fn.retries <= MAX_RETRIES:
             raise RequestError(f"function {fn.id!r}: retries must be 0..{MAX_RETRIES}, got {fn.retries}")
-        triggers = []
+        triggers, filters, crons = [], [], []
         for trigger in fn.triggers:
-            name = trigger.event.strip()
-            if not name or len(name) > MAX_NAME_LENGTH:
-                raise RequestError(f"function {fn.id!r}: a trigger needs an event name of 1-{MAX_NAME_LENGTH} chars")
+            if trigger.HasField("cron"):
+                crons.append(_cron_in(fn.id, trigger.cron.schedule, trigger.cron.timezone or "UTC"))
+                continue
+            name = _event_name_in(fn.id, trigger.event)
             triggers.append(name)
+            if trigger.if_expression.strip():
+                filters.append((name, _expression_in(fn.id, trigger.if_expression, ("event",))))
+        cancel_on = [
+            (
+                _event_name_in(fn.id, rule.event),
+                _match_in(fn.id, rule.match),
+                _expression_in(fn.id, rule.if_expression, ("event", "async")) if rule.if_expression.strip() else "",
+            )
+            for rule in fn.cancel_on
+        ]
         specs[fn.id] = FunctionSpec(
             app_id,
             fn.id,
@@ -131,6 +152,9 @@ def register_in(message: worker_pb2.Register) -> tuple[list[FunctionSpec], int]:
             _timeout_in(fn.id, "finish_timeout_ms", fn.finish_timeout_ms),
             _concurrency_in(fn.id, fn.concurrency),
             fn.on_failure,
+            tuple(filters),
+            tuple(crons),
+            tuple(cancel_on),
         )
     for spec in specs.values():
         if spec.on_failure and spec.on_failure not in specs:
@@ -169,6 +193,41 @@ def _concurrency_in(function_id: str, limits: Sequence[common_pb2.ConcurrencyLim
     return tuple(out)
 
 
+def _event_name_in(function_id: str, name: str) -> str:
+    name = name.strip()
+    if not name or len(name) > MAX_NAME_LENGTH:
+        raise RequestError(f"function {function_id!r}: an event name must be 1-{MAX_NAME_LENGTH} characters")
+    return name
+
+
+def _expression_in(function_id: str, source: str, roots: tuple[str, ...]) -> str:
+    try:
+        parse(source, roots=roots)
+    except ExpressionError as exc:
+        raise RequestError(f"function {function_id!r}: {exc}") from None
+    return source.strip()
+
+
+def _match_in(function_id: str, path: str) -> str:
+    if not path.strip():
+        return ""
+    try:
+        match_expression(path.strip())
+    except ExpressionError as exc:
+        raise RequestError(f"function {function_id!r}: match {path!r}: {exc}") from None
+    return path.strip()
+
+
+def _cron_in(function_id: str, schedule: str, zone: str) -> tuple[str, str]:
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise RequestError(f"function {function_id!r}: unknown time zone {zone!r}") from None
+    if len(schedule.split()) != 5 or not croniter.is_valid(schedule):
+        raise RequestError(f"function {function_id!r}: {schedule!r} is not a five-field cron schedule")
+    return schedule.strip(), zone
+
+
 def _failure_in(pb: common_pb2.Failure) -> Failure:
     return Failure(pb.name or "Error", pb.message, pb.stack, pb.code, pb.non_retriable, max(0, pb.retry_after_ms))
 
@@ -187,7 +246,34 @@ _OPS = {
     worker_pb2.OPCODE_STEP_RUN: OpKind.STEP_RUN,
     worker_pb2.OPCODE_STEP_ERROR: OpKind.STEP_ERROR,
     worker_pb2.OPCODE_STEP_PLANNED: OpKind.STEP_PLANNED,
+    worker_pb2.OPCODE_SLEEP: OpKind.SLEEP,
+    worker_pb2.OPCODE_WAIT_FOR_EVENT: OpKind.WAIT_FOR_EVENT,
+    worker_pb2.OPCODE_SEND_EVENT: OpKind.SEND_EVENT,
+    worker_pb2.OPCODE_INVOKE: OpKind.INVOKE,
 }
+
+
+def _op_in(kind: OpKind, op: worker_pb2.StepOp) -> StepOp:
+    wait = invoke = None
+    if kind is OpKind.WAIT_FOR_EVENT:
+        w = op.wait
+        wait = WaitSpec(w.event.strip(), w.expires_at_ms, w.match.strip(), w.if_expression.strip())
+    elif kind is OpKind.INVOKE:
+        invoke = InvokeSpec(op.invoke.function_id.strip(), op.invoke.data_json, op.invoke.expires_at_ms)
+    return StepOp(
+        kind,
+        op.id,
+        op.name,
+        op.index,
+        op.data_json,
+        _failure_in(op.error) if kind is OpKind.STEP_ERROR else None,
+        op.started_at_ms,
+        op.ended_at_ms,
+        op.wake_at_ms,
+        wait,
+        tuple(_event_in(event) for event in op.events),
+        invoke,
+    )
 
 
 def report_in(result: worker_pb2.ExecutionResult) -> ExecutionReport:
@@ -207,8 +293,13 @@ def report_in(result: worker_pb2.ExecutionResult) -> ExecutionReport:
                 (),
                 error=Failure("ProtocolError", f"step {op.name!r}: STEP_ERROR without an error", code="protocol_error"),
             )
-        error = _failure_in(op.error) if kind is OpKind.STEP_ERROR else None
-        ops.append(StepOp(kind, op.id, op.name, op.index, op.data_json, error, op.started_at_ms, op.ended_at_ms))
+        if kind is OpKind.WAIT_FOR_EVENT and not op.wait.event.strip():
+            return ExecutionReport(
+                result.execution_id,
+                (),
+                error=Failure("ProtocolError", f"step {op.name!r}: a wait needs an event name", code="protocol_error"),
+            )
+        ops.append(_op_in(kind, op))
     outcome = result.WhichOneof("outcome")
     return ExecutionReport(
         result.execution_id,

@@ -91,6 +91,12 @@ class FunctionSpec:
     finish_timeout_ms: int = 0
     concurrency: tuple[ConcurrencyLimit, ...] = ()
     on_failure: str = ""
+    # (event name, expression over `event`) for triggers with an if_.
+    trigger_filters: tuple[tuple[str, str], ...] = ()
+    # (five-field schedule, IANA time zone).
+    crons: tuple[tuple[str, str], ...] = ()
+    # (event name, match path, expression) rules that cancel a running run.
+    cancel_on: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def key(self) -> tuple[str, str]:
@@ -110,6 +116,9 @@ class FunctionSpec:
                 "finish_timeout_ms": self.finish_timeout_ms,
                 "concurrency": [[c.limit, c.key] for c in self.concurrency],
                 "on_failure": self.on_failure,
+                "trigger_filters": [list(f) for f in self.trigger_filters],
+                "crons": [list(c) for c in self.crons],
+                "cancel_on": [list(c) for c in self.cancel_on],
             }
         )
 
@@ -126,6 +135,9 @@ class FunctionSpec:
             d.get("finish_timeout_ms", 0),
             tuple(ConcurrencyLimit(limit, key) for limit, key in d.get("concurrency", [])),
             d.get("on_failure", ""),
+            tuple((name, expression) for name, expression in d.get("trigger_filters", [])),
+            tuple((schedule, zone) for schedule, zone in d.get("crons", [])),
+            tuple((name, match, expression) for name, match, expression in d.get("cancel_on", [])),
         )
 
 
@@ -183,6 +195,25 @@ class OpKind(StrEnum):
     STEP_RUN = "step_run"
     STEP_ERROR = "step_error"
     STEP_PLANNED = "step_planned"
+    SLEEP = "sleep"
+    WAIT_FOR_EVENT = "wait_for_event"
+    SEND_EVENT = "send_event"
+    INVOKE = "invoke"
+
+
+@dataclass(frozen=True, slots=True)
+class WaitSpec:
+    event: str
+    expires_at_ms: int
+    match: str = ""
+    if_expression: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class InvokeSpec:
+    function_id: str
+    data_json: bytes
+    expires_at_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +228,10 @@ class StepOp:
     error: Failure | None = None
     started_ms: int = 0
     ended_ms: int = 0
+    wake_at_ms: int = 0
+    wait: WaitSpec | None = None
+    events: tuple[Event, ...] = ()
+    invoke: InvokeSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)

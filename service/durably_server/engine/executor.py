@@ -12,8 +12,11 @@ import logging
 import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from enum import Enum
 
-from durably_server.engine.deadlines import Deadline, Deadlines
+from durably_server._core import CoreError, LimitExceeded
+from durably_server.engine.alarms import Alarms
+from durably_server.engine.coordination import INVOKE, SLEEP, Planned, Resolved, WaitIndex, plan
 from durably_server.engine.merge import Merge, merge_report
 from durably_server.engine.metrics import Metrics
 from durably_server.engine.registry import Registry
@@ -21,13 +24,13 @@ from durably_server.engine.retry import RetryPolicy
 from durably_server.engine.runs import ActiveRun, ActiveRuns, Discovery, new_state
 from durably_server.engine.scheduler import Lease, Scheduler, WorkerConn
 from durably_server.engine.watch import RunWatch
+from durably_server.engine.writes import Created, Effects, Writes
 from durably_server.ids import new_id, now_ms
 from durably_server.model import (
     Event,
     ExecutionReport,
     Failure,
     FunctionSpec,
-    QueueItem,
     RunRecord,
     RunStatus,
     StepRecord,
@@ -37,6 +40,14 @@ from durably_server.store import Store
 from durably_server.store import records as sql
 
 log = logging.getLogger("durably.executor")
+
+
+class Deadline(Enum):
+    """A run's start and finish timeouts: derived from the store, so rebuilt at start-up."""
+
+    START = "start"
+    FINISH = "finish"
+
 
 # Emitted when a run fails; starts the function's on_failure handler and any listener.
 FAILED_EVENT = "durably/function.failed"
@@ -67,7 +78,11 @@ class Executor:
         self.watch = RunWatch()
         self.metrics = Metrics()
         self.scheduler = Scheduler(self.runs.get, self._leased, self.registry.get)
-        self.deadlines = Deadlines(self._time_out)
+        self.deadlines: Alarms[tuple[str, Deadline]] = Alarms(self._time_out)
+        self.writes = Writes(self.registry.get, WaitIndex(store.read_now(sql.wait_paths)))
+        self.timers: Alarms[sql.Timer] = Alarms(self._timer_fired)
+        for timer in store.read_now(sql.load_timers):
+            self.timers.add(timer.due_ms, timer)
         for item in store.read_now(sql.load_queue):
             self.scheduler.add([item])
         if any(spec.start_timeout_ms or spec.finish_timeout_ms for spec in self.registry.all()):
@@ -79,19 +94,21 @@ class Executor:
         if spec is None:
             return
         if spec.start_timeout_ms and run.status is RunStatus.QUEUED:
-            self.deadlines.add(run.id, Deadline.START, run.created_ms + spec.start_timeout_ms)
+            self.deadlines.add(run.created_ms + spec.start_timeout_ms, (run.id, Deadline.START))
         if spec.finish_timeout_ms and run.started_ms:
-            self.deadlines.add(run.id, Deadline.FINISH, run.started_ms + spec.finish_timeout_ms)
+            self.deadlines.add(run.started_ms + spec.finish_timeout_ms, (run.id, Deadline.FINISH))
 
     def start(self) -> None:
         self.scheduler.start()
         self.deadlines.start()
+        self.timers.start()
         self._watcher = asyncio.get_running_loop().create_task(self._expire_silent_workers())
 
     async def stop(self) -> None:
         if self._watcher is not None:
             self._watcher.cancel()
         self.deadlines.stop()
+        self.timers.stop()
         await self.scheduler.stop()
 
     # ---- events -----------------------------------------------------------------------------
@@ -100,16 +117,69 @@ class Executor:
         now = now_ms()
         plan = [(event, self.registry.triggered_by(event.name)) for event in events]
 
-        def write(conn: sqlite3.Connection) -> list[Created]:
-            created: list[Created] = []
+        def write(conn: sqlite3.Connection) -> Effects:
+            fx = Effects()
             for event, specs in plan:
-                _insert_event(conn, event, specs, now, created)
-            return created
+                self.writes.insert_event(conn, event, specs, now, fx)
+            return fx
 
-        created = await self.store.write(write)
+        fx = await self.store.write(write)
         self.metrics.events_received += len(events)
-        self._runs_created(created)
-        return SendResult([event.id for event in events], [run.id for run, _, _ in created])
+        self._apply(fx)
+        return SendResult([event.id for event in events], [run.id for run, _, _ in fx.created])
+
+    def _apply(self, fx: Effects) -> None:
+        """After a commit: bring memory in line with what it stored."""
+        self._runs_created(fx.created)
+        for timer in fx.timers:
+            self.timers.add(timer.due_ms, timer)
+        for resolved in fx.resolved:
+            self._resolved(resolved)
+        for run_id, status, error in fx.ended:
+            run = self.runs.cached(run_id)
+            if run is not None:
+                self._ended(run, status, error)
+            else:
+                self.watch.changed(run_id)
+        for unit in fx.units:
+            self.scheduler.add(unit)
+
+    def _resolved(self, resolved: Resolved) -> None:
+        step, run = resolved.step, self.runs.cached(resolved.step.run_id)
+        if run is not None:
+            if not run.state.contains(step.id):
+                try:
+                    run.state.record(*_memo(step))
+                except CoreError as exc:  # the store has it; a reload will show the run as it is
+                    log.error("run %s: step %s recorded but not held in memory: %s", run.id, step.name, exc)
+            run.pending.discard(step.id)
+            if resolved.discovery is not None:
+                run.discovery = Discovery.QUEUED
+            elif run.discovery is Discovery.LEASED:
+                run.rediscover = True
+        self.metrics.steps_recorded += 1
+        if resolved.discovery is not None:
+            self.scheduler.add([resolved.discovery])
+        self.watch.changed(step.run_id)
+
+    async def _timer_fired(self, timer: sql.Timer) -> None:
+        now = now_ms()
+        payload, error = b"null", None
+        if timer.kind == INVOKE:
+            error = Failure("InvokeTimeout", f'step "{timer.name}": the invoked function did not finish in time')
+            payload = error.to_json()
+
+        def write(conn: sqlite3.Connection) -> Effects:
+            fx = Effects()
+            self.writes.resolve(conn, timer.run_id, timer.step_id, payload, error, now, fx)
+            return fx
+
+        self._apply(await self.store.write(write))
+
+    def _find_function(self, app_id: str, reference: str) -> FunctionSpec | None:
+        """`fn` is a function of the caller's app, `app/fn` one of any app."""
+        ref_app, _, fn = reference.rpartition("/")
+        return self.registry.get((ref_app or app_id, fn))
 
     def _runs_created(self, created: list[Created]) -> None:
         """After the commit: hold the new runs in memory and queue their first execution."""
@@ -120,7 +190,7 @@ class Executor:
             self.runs.add(active)
             spec = self.registry.get(item.function_key)
             if spec is not None and spec.start_timeout_ms:
-                self.deadlines.add(run.id, Deadline.START, run.created_ms + spec.start_timeout_ms)
+                self.deadlines.add(run.created_ms + spec.start_timeout_ms, (run.id, Deadline.START))
             self.scheduler.add([item])
 
     # ---- workers ----------------------------------------------------------------------------
@@ -176,12 +246,17 @@ class Executor:
         self.metrics.executions_dispatched += 1
         self.metrics.memos_sent += len(lease.memos)
         self.metrics.memo_bytes_sent += sum(len(payload) for _, payload, _ in lease.memos)
+        if run.status in (RunStatus.SLEEPING, RunStatus.WAITING):
+            run.status = RunStatus.RUNNING
+            self.store.write(lambda conn: sql.set_status(conn, run.id, RunStatus.RUNNING)).add_done_callback(
+                _log_failure
+            )
         if run.status is RunStatus.QUEUED:
             run.status = RunStatus.RUNNING
             now = now_ms()
             spec = self.registry.get(lease.items[0].function_key)
             if spec is not None and spec.finish_timeout_ms:
-                self.deadlines.add(run.id, Deadline.FINISH, now + spec.finish_timeout_ms)
+                self.deadlines.add(now + spec.finish_timeout_ms, (run.id, Deadline.FINISH))
             started = self.store.write(lambda conn: sql.mark_started(conn, run.id, now))
             started.add_done_callback(_log_failure)
             self.watch.changed(run.id)
@@ -229,10 +304,17 @@ class Executor:
             if merge.discover and run.discovery is Discovery.LEASED:
                 run.rediscover = True  # the running discovery may miss this result: run one more after it
             new_discovery = merge.discover and run.discovery is Discovery.NONE and not retry_discovery
+            now = now_ms()
+            planned = self._plan_coordination(run, merge, was_discovery, now)
+            if planned.steps:
+                new_discovery = new_discovery or (run.discovery is Discovery.NONE and merge.status is None)
+            sends = [(event, self.registry.triggered_by(event.name)) for event in planned.events]
             failed = self._failure_event(run, spec, merge.error) if merge.status is RunStatus.FAILED else None
             try:
-                queued, created = await self.store.write(
-                    lambda conn: _commit(conn, run, items, merge, new_discovery, failed)
+                fx = await self.store.write(
+                    lambda conn: self.writes.commit_report(
+                        conn, run, items, merge, new_discovery, planned, sends, failed, now
+                    )
                 )
             except Exception:
                 # Nothing was committed: the queued rows still stand, so run the execution again.
@@ -245,15 +327,32 @@ class Executor:
                 run.state.record_batch([_memo(step) for step in merge.steps])
                 run.pending.difference_update(step.id for step in merge.steps)
                 self.metrics.steps_recorded += len(merge.steps)
-            if merge.status is not None:
-                self._ended(run, merge.status, merge.error)
-                self._runs_created(created)
-                return
-            run.pending.update(op.id for op in merge.planned)
-            if retry_discovery or new_discovery:
-                run.discovery = Discovery.QUEUED
-            for unit in queued:
-                self.scheduler.add(unit)
+            if merge.status is None:
+                run.pending.update(op.id for op in merge.planned)
+                run.pending.update(timer.step_id for timer in planned.timers)
+                if retry_discovery or any(not unit[0].target for unit in fx.units):
+                    run.discovery = Discovery.QUEUED
+                if planned.timers and not fx.units:
+                    run.status = (
+                        RunStatus.SLEEPING if any(t.kind == SLEEP for t in planned.timers) else RunStatus.WAITING
+                    )
+            self._apply(fx)
+
+    def _plan_coordination(self, run: ActiveRun, merge: Merge, was_discovery: bool, now: int) -> Planned:
+        """Turn the sleeps, waits, invokes and sent events a discovery reported into rows."""
+        if not merge.coordination or merge.status is not None or not was_discovery:
+            return Planned()
+        planned = plan(run, merge.coordination, now, self._find_function)
+        if isinstance(planned, Failure):
+            merge.fail(planned)
+            return Planned()
+        try:
+            run.state.check_batch([(s.id, s.name, s.index, len(_memo(s)[3])) for s in (*merge.steps, *planned.steps)])
+        except LimitExceeded as exc:
+            merge.fail(Failure(type(exc).__name__, str(exc), code="limit_exceeded", non_retriable=True))
+            return Planned()
+        merge.steps.extend(planned.steps)
+        return planned
 
     def _failure_event(
         self, run: ActiveRun, spec: FunctionSpec | None, error: Failure | None
@@ -340,19 +439,20 @@ class Executor:
 
     async def cancel_run(self, run_id: str, reason: Failure | None = None) -> tuple[RunRecord, bool] | None:
         now = now_ms()
-        cancelled = await self.store.write(
-            lambda conn: sql.finish_run(conn, run_id, RunStatus.CANCELLED, now, error=reason)
-        )
-        if cancelled:
-            run = self.runs.cached(run_id)
-            if run is not None:
-                self._ended(run, RunStatus.CANCELLED, reason)
-            else:
-                self.watch.changed(run_id)
+
+        def write(conn: sqlite3.Connection) -> Effects:
+            fx = Effects()
+            self.writes.finish(conn, run_id, RunStatus.CANCELLED, now, fx, error=reason)
+            return fx
+
+        fx = await self.store.write(write)
+        self._apply(fx)
         record = await self.get_run(run_id)
+        cancelled = any(ended_id == run_id for ended_id, _, _ in fx.ended)
         return None if record is None else (record, cancelled)
 
-    async def _time_out(self, run_id: str, kind: Deadline) -> None:
+    async def _time_out(self, deadline: tuple[str, Deadline]) -> None:
+        run_id, kind = deadline
         run = await self.get_run(run_id)
         if run is None or run.status.ended:
             return
@@ -380,57 +480,6 @@ class Executor:
 
     def functions(self, app_id: str = "") -> list[tuple[FunctionSpec, int]]:
         return [(spec, self.scheduler.connected(spec.key)) for spec in self.registry.all(app_id)]
-
-
-Created = tuple[RunRecord, QueueItem, Event]
-
-
-def _insert_event(
-    conn: sqlite3.Connection, event: Event, specs: list[FunctionSpec], now: int, created: list[Created]
-) -> None:
-    """Store `event` and a run of each function it triggers (none when its id was seen before)."""
-    if not sql.insert_event(conn, event, now):
-        return
-    for spec in specs:
-        run = RunRecord(new_id(now), spec.app_id, spec.id, event.id, RunStatus.QUEUED, now)
-        created.append((run, sql.insert_run(conn, run), event))
-
-
-def _commit(
-    conn: sqlite3.Connection,
-    run: ActiveRun,
-    items: list[QueueItem],
-    merge: Merge,
-    discover: bool,
-    failed: tuple[Event, list[FunctionSpec]] | None,
-) -> tuple[list[list[QueueItem]], list[Created]]:
-    """The whole effect of one report, in one transaction: the units to schedule and the runs
-    a failure started."""
-    sql.dequeue(conn, [item.id for item in items])
-    if merge.steps:
-        sql.insert_steps(conn, run.state.step_count, merge.steps)
-    now = now_ms()
-    if merge.status is not None:
-        created: list[Created] = []
-        if sql.finish_run(conn, run.id, merge.status, now, merge.output_json, merge.error) and failed:
-            _insert_event(conn, *failed, now, created)
-        return [], created
-
-    def enqueue(attempt: int, target: str = "", delay_ms: int = 0) -> QueueItem | None:
-        return sql.enqueue(conn, run.id, run.app_id, run.function_id, attempt, now + delay_ms, target)
-
-    units: list[list[QueueItem]] = []
-    for item, attempt, delay_ms in merge.retries:
-        retried = enqueue(attempt, item.target, delay_ms)
-        if retried is not None:
-            units.append([retried])
-    planned = [enqueue(0, op.id) for op in merge.planned]
-    units.append([item for item in planned if item is not None])
-    if discover:
-        found = enqueue(0)
-        if found is not None:
-            units.append([found])
-    return [unit for unit in units if unit], []
 
 
 def _memo(step: StepRecord) -> tuple[str, str, int, bytes, bool]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from durably_server._core import MAX_STEPS, CoreError, LimitExceeded
 from durably_server.convert import loads_strict
+from durably_server.engine.coordination import COORDINATION_OPS
 from durably_server.engine.retry import RetryPolicy
 from durably_server.engine.runs import ActiveRun
 from durably_server.model import (
@@ -40,8 +41,22 @@ class Merge:
     retries: list[tuple[QueueItem, int, int]] = field(default_factory=list)
     # Newly planned steps: each becomes a queued target.
     planned: list[StepOp] = field(default_factory=list)
+    # Sleeps, waits, invokes and sent events: the executor completes these (see coordination.py).
+    coordination: list[StepOp] = field(default_factory=list)
     # A discovery must follow (the caller coalesces it with one already running).
     discover: bool = False
+
+    def fail(self, error: Failure) -> Merge:
+        """The run fails with `error`: nothing else this report asked for happens."""
+        self.status, self.error = RunStatus.FAILED, error
+        self.retries.clear()
+        self.planned.clear()
+        self.coordination.clear()
+        self.discover = False
+        return self
+
+
+_NEW_STEP_OPS = COORDINATION_OPS | {OpKind.STEP_PLANNED}
 
 
 def _protocol_error(message: str) -> Failure:
@@ -58,14 +73,6 @@ def _is_json(raw: bytes) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _fail(merge: Merge, error: Failure) -> Merge:
-    merge.status, merge.error = RunStatus.FAILED, error
-    merge.retries.clear()
-    merge.planned.clear()
-    merge.discover = False
-    return merge
 
 
 def merge_report(
@@ -90,11 +97,11 @@ def merge_report(
 
     outcomes: list[tuple[StepOp, StepStatus, bytes, QueueItem]] = []
     for op in report.ops:
-        if op.kind is OpKind.STEP_PLANNED:
-            # Only a discovery plans; a step already planned or recorded is planned once.
-            if discovery is not None and op.id not in run.pending and not run.state.contains(op.id):
-                if all(op.id != p.id for p in merge.planned):
-                    merge.planned.append(op)
+        if op.kind in _NEW_STEP_OPS:
+            # Only a discovery reports new steps; a step already pending or recorded is taken once.
+            new = discovery is not None and op.id not in run.pending and not run.state.contains(op.id)
+            if new and all(op.id != other.id for other in (*merge.planned, *merge.coordination)):
+                (merge.planned if op.kind is OpKind.STEP_PLANNED else merge.coordination).append(op)
             continue
         owner = by_target.get(op.id) if by_target else discovery
         if owner is None or owner.id in settled or (owner is discovery and op.id in run.pending):
@@ -106,7 +113,7 @@ def merge_report(
             payload, status = op.error.to_json(), StepStatus.FAILED
         else:
             if not _is_json(op.data_json):
-                return _fail(merge, _protocol_error(f'step "{op.name}": result is not valid JSON'))
+                return merge.fail(_protocol_error(f'step "{op.name}": result is not valid JSON'))
             payload, status = op.data_json, StepStatus.COMPLETED
         settled.add(owner.id)
         if not run.state.contains(op.id):  # a result recorded before never changes
@@ -119,8 +126,7 @@ def merge_report(
                 run.state.check(op.id, op.name, op.index, 0)
             planned_total = run.state.step_count + len(outcomes) + len(run.pending) + len(merge.planned)
             if planned_total > MAX_STEPS:
-                return _fail(
-                    merge,
+                return merge.fail(
                     Failure(
                         "StepLimitExceeded",
                         f"step limit exceeded: planning {len(merge.planned)} more steps would take the run to "
@@ -130,9 +136,9 @@ def merge_report(
                     ),
                 )
     except LimitExceeded as exc:
-        return _fail(merge, _limit_error(exc))
+        return merge.fail(_limit_error(exc))
     except CoreError as exc:
-        return _fail(merge, _protocol_error(str(exc)))
+        return merge.fail(_protocol_error(str(exc)))
     merge.steps = [_record(run.id, op, status, payload, owner.attempt + 1) for op, status, payload, owner in outcomes]
 
     # Targets the worker did not answer for: the error it gave, else "not found", decides.
@@ -143,7 +149,7 @@ def merge_report(
             "StepNotFound", f"the worker did not report planned step {item.target}", code="step_not_found"
         )
         if error.non_retriable or not retry(item, error):
-            return _fail(merge, error)
+            return merge.fail(error)
 
     if discovery is not None:
         if any(item is discovery for item, _, _ in merge.retries):
@@ -152,18 +158,18 @@ def merge_report(
             return _complete(run, merge, report.output_json)
         elif report.error is not None:
             if report.error.non_retriable or not retry(discovery, report.error):
-                return _fail(merge, report.error)
+                return merge.fail(report.error)
         elif merge.steps:
             merge.discover = True  # a step ran inline: find what comes next
-        elif merge.planned or run.pending:
+        elif merge.planned or merge.coordination or run.pending:
             pass  # planned steps run now; the handler resumes when they are in
-        elif any(op.kind is OpKind.STEP_PLANNED for op in report.ops):
+        elif any(op.kind in _NEW_STEP_OPS for op in report.ops):
             # It planned steps that were recorded while it ran: its view was stale, look again.
             merge.discover = True
         else:
             # A handler that stops without reporting a step would loop forever: count it as a failure.
             if not retry(discovery, None):
-                return _fail(merge, _protocol_error("the worker yielded without reporting any step"))
+                return merge.fail(_protocol_error("the worker yielded without reporting any step"))
     elif merge.steps:
         # A planned step finished: with optimize_parallelism the handler is re-invoked once the
         # whole group is in; otherwise after each, so a race can see its winner at once.
@@ -175,11 +181,11 @@ def merge_report(
 
 def _complete(run: ActiveRun, merge: Merge, output_json: bytes) -> Merge:
     if not _is_json(output_json):
-        return _fail(merge, _protocol_error("the handler's output is not valid JSON"))
+        return merge.fail(_protocol_error("the handler's output is not valid JSON"))
     try:
         run.state.check_output(len(output_json) + sum(len(s.output_json or b"") for s in merge.steps))
     except LimitExceeded as exc:
-        return _fail(merge, _limit_error(exc))
+        return merge.fail(_limit_error(exc))
     merge.status, merge.output_json = RunStatus.COMPLETED, output_json
     return merge
 

@@ -45,11 +45,13 @@ def insert_event(conn: sqlite3.Connection, event: Event, now: int) -> bool:
     return cur.rowcount == 1
 
 
-def insert_run(conn: sqlite3.Connection, run: RunRecord) -> QueueItem:
-    """Insert a queued run together with its first execution."""
+def insert_run(conn: sqlite3.Connection, run: RunRecord, parent: tuple[str, str] | None = None) -> QueueItem:
+    """Insert a queued run together with its first execution (`parent`: the invoking run and step)."""
+    parent_run, parent_step = parent or (None, None)
     conn.execute(
-        "INSERT INTO runs (id, app_id, function_id, event_id, status, created_ms) VALUES (?, ?, ?, ?, ?, ?)",
-        (run.id, run.app_id, run.function_id, run.event_id, run.status.value, run.created_ms),
+        "INSERT INTO runs (id, app_id, function_id, event_id, status, created_ms, parent_run_id, parent_step)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (run.id, run.app_id, run.function_id, run.event_id, run.status.value, run.created_ms, parent_run, parent_step),
     )
     item = enqueue(conn, run.id, run.app_id, run.function_id, 0, run.created_ms)
     assert item is not None
@@ -76,6 +78,31 @@ def enqueue(
     return QueueItem(cur.lastrowid, run_id, app_id, function_id, attempt, available_ms, target)
 
 
+def enqueue_discovery(conn: sqlite3.Connection, run_id: str, now: int) -> QueueItem | None:
+    """Queue a discovery unless the run has one queued or running (its row stays until it reports).
+
+    At most one discovery per run at a time: two could both run the same new step inline.
+    """
+    row = conn.execute(
+        "SELECT app_id, function_id FROM runs WHERE id = ? AND NOT EXISTS"
+        " (SELECT 1 FROM queue WHERE run_id = ? AND target = '')",
+        (run_id, run_id),
+    ).fetchone()
+    if row is None:
+        return None
+    return enqueue(conn, run_id, row[0], row[1], 0, now)
+
+
+def has_pending(conn: sqlite3.Connection, run_id: str) -> bool:
+    """Whether the run still waits for planned steps or for steps the executor completes."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM timers WHERE run_id = ?)"
+        " OR EXISTS (SELECT 1 FROM queue WHERE run_id = ? AND target != '')",
+        (run_id, run_id),
+    ).fetchone()
+    return bool(row[0])
+
+
 def dequeue(conn: sqlite3.Connection, item_ids: Sequence[int]) -> None:
     conn.executemany("DELETE FROM queue WHERE id = ?", [(item_id,) for item_id in item_ids])
 
@@ -84,7 +111,9 @@ def mark_started(conn: sqlite3.Connection, run_id: str, now: int) -> None:
     conn.execute("UPDATE runs SET status = 'running', started_ms = ? WHERE id = ? AND status = 'queued'", (now, run_id))
 
 
-def insert_steps(conn: sqlite3.Connection, first_seq: int, steps: Iterable[StepRecord]) -> None:
+def insert_steps(conn: sqlite3.Connection, run_id: str, steps: Iterable[StepRecord]) -> None:
+    """Record step outcomes of one run after those it already has (`seq` keeps the order)."""
+    first_seq = conn.execute("SELECT COALESCE(MAX(seq), -1) + 1 FROM steps WHERE run_id = ?", (run_id,)).fetchone()[0]
     conn.executemany(
         "INSERT INTO steps (run_id, id, seq, name, idx, status, output, error, attempts, started_ms, ended_ms)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -121,8 +150,88 @@ def finish_run(
         " started_ms = COALESCE(started_ms, ?) WHERE id = ? AND status NOT IN ('completed', 'failed', 'cancelled')",
         (status.value, output_json, error.to_json() if error else None, now, now, run_id),
     )
-    conn.execute("DELETE FROM queue WHERE run_id = ?", (run_id,))
-    return cur.rowcount == 1
+    if cur.rowcount != 1:
+        return False
+    for table in ("queue", "timers", "waits"):
+        conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
+    return True
+
+
+def set_status(conn: sqlite3.Connection, run_id: str, status: RunStatus) -> None:
+    """Show a run as running, sleeping or waiting (never touches a run that has ended)."""
+    conn.execute(
+        "UPDATE runs SET status = ? WHERE id = ? AND status NOT IN ('completed', 'failed', 'cancelled')",
+        (status.value, run_id),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    run_id: str
+    step_id: str
+    name: str
+    index: int
+    kind: str
+    due_ms: int
+
+
+def insert_timer(conn: sqlite3.Connection, timer: Timer) -> None:
+    conn.execute(
+        "INSERT INTO timers (run_id, step_id, name, idx, kind, due_ms) VALUES (?, ?, ?, ?, ?, ?)",
+        (timer.run_id, timer.step_id, timer.name, timer.index, timer.kind, timer.due_ms),
+    )
+
+
+def take_timer(conn: sqlite3.Connection, run_id: str, step_id: str) -> Timer | None:
+    """Remove and return the timer of a step: whoever takes it completes the step, once."""
+    row = conn.execute(
+        "SELECT run_id, step_id, name, idx, kind, due_ms FROM timers WHERE run_id = ? AND step_id = ?",
+        (run_id, step_id),
+    ).fetchone()
+    if row is None:
+        return None
+    conn.execute("DELETE FROM timers WHERE run_id = ? AND step_id = ?", (run_id, step_id))
+    conn.execute("DELETE FROM waits WHERE run_id = ? AND step_id = ?", (run_id, step_id))
+    return Timer(*row)
+
+
+def load_timers(conn: sqlite3.Connection) -> list[Timer]:
+    rows = conn.execute("SELECT run_id, step_id, name, idx, kind, due_ms FROM timers").fetchall()
+    return [Timer(*row) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    run_id: str
+    step_id: str  # '' for a cancel_on rule
+    kind: str  # 'wait' or 'cancel'
+    event_name: str
+    key_path: str
+    key_value: str
+    expression: str
+
+
+def insert_wait(conn: sqlite3.Connection, wait: Wait) -> None:
+    conn.execute(
+        "INSERT INTO waits (run_id, step_id, kind, event_name, key_path, key_value, expression)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (wait.run_id, wait.step_id, wait.kind, wait.event_name, wait.key_path, wait.key_value, wait.expression),
+    )
+
+
+def find_waits(conn: sqlite3.Connection, event_name: str, key_path: str, key_value: str) -> list[Wait]:
+    rows = conn.execute(
+        "SELECT run_id, step_id, kind, event_name, key_path, key_value, expression FROM waits"
+        " WHERE event_name = ? AND key_path = ? AND key_value = ?",
+        (event_name, key_path, key_value),
+    ).fetchall()
+    return [Wait(*row) for row in rows]
+
+
+def wait_paths(conn: sqlite3.Connection) -> list[tuple[str, str, int]]:
+    """(event name, key path, how many waits) — which lookups an incoming event needs."""
+    rows = conn.execute("SELECT event_name, key_path, COUNT(*) FROM waits GROUP BY event_name, key_path")
+    return [(name, path, count) for name, path, count in rows]
 
 
 # ---- reads --------------------------------------------------------------------------------
@@ -193,6 +302,11 @@ def load_run(conn: sqlite3.Connection, run_id: str, with_steps: bool = True) -> 
     if with_steps:
         run.steps = load_steps(conn, run_id)
     return run
+
+
+def parent_of(conn: sqlite3.Connection, run_id: str) -> tuple[str, str] | None:
+    row = conn.execute("SELECT parent_run_id, parent_step FROM runs WHERE id = ?", (run_id,)).fetchone()
+    return (row[0], row[1]) if row and row[0] else None
 
 
 def load_unfinished_runs(conn: sqlite3.Connection) -> list[RunRecord]:

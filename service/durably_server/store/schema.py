@@ -71,7 +71,32 @@ def _m002_planned_steps(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE queue ADD COLUMN target TEXT NOT NULL DEFAULT ''")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m001_initial, _m002_planned_steps]
+def _m003_time_and_coordination(db: sqlite_utils.Database) -> None:
+    # Invoked runs point at the step of the run that waits for them.
+    db.execute("ALTER TABLE runs ADD COLUMN parent_run_id TEXT")
+    db.execute("ALTER TABLE runs ADD COLUMN parent_step TEXT")
+    # Steps the executor completes itself (sleeps, waits, invokes): wake or give up at due_ms.
+    db.execute(
+        "CREATE TABLE timers (id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, step_id TEXT NOT NULL,"
+        " name TEXT NOT NULL, idx INTEGER NOT NULL, kind TEXT NOT NULL, due_ms INTEGER NOT NULL)"
+    )
+    db.table("timers").create_index(["run_id"])
+    # Runs waiting for an event (a wait step, or a cancel_on rule), indexed by what an incoming
+    # event must carry, so finding the waits an event matches never scans them all.
+    db.execute(
+        "CREATE TABLE waits (id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, step_id TEXT NOT NULL,"
+        " kind TEXT NOT NULL, event_name TEXT NOT NULL, key_path TEXT NOT NULL, key_value TEXT NOT NULL,"
+        " expression TEXT NOT NULL)"
+    )
+    db.table("waits").create_index(["event_name", "key_path", "key_value"])
+    db.table("waits").create_index(["run_id"])
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _m001_initial,
+    _m002_planned_steps,
+    _m003_time_and_coordination,
+]
 
 
 def migrate(conn: sqlite3.Connection) -> int:

@@ -1,0 +1,63 @@
+"""One timer for many due times: run timeouts, sleeps, wait and invoke expiries.
+
+Due times live in a heap; a single task sleeps until the earliest and hands each due
+payload to the callback. What must survive a restart is kept by the caller (timers
+table) or derived from the store (run timeouts) and added back at start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+from durably_server.ids import now_ms
+
+log = logging.getLogger("durably.alarms")
+
+T = TypeVar("T")
+
+
+class Alarms(Generic[T]):
+    def __init__(self, fire: Callable[[T], Awaitable[None]]) -> None:
+        self._fire = fire
+        self._heap: list[tuple[int, int, T]] = []
+        self._seq = itertools.count()
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, due_ms: int, payload: T) -> None:
+        heapq.heappush(self._heap, (due_ms, next(self._seq), payload))
+        self._changed.set()
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="durably-alarms")
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _run(self) -> None:
+        while True:
+            self._changed.clear()
+            if not self._heap:
+                await self._changed.wait()
+                continue
+            wait_s = (self._heap[0][0] - now_ms()) / 1000
+            if wait_s > 0:
+                try:
+                    await asyncio.wait_for(self._changed.wait(), wait_s)
+                except TimeoutError:
+                    pass
+                continue
+            _, _, payload = heapq.heappop(self._heap)
+            try:
+                await self._fire(payload)
+            except Exception:
+                log.exception("an alarm failed: %r", payload)
