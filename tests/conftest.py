@@ -1,6 +1,8 @@
 """Fixtures of the black-box suite (tests/e2e): real daemon and worker processes, torn down always.
 
 * ``harness``: a fresh daemon (own temp db, own fixed port) for one test; the test starts workers.
+  Extra ``durably dev`` flags for it come from the ``daemon_args`` fixture (none by default; a test
+  sets them with ``@pytest.mark.parametrize("daemon_args", [("--heartbeat", "200ms")])``).
 * ``cluster``: one daemon per test module, with the workers the module names in ``WORKERS``
   (a list of ``e2e.harness.WorkerSpec``) already connected.
 * ``client``: an async ``durably.Client`` bound to the module's ``cluster``.
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import atexit
 import signal
-from collections.abc import AsyncIterator, Generator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -39,8 +41,8 @@ def _terminated(signum: int, frame: FrameType | None) -> None:
     pytest.exit("pytest got SIGTERM; every daemon and worker was killed", returncode=128 + signum)
 
 
-def _running(workdir: Path) -> Iterator[Harness]:
-    harness = Harness(workdir)
+def _running(workdir: Path, daemon_args: Sequence[str] = ()) -> Iterator[Harness]:
+    harness = Harness(workdir, daemon_args)
     _LIVE.append(harness)
     try:
         harness.daemon.start()
@@ -51,9 +53,15 @@ def _running(workdir: Path) -> Iterator[Harness]:
 
 
 @pytest.fixture
-def harness(tmp_path: Path) -> Iterator[Harness]:
+def daemon_args() -> tuple[str, ...]:
+    """Extra command-line flags for the ``harness`` daemon (parametrize this name to set them)."""
+    return ()
+
+
+@pytest.fixture
+def harness(tmp_path: Path, daemon_args: tuple[str, ...]) -> Iterator[Harness]:
     """A daemon of this test's own; no workers yet."""
-    yield from _running(tmp_path / "cluster")
+    yield from _running(tmp_path / "cluster", daemon_args)
 
 
 @pytest.fixture(scope="module")

@@ -159,12 +159,21 @@ class Process:
             return None
         if self.proc.poll() is None:
             self._signal_group(signal.SIGTERM)
+            self._signal_group(signal.SIGCONT)  # a paused process acts on SIGTERM only once continued
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 pass
         self.kill9()  # the hard way, unless it exited already
         return self.proc.returncode
+
+    def pause(self) -> None:
+        """SIGSTOP the whole process group: its sockets stay open but it does nothing (no heartbeats)."""
+        self._signal_group(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT the whole process group (undoes `pause`)."""
+        self._signal_group(signal.SIGCONT)
 
     def wait_exit(self, timeout: float) -> int:
         assert self.proc is not None
@@ -192,12 +201,15 @@ def kill_all() -> None:
 class Daemon(Process):
     """`python -m durably_server dev --db DB --listen 127.0.0.1:PORT` with a fixed port (restartable)."""
 
-    def __init__(self, workdir: Path, *, db: Path, port: int, name: str = "daemon") -> None:
+    def __init__(
+        self, workdir: Path, *, db: Path, port: int, name: str = "daemon", extra_args: Sequence[str] = ()
+    ) -> None:
         self.db = db
         self.port = port
         argv = [sys.executable, "-m", "durably_server", "dev", "--db", str(db), "--listen", self.address]
         # Retries back off in milliseconds here so that retry tests stay fast.
         argv += ["--retry-base", "20ms", "--retry-max", "200ms"]
+        argv += extra_args  # e.g. "--heartbeat", "200ms", "--worker-timeout", "1s"
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         super().__init__(name, argv, env=env, workdir=workdir)
 
@@ -246,14 +258,14 @@ class WorkerProcess(Process):
 class Harness:
     """One daemon (restartable on the same db and port), its workers, the observation log."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, daemon_args: Sequence[str] = ()) -> None:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.log = workdir / "observations.jsonl"
         self.log.touch()
         self.control = workdir / "control"
         self.control.mkdir(exist_ok=True)
-        self.daemon = Daemon(workdir, db=workdir / "durably.db", port=free_port())
+        self.daemon = Daemon(workdir, db=workdir / "durably.db", port=free_port(), extra_args=daemon_args)
         self.processes: list[Process] = [self.daemon]
 
     @property
