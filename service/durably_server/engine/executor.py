@@ -17,6 +17,7 @@ from enum import Enum
 from durably_server._core import CoreError, LimitExceeded
 from durably_server.engine.alarms import Alarms
 from durably_server.engine.coordination import INVOKE, SLEEP, Planned, Resolved, WaitIndex, plan
+from durably_server.engine.cron import Cron
 from durably_server.engine.merge import Merge, merge_report
 from durably_server.engine.metrics import Metrics
 from durably_server.engine.registry import Registry
@@ -81,6 +82,8 @@ class Executor:
         self.deadlines: Alarms[tuple[str, Deadline]] = Alarms(self._time_out)
         self.writes = Writes(self.registry.get, WaitIndex(store.read_now(sql.wait_paths)))
         self.timers: Alarms[sql.Timer] = Alarms(self._timer_fired)
+        self.cron = Cron(self.registry.get, self._cron_tick)
+        self.cron.sync(self.registry.all())
         for timer in store.read_now(sql.load_timers):
             self.timers.add(timer.due_ms, timer)
         for item in store.read_now(sql.load_queue):
@@ -102,6 +105,7 @@ class Executor:
         self.scheduler.start()
         self.deadlines.start()
         self.timers.start()
+        self.cron.start()
         self._watcher = asyncio.get_running_loop().create_task(self._expire_silent_workers())
 
     async def stop(self) -> None:
@@ -109,13 +113,19 @@ class Executor:
             self._watcher.cancel()
         self.deadlines.stop()
         self.timers.stop()
+        self.cron.stop()
         await self.scheduler.stop()
 
     # ---- events -----------------------------------------------------------------------------
 
     async def send_events(self, events: list[Event]) -> SendResult:
+        fx = await self._store_events([(event, self.registry.triggered_by(event.name)) for event in events])
+        self.metrics.events_received += len(events)
+        return SendResult([event.id for event in events], [run.id for run, _, _ in fx.created])
+
+    async def _store_events(self, plan: list[tuple[Event, list[FunctionSpec]]]) -> Effects:
+        """Commit events with the runs they start and the waits they satisfy, then apply that."""
         now = now_ms()
-        plan = [(event, self.registry.triggered_by(event.name)) for event in events]
 
         def write(conn: sqlite3.Connection) -> Effects:
             fx = Effects()
@@ -124,9 +134,8 @@ class Executor:
             return fx
 
         fx = await self.store.write(write)
-        self.metrics.events_received += len(events)
         self._apply(fx)
-        return SendResult([event.id for event in events], [run.id for run, _, _ in fx.created])
+        return fx
 
     def _apply(self, fx: Effects) -> None:
         """After a commit: bring memory in line with what it stored."""
@@ -176,6 +185,9 @@ class Executor:
 
         self._apply(await self.store.write(write))
 
+    async def _cron_tick(self, spec: FunctionSpec, event: Event) -> None:
+        await self._store_events([(event, [spec])])
+
     def _find_function(self, app_id: str, reference: str) -> FunctionSpec | None:
         """`fn` is a function of the caller's app, `app/fn` one of any app."""
         ref_app, _, fn = reference.rpartition("/")
@@ -200,6 +212,7 @@ class Executor:
         await self.store.write(lambda conn: sql.upsert_functions(conn, specs, now))
         for spec in specs:
             self.registry.put(spec)
+        self.cron.sync(specs)
         worker = WorkerConn(new_id(), app_id, name, frozenset(s.id for s in specs), capacity, last_seen_ms=now)
         self.scheduler.attach(worker)
         self._workers.add(worker)
