@@ -43,11 +43,34 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.json", help="JSON results file")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (databases, process logs)")
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="first wait up to this long for other processes to leave the CPU idle (a shared machine)",
+    )
     return parser
 
 
 def _terminate(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
+
+
+def _wait_quiet(limit: float) -> None:
+    """Wait until other processes keep less than BUSY_WARNING cores busy over 3 s (at most ``limit`` s)."""
+    deadline = time.monotonic() + limit
+    while True:
+        before = cpu.sample()
+        time.sleep(3)
+        busy = cpu.other_cores(before, cpu.sample())
+        if busy < BUSY_WARNING:
+            say(f"machine quiet (other processes: {busy:.2f} cores)")
+            return
+        if time.monotonic() >= deadline:
+            say(f"machine still busy after {limit:g} s (other processes: {busy:.2f} cores); running anyway")
+            return
+        say(f"waiting for a quiet machine (other processes: {busy:.2f} cores)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     date = datetime.now(UTC).isoformat(timespec="seconds")
     workdir = Path(tempfile.mkdtemp(prefix="durably-bench-"))
     info = machine.describe(workdir)
+    if args.wait_quiet > 0:
+        _wait_quiet(args.wait_quiet)
     say(f"durably bench ({profile.name}); work folder {workdir}")
     say(machine.summary(info))
     try:

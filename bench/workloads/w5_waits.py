@@ -27,7 +27,15 @@ def _rep(group: Cluster, count: int, tag: str, timeout: float) -> tuple[Rep, flo
     api = group.api
     keys = [f"{tag}-{i}" for i in range(count)]
     base = daemon_rss(group)
+    dispatched = api.metrics().executions_dispatched
     run_ids = api.send(START, [{"k": k} for k in keys])
+    # Cheap first (every run's first execution was sent), then the count itself (10 ListRuns pages).
+    wait_until(
+        lambda: api.metrics().executions_dispatched - dispatched >= count,
+        timeout=timeout,
+        what=f"the first executions of {count:,} runs",
+        interval=0.05,
+    )
     wait_until(
         lambda: len(api.list_runs(FUNCTION, "waiting", cap=count)) >= count,
         timeout=timeout,
