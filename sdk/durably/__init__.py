@@ -17,7 +17,8 @@ or restarted run resumes where it stopped and never repeats finished work::
 
 from durably._client import Client
 from durably._context import Context
-from durably._function import EventTrigger, Function, on_event
+from durably._durations import Duration
+from durably._function import Concurrency, CronTrigger, EventTrigger, Function, Timeouts, on_cron, on_event
 from durably._step import Step
 from durably._sync_client import SyncClient
 from durably._types import ErrorInfo, Event, FunctionInfo, Run, RunStatus, RunStep
@@ -38,8 +39,11 @@ from durably.errors import (
 
 __all__ = [
     "Client",
+    "Concurrency",
     "Context",
+    "CronTrigger",
     "DurablyError",
+    "Duration",
     "ErrorInfo",
     "Event",
     "EventTrigger",
@@ -59,7 +63,9 @@ __all__ = [
     "StepLimitExceeded",
     "StepOutputTooLarge",
     "SyncClient",
+    "Timeouts",
     "Worker",
     "__version__",
+    "on_cron",
     "on_event",
 ]

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import grpc
 
 from durably import _api
-from durably._function import EventTrigger, Function, Handler, make_function
+from durably._function import Concurrency, EventTrigger, Function, Handler, Timeouts, Trigger, make_function
 from durably._grpc import CHANNEL_OPTIONS, map_rpc_error, resolve_address
 from durably._types import Event, FunctionInfo, Run, RunStatus
 from durably.errors import DurablyError
@@ -55,32 +55,44 @@ class Client:
     def function(
         self,
         id: str,
-        trigger: EventTrigger | list[EventTrigger] | None = None,
+        trigger: Trigger | list[Trigger] | None = None,
         *,
         retries: int = 3,
         optimize_parallelism: bool = False,
+        concurrency: int | Concurrency | list[Concurrency] | None = None,
+        timeouts: Timeouts | None = None,
+        on_failure: Handler | None = None,
+        cancel_on: EventTrigger | list[EventTrigger] | None = None,
     ) -> Callable[[Handler], Function]:
         """Declare a durable function: ``@client.function(id="x", trigger=durably.on_event("e"))``.
 
         The handler is an ``async def handler(ctx: durably.Context)``. It runs again from the top for
         every new step (finished steps return their saved results), so everything outside
-        ``ctx.step.run`` must be deterministic and free of side effects. ``retries`` (0..20) is how
-        many times a failing step or handler is retried after its first attempt.
+        ``ctx.step.run`` must be deterministic and free of side effects.
+
+        * ``trigger``: :func:`durably.on_event` and/or :func:`durably.on_cron` rules, one or a list;
+          none means the function runs only when invoked (``step.invoke``).
+        * ``retries`` (0..20): how many times a failing step or handler is retried after its first
+          attempt.
+        * ``concurrency``: at most that many executions at once (an int), or up to two
+          :class:`durably.Concurrency` limits, e.g. per ``key="event.data.userId"``.
+        * ``timeouts``: :class:`durably.Timeouts` cancelling runs that do not start, or do not finish,
+          in time.
+        * ``on_failure``: an ``async def handler(ctx)`` run once for every run of this function that
+          fails (not for cancelled ones). It is a function of its own, with the id ``<id>-failure``,
+          no trigger and the same ``retries``, served by any worker serving this function. Its
+          ``ctx.event`` is the ``durably/function.failed`` event, with data ``{"app_id",
+          "function_id", "run_id", "event": {"id", "name", "data", "ts"}, "error": {"name",
+          "message", "stack"}}``.
+        * ``cancel_on``: :func:`durably.on_event` rules (with ``match=`` and/or ``if_=``) whose events
+          cancel a running run of this function, e.g. ``on_event("order/cancelled",
+          match="data.orderId")``. Only events received after the run was created count.
 
         Returns a decorator that returns the :class:`durably.Function` to pass to ``Worker``.
         Mistakes raise ``ValueError``/``TypeError`` right here, at decoration time.
         """
-        # Check the options now, so a bad id fails at the decorator line even before it is applied.
-        make_function(
-            app_id=self.app_id,
-            id=id,
-            handler=_placeholder,
-            trigger=trigger,
-            retries=retries,
-            optimize_parallelism=optimize_parallelism,
-        )
 
-        def decorate(handler: Handler) -> Function:
+        def build(handler: object) -> Function:
             return make_function(
                 app_id=self.app_id,
                 id=id,
@@ -88,9 +100,14 @@ class Client:
                 trigger=trigger,
                 retries=retries,
                 optimize_parallelism=optimize_parallelism,
+                concurrency=concurrency,
+                timeouts=timeouts,
+                on_failure=on_failure,
+                cancel_on=cancel_on,
             )
 
-        return decorate
+        build(_placeholder)  # check the options now, so a bad one fails at the decorator line
+        return build
 
     # --- the API --------------------------------------------------------------------------------
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 
-from durably._execution import ExecutionOutcome, ExecutionRequest, OpKind, StepOp
-from durably._function import Function
-from durably._json import JsonValueError, decode, encode
+from durably._durations import to_ms
+from durably._execution import ExecutionOutcome, ExecutionRequest
+from durably._function import CronTrigger, Function, Trigger
+from durably._json import decode
 from durably._memos import Memos, Outcome
-from durably._types import ErrorInfo, Event, FunctionInfo, Run, RunStatus, RunStep
+from durably._ops import OpKind, OpRequest, StepOp
+from durably._types import ErrorInfo, Event, FunctionInfo, Run, RunStatus, RunStep, check_event
 from durably.errors import InvalidArgumentError
 from durably.protocol.v1 import api_pb2, common_pb2, worker_pb2
 
@@ -33,6 +35,7 @@ def failure_to_pb(error: ErrorInfo) -> common_pb2.Failure:
         stack=error.stack,
         non_retriable=error.non_retriable,
         code=error.code,
+        retry_after_ms=error.retry_after_ms,
     )
 
 
@@ -43,6 +46,7 @@ def failure_from_pb(failure: common_pb2.Failure) -> ErrorInfo:
         stack=failure.stack,
         code=failure.code,
         non_retriable=failure.non_retriable,
+        retry_after_ms=failure.retry_after_ms,
     )
 
 
@@ -80,18 +84,15 @@ def event_to_pb(event: Event, position: int = 0) -> common_pb2.Event:
     """An event ready to send; refuses (InvalidArgumentError) what the executor would refuse."""
     if not isinstance(event, Event):
         raise TypeError(f"send() takes durably.Event objects, got {type(event).__name__} at position {position}")
-    where = f'event {position} ("{event.name}")'
-    if not isinstance(event.name, str) or not event.name:
-        raise InvalidArgumentError(f"event {position} has no name", status="INVALID_ARGUMENT")
-    if not isinstance(event.data, dict):
-        raise InvalidArgumentError(
-            f"{where}: data must be a dict (a JSON object), got {type(event.data).__name__}",
-            status="INVALID_ARGUMENT",
-        )
     try:
-        data_json = encode(event.data)
-    except JsonValueError as exc:
-        raise InvalidArgumentError(f"{where}: data {exc}", status="INVALID_ARGUMENT") from None
+        data_json = check_event(event, f"event {position}")
+    except ValueError as exc:
+        raise InvalidArgumentError(str(exc), status="INVALID_ARGUMENT") from None
+    return checked_event_to_pb(event, data_json)
+
+
+def checked_event_to_pb(event: Event, data_json: bytes) -> common_pb2.Event:
+    """An event that passed :func:`durably._types.check_event`, with the data JSON that check returned."""
     return common_pb2.Event(id=event.id or "", name=event.name, data_json=data_json, ts_ms=event.ts or 0)
 
 
@@ -218,20 +219,37 @@ def register_message(
     return worker_pb2.WorkerMessage(
         register=worker_pb2.Register(
             app_id=app_id,
-            functions=[
-                worker_pb2.FunctionConfig(
-                    id=function.id,
-                    triggers=[worker_pb2.Trigger(event=trigger.event) for trigger in function.triggers],
-                    retries=function.retries,
-                    optimize_parallelism=function.optimize_parallelism,
-                )
-                for function in functions
-            ],
+            functions=[function_config(function) for function in functions],
             capacity=capacity,
             worker_name=worker_name,
             sdk_version=sdk_version,
         )
     )
+
+
+def function_config(function: Function) -> worker_pb2.FunctionConfig:
+    """A function's declaration as the executor registers it."""
+    timeouts = function.timeouts
+    return worker_pb2.FunctionConfig(
+        id=function.id,
+        triggers=[_trigger_to_pb(trigger) for trigger in function.triggers],
+        retries=function.retries,
+        optimize_parallelism=function.optimize_parallelism,
+        start_timeout_ms=to_ms(timeouts.start) if timeouts is not None and timeouts.start is not None else 0,
+        finish_timeout_ms=to_ms(timeouts.finish) if timeouts is not None and timeouts.finish is not None else 0,
+        concurrency=[common_pb2.ConcurrencyLimit(limit=c.limit, key=c.key or "") for c in function.concurrency],
+        on_failure=function.on_failure.id if function.on_failure is not None else "",
+        cancel_on=[
+            worker_pb2.CancelOn(event=rule.event, match=rule.match or "", if_expression=rule.if_ or "")
+            for rule in function.cancel_on
+        ],
+    )
+
+
+def _trigger_to_pb(trigger: Trigger) -> worker_pb2.Trigger:
+    if isinstance(trigger, CronTrigger):
+        return worker_pb2.Trigger(cron=worker_pb2.CronTrigger(schedule=trigger.schedule, timezone=trigger.timezone))
+    return worker_pb2.Trigger(event=trigger.event, if_expression=trigger.if_ or "")
 
 
 def heartbeat_message(in_flight: Iterable[str]) -> worker_pb2.WorkerMessage:
@@ -267,6 +285,10 @@ _OPCODES = {
     OpKind.STEP_RUN: worker_pb2.OPCODE_STEP_RUN,
     OpKind.STEP_ERROR: worker_pb2.OPCODE_STEP_ERROR,
     OpKind.STEP_PLANNED: worker_pb2.OPCODE_STEP_PLANNED,
+    OpKind.SLEEP: worker_pb2.OPCODE_SLEEP,
+    OpKind.WAIT_FOR_EVENT: worker_pb2.OPCODE_WAIT_FOR_EVENT,
+    OpKind.SEND_EVENT: worker_pb2.OPCODE_SEND_EVENT,
+    OpKind.INVOKE: worker_pb2.OPCODE_INVOKE,
 }
 
 
@@ -282,7 +304,29 @@ def _step_op_to_pb(op: StepOp) -> worker_pb2.StepOp:
     )
     if op.error is not None:
         message.error.CopyFrom(failure_to_pb(op.error))
+    if op.request is not None:
+        _request_to_pb(op.request, message)
     return message
+
+
+def _request_to_pb(request: OpRequest, message: worker_pb2.StepOp) -> None:
+    """The fields of a step the executor carries out (only those of its kind are set)."""
+    message.wake_at_ms = request.wake_at_ms
+    if request.wait is not None:
+        wait = request.wait
+        message.wait.CopyFrom(
+            worker_pb2.WaitForEvent(
+                event=wait.event, expires_at_ms=wait.expires_at_ms, match=wait.match, if_expression=wait.if_expression
+            )
+        )
+    message.events.extend(checked_event_to_pb(event, data_json) for event, data_json in request.events)
+    if request.invoke is not None:
+        invoke = request.invoke
+        message.invoke.CopyFrom(
+            worker_pb2.Invoke(
+                function_id=invoke.function_id, data_json=invoke.data_json, expires_at_ms=invoke.expires_at_ms
+            )
+        )
 
 
 def execution_result_to_pb(execution_id: str, outcome: ExecutionOutcome) -> worker_pb2.ExecutionResult:

@@ -1,7 +1,10 @@
 """The execution engine: run a handler once from the top against the run's saved step outcomes.
 
 This is the re-execution model of the seed article. One *execution* calls the handler with a fresh
-:class:`Context`; every ``step.run`` it reaches is looked up by hashed step id in the run's memos.
+:class:`Context`; every step it reaches is looked up by hashed step id in the run's memos. Steps are
+of two sorts sharing ids, counters and memos: ``step.run`` steps have a body the worker runs; *op
+steps* (``sleep``, ``sleep_until``, ``wait_for_event``, ``send_event``, ``invoke``) are carried out
+by the executor, which saves their result like a body's.
 
 **Memo hits, in record order.** A saved outcome is decoded (lazily, only now) and returned, or the
 saved failure is raised as :class:`StepError`; the step's code does not run. The memos come in
@@ -22,18 +25,20 @@ sees the same winner on every replay, whatever order the code starts the racers 
 the handler is quiet and no memo hit waits for its turn, the engine decides, depending on the kind of
 execution (``ExecutionRequest``):
 
-* *discovery* (no targets): one pending step alone, with nothing run yet, runs inline and its result
-  goes back to the handler, which continues (so N sequential steps take N executions); several
-  pending together (``asyncio.gather``, a task group) are reported as ``STEP_PLANNED`` in the order
-  they were met and none runs; with ``plan_only`` every pending step is planned. Anything after a
-  step ran inline, or after planning, stops the handler;
+* *discovery* (no targets): one pending ``step.run`` alone, with nothing run yet, runs inline and its
+  result goes back to the handler, which continues (so N sequential steps take N executions); several
+  pending together (``asyncio.gather``, a task group) are reported in the order they were met and
+  none runs: ``step.run`` steps as ``STEP_PLANNED``, op steps as their op (``SLEEP``, ...). An op
+  step is never run inline, so one pending alone is reported too; with ``plan_only`` every pending
+  step is reported. Anything after a step ran inline, or after reporting, stops the handler;
 * *targeted*: a new step whose id is a target starts its body at once, concurrently with the other
-  targets; other new steps are neither run nor reported. A target that finishes while the execution
-  goes on (other targets still running or not met yet) is reported at once, in a partial result, so
-  the executor records it without waiting for the slowest (a race's winner is seen as soon as it
-  wins). When every target has been met and has finished, the handler is stopped (results go to the
-  executor, not back to the handler, so no code after them runs before they are recorded). Targets
-  still unmet once the handler is blocked are reported as a ``StepNotFound`` failure.
+  targets; other new steps (op steps included) are neither run nor reported. A target that finishes
+  while the execution goes on (other targets still running or not met yet) is reported at once, in a
+  partial result, so the executor records it without waiting for the slowest (a race's winner is
+  seen as soon as it wins). When every target has been met and has finished, the handler is stopped
+  (results go to the executor, not back to the handler, so no code after them runs before they are
+  recorded). Targets still unmet once the handler is blocked are reported as a ``StepNotFound``
+  failure.
 
 The handler is stopped by completing every pending future with :class:`_Interrupt`. The outcome
 (:class:`ExecutionOutcome`) lists the ops that happened, in order (those not reported early), and
@@ -47,27 +52,28 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import enum
 import heapq
 import inspect
 import logging
-import time
 import traceback
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from durably._context import Context
+from durably._durations import now_ms
 from durably._function import Function
 from durably._ids import StepIdCounter
 from durably._json import JsonValueError, check_output_type, decode, encode, rehydrate, to_plain
-from durably._memos import Memos
+from durably._memos import Memos, Outcome
+from durably._ops import OpKind, OpRequest, StepOp
 from durably._step import Step
 from durably._types import ErrorInfo, Event
 from durably.errors import (
     ErrorCode,
     NonRetriableError,
     OutputUnserializableError,
+    RetryAfterError,
     StepError,
     StepNestedError,
     StepOutputTooLarge,
@@ -99,32 +105,6 @@ class _Interrupt(BaseException):
     it (``except BaseException``, ``gather(return_exceptions=True)``) does not change the outcome: the
     execution still reports "yielded", but code after the catch runs for nothing.
     """
-
-
-class OpKind(enum.Enum):
-    """What a recorded op says happened."""
-
-    STEP_RUN = "step_run"
-    """A step body ran and returned ``data_json``."""
-    STEP_ERROR = "step_error"
-    """A step body ran and failed with ``error``; the executor retries it or saves the failure."""
-    STEP_PLANNED = "step_planned"
-    """A new step met together with others (or while ``plan_only``): it did not run; the executor
-    runs it in an execution that targets it."""
-
-
-@dataclass(frozen=True, slots=True)
-class StepOp:
-    """One thing the handler did that the executor must record."""
-
-    op: OpKind
-    id: str
-    name: str
-    index: int
-    started_at_ms: int
-    ended_at_ms: int
-    data_json: bytes = b""
-    error: ErrorInfo | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +148,7 @@ async def execute(function: Function, request: ExecutionRequest, report_early: R
     finish, and are not repeated in the outcome. Everything the handler raises becomes the outcome's
     ``error``; only the cancellation of the calling task itself propagates.
     """
-    execution = _Execution(request, asyncio.get_running_loop(), report_early)
+    execution = _Execution(request, function.app_id, asyncio.get_running_loop(), report_early)
     ctx = Context(
         event=request.event,
         events=[request.event],
@@ -226,6 +206,7 @@ def failure_from_exception(exc: BaseException, *, non_retriable: bool) -> ErrorI
         stack="".join(traceback.format_exception(exc)),
         code=error_code(exc),
         non_retriable=non_retriable,
+        retry_after_ms=exc.retry_after_ms() if isinstance(exc, RetryAfterError) else 0,
     )
 
 
@@ -249,24 +230,42 @@ def _step_not_found(missing: list[str], handler_error: ErrorInfo | None) -> Erro
 
 class _PendingStep:
     """A new step waiting for the engine: its future gets None ("run your body here", discovery only)
-    or an :class:`_Interrupt`. ``task`` is the task awaiting it."""
+    or an :class:`_Interrupt`. ``task`` is the task awaiting it. ``request`` is set for a step the
+    executor carries out, in a discovery: it is reported as that op and never gets None (in a targeted
+    execution such a step is held with no request, since it is not reported)."""
 
-    __slots__ = ("future", "hashed_id", "index", "name", "task")
+    __slots__ = ("future", "hashed_id", "index", "name", "request", "task")
 
     def __init__(
-        self, name: str, hashed_id: str, index: int, future: asyncio.Future[None], task: asyncio.Task[Any] | None
+        self,
+        name: str,
+        hashed_id: str,
+        index: int,
+        future: asyncio.Future[None],
+        task: asyncio.Task[Any] | None,
+        request: OpRequest | None = None,
     ) -> None:
         self.name = name
         self.hashed_id = hashed_id
         self.index = index
         self.future = future
         self.task = task
+        self.request = request
+
+    def op(self) -> StepOp:
+        """What a discovery reports for this step when it does not run it here."""
+        if self.request is None:
+            return StepOp(OpKind.STEP_PLANNED, self.hashed_id, self.name, self.index, 0, 0)
+        return StepOp(self.request.kind, self.hashed_id, self.name, self.index, 0, 0, request=self.request)
 
 
 class _Execution:
     """State of one execution; implements :class:`durably._step.StepRunner` for ``ctx.step``."""
 
-    def __init__(self, request: ExecutionRequest, loop: asyncio.AbstractEventLoop, report_early: ReportEarly) -> None:
+    def __init__(
+        self, request: ExecutionRequest, app_id: str, loop: asyncio.AbstractEventLoop, report_early: ReportEarly
+    ) -> None:
+        self._app_id = app_id
         self._loop = loop
         self._report_early = report_early
         self._outcomes = request.memos.outcomes
@@ -310,6 +309,10 @@ class _Execution:
 
     # --- the step API ---------------------------------------------------------------------------
 
+    @property
+    def app_id(self) -> str:
+        return self._app_id
+
     async def run_step(
         self,
         name: str,
@@ -318,18 +321,42 @@ class _Execution:
         kwargs: dict[str, Any],
         output_type: type[Any] | None,
     ) -> Any:
-        if not isinstance(name, str) or not name:
-            raise TypeError(f"step.run() needs a non-empty str id as its first argument, got {name!r}")
+        _check_id("step.run", name)
         if not callable(fn):
             raise TypeError(f'step.run("{name}", fn): fn must be callable, got {fn!r}')
         if output_type is not None:
             check_output_type(output_type)
+        hashed_id, index, position = self._reach("step.run", name)
+        if position is None:
+            step = _PendingStep(name, hashed_id, index, self._loop.create_future(), asyncio.current_task())
+            return await self._new_step(step, fn, args, kwargs, output_type)
+        return rehydrate(decode(await self._replay(name, position)), output_type)
+
+    async def op_step(self, api: str, name: str, build: Callable[[], OpRequest]) -> Any:
+        """A step the executor carries out (sleep, wait, send, invoke): replayed like ``step.run``; when
+        new, a discovery reports ``build()`` (built here, so its argument errors are raised at the call)
+        and a targeted execution neither reports nor runs it. Either way the handler stops there."""
+        _check_id(api, name)
+        hashed_id, index, position = self._reach(api, name)
+        if position is not None:
+            return decode(await self._replay(name, position))
+        request = None if self._targets else build()
+        step = _PendingStep(name, hashed_id, index, self._loop.create_future(), asyncio.current_task(), request)
+        self._new_steps += 1
+        self._pending.append(step)
+        self._poke()
+        await step.future  # only ever completed with _Interrupt
+        raise self._interrupt()
+
+    def _reach(self, api: str, name: str) -> tuple[str, int, int | None]:
+        """Count a step the handler reached: its hashed id, index, and the record position of its saved
+        outcome (None when it is new to this execution)."""
         if self._closed:
-            raise RuntimeError(f'step.run("{name}") was called after its execution ended')
+            raise RuntimeError(f'{api}("{name}") was called after its execution ended')
         outer = _current_step.get()
         if outer is not None:  # before counting: replays never run the outer body, so never count this
             raise StepNestedError(
-                f'step.run("{name}") was called inside the body of step "{outer}"; steps cannot be '
+                f'{api}("{name}") was called inside the body of step "{outer}"; steps cannot be '
                 "nested: call it from the handler instead"
             )
         if self.interrupted:
@@ -337,18 +364,22 @@ class _Execution:
         hashed_id, index = self._counter.next(name)
         self._activity += 1
         position = self._positions.get(hashed_id)
+        if position is not None and position >= self._length:
+            position = None
+        return hashed_id, index, position
+
+    async def _replay(self, name: str, position: int) -> bytes:
+        """The saved result at ``position`` once it is its turn (see the module docstring), or the saved
+        failure raised as :class:`StepError`."""
         task = asyncio.current_task()
-        if position is None or position >= self._length:
-            step = _PendingStep(name, hashed_id, index, self._loop.create_future(), task)
-            return await self._new_step(step, fn, args, kwargs, output_type)
         if position > self._head or (self._turn_task is not None and self._turn_task is not task):
             await self._wait_turn(position, task)
         else:
             self._replayed(position, task)
-        saved = self._outcomes[position]
+        saved: Outcome = self._outcomes[position]
         if isinstance(saved, ErrorInfo):
             raise step_error(name, saved.name, saved.message, saved.stack, saved.code)
-        return rehydrate(decode(saved), output_type)
+        return saved
 
     async def _new_step(
         self,
@@ -407,7 +438,7 @@ class _Execution:
         output_type: type[Any] | None,
     ) -> bytes | None:
         """Run the step's code and record its op. The saved JSON on success, None on failure."""
-        started = _now_ms()
+        started = now_ms()
         token = _current_step.set(step.name)
         try:
             result = await _call(fn, args, kwargs)
@@ -421,7 +452,7 @@ class _Execution:
             return None
         finally:
             _current_step.reset(token)
-        ended = _now_ms()
+        ended = now_ms()
         try:
             data = encode(to_plain(result, output_type))
         except JsonValueError as exc:
@@ -465,7 +496,7 @@ class _Execution:
                 name=step.name,
                 index=step.index,
                 started_at_ms=started,
-                ended_at_ms=_now_ms() if ended is None else ended,
+                ended_at_ms=now_ms() if ended is None else ended,
                 data_json=data_json,
                 error=error,
             )
@@ -539,10 +570,8 @@ class _Execution:
             return
         if self._ran_inline:
             self._interrupt()
-        elif self._plan_only or len(waiting) > 1:
-            self.ops.extend(
-                StepOp(OpKind.STEP_PLANNED, step.hashed_id, step.name, step.index, 0, 0) for step in waiting
-            )
+        elif self._plan_only or len(waiting) > 1 or waiting[0].request is not None:
+            self.ops.extend(step.op() for step in waiting)
             self._interrupt()
         else:
             self._ran_inline = True
@@ -624,5 +653,6 @@ async def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str,
     return result
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
+def _check_id(api: str, name: object) -> None:
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"{api}() needs a non-empty str id as its first argument, got {name!r}")

@@ -1,9 +1,23 @@
-"""``ctx.step``: the step API handlers call. A thin, typed front; the engine in ``_execution`` decides."""
+"""``ctx.step``: the step API handlers call. A thin, typed front; the engine in ``_execution`` decides,
+and ``_ops`` checks the arguments of the steps the executor carries out."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Any, Protocol, TypeVar, overload
+
+from durably._durations import Duration
+from durably._function import Function
+from durably._ops import (
+    OpRequest,
+    invoke_request,
+    send_request,
+    sleep_request,
+    sleep_until_request,
+    wait_request,
+)
+from durably._types import Event, event_from_json
 
 T = TypeVar("T")
 
@@ -20,14 +34,38 @@ class StepRunner(Protocol):
         output_type: type[Any] | None,
     ) -> Any: ...
 
+    async def op_step(self, api: str, name: str, build: Callable[[], OpRequest]) -> Any:
+        """A step the executor carries out: its saved result (decoded JSON), or, when it is new, ``build()``
+        is reported and the handler stops there."""
+        ...
+
+    @property
+    def app_id(self) -> str:
+        """The app of the function being executed."""
+        ...
+
 
 class Step:
     """The step API of one execution of a handler (``ctx.step``).
 
     Each call is identified by its id and how many times that id was used before in this execution
-    (a loop calling ``step.run("send", ...)`` three times makes ``send``, ``send:1``, ``send:2``). The
-    handler is replayed from the top for every new step, so it must reach its steps in the same order
-    every time: keep anything non-deterministic (time, randomness, I/O) inside step bodies.
+    (a loop calling ``step.run("send", ...)`` three times makes ``send``, ``send:1``, ``send:2``); all
+    step kinds share these ids and counters. The handler is replayed from the top for every new step,
+    so it must reach its steps in the same order every time: keep anything non-deterministic (time,
+    randomness, I/O) inside step bodies.
+
+    ``run`` executes its body in the worker. ``sleep``, ``sleep_until``, ``wait_for_event``,
+    ``send_event`` and ``invoke`` are carried out by the executor: when the handler reaches one that
+    has no saved result, the worker reports it and the handler stops there (nothing runs in the
+    worker while a run sleeps or waits); the executor saves the step's result once it is done and
+    replays the handler, which then gets that result. Met together with other new steps
+    (``asyncio.gather``), they are all reported at once, so a sleep and a ``step.run`` proceed in
+    parallel.
+
+    **Durations** (sleeps and timeouts) are strings such as ``"500ms"``, ``"30s"``, ``"10m"``,
+    ``"2h"``, ``"7d"`` or ``"1h30m"``, ``timedelta`` objects, or numbers of seconds; nothing may last
+    more than one year (366 days, as in Inngest). Mistakes raise ``ValueError``/``TypeError`` at the
+    call, naming the step.
     """
 
     __slots__ = ("_runner",)
@@ -110,3 +148,81 @@ class Step:
         that reaches a loser still in flight plans it again, which the executor ignores.
         """
         return await self._runner.run_step(id, fn, args, kwargs, output_type)
+
+    async def sleep(self, id: str, duration: Duration) -> None:
+        """Pause the run for ``duration`` (``"30s"``, ``"24h"``, a ``timedelta``, seconds; at most one year).
+
+        The executor wakes the run when the time has come (never earlier) and the handler continues
+        after this call; no worker is busy in between. A negative, malformed or longer-than-a-year
+        duration raises ``ValueError``.
+        """
+        await self._runner.op_step("step.sleep", id, lambda: sleep_request(id, duration))
+
+    async def sleep_until(self, id: str, when: datetime | str) -> None:
+        """Pause the run until ``when``: an aware ``datetime`` or an ISO 8601 string with an offset
+        (``"2030-01-02T09:00:00+01:00"``, ``"…Z"``).
+
+        A time already past wakes the run at once. A naive datetime (no time zone: its meaning would
+        depend on the machine) or a time more than one year ahead raises ``ValueError``.
+        """
+        await self._runner.op_step("step.sleep_until", id, lambda: sleep_until_request(id, when))
+
+    async def wait_for_event(
+        self,
+        id: str,
+        *,
+        event: str,
+        timeout: Duration,
+        match: str | None = None,
+        if_: str | None = None,
+    ) -> Event | None:
+        """Pause the run until an event named ``event`` arrives, and return it; None after ``timeout``.
+
+        ``match="data.userId"`` accepts only an event whose ``data.userId`` equals the one of the
+        run's triggering event (it pairs ``event.<path>`` of the trigger with ``async.<path>`` of the
+        incoming event). ``if_`` is an expression over ``event`` (the run's trigger) and ``async``
+        (the incoming event) in a CEL-like subset: ``==``, ``!=``, ``<``, ``<=``, ``>``, ``>=``,
+        ``&&``, ``||``, ``!``, parentheses, field paths and string/number/bool/null literals, e.g.
+        ``if_="async.data.total > 100 && async.data.userId == event.data.userId"``. With both, both
+        must hold. The executor parses the expression and fails the run with a clear error if it is
+        invalid.
+
+        **No lookback**, as in Inngest: only events received after the wait was recorded can match.
+        An event sent just before the handler reached this step (or while the worker was reporting
+        it) is missed, and the wait times out. ``timeout`` is a duration of at most one year.
+        """
+        value = await self._runner.op_step(
+            "step.wait_for_event", id, lambda: wait_request(id, event, timeout, match, if_)
+        )
+        return None if value is None else event_from_json(value)
+
+    async def send_event(self, id: str, events: Event | Sequence[Event]) -> list[str]:
+        """Send one event or several from the run, exactly once, and return their ids.
+
+        The executor stores the events together with this step's result, so a retry or a replay never
+        sends them twice; an event without an ``id`` gets a stable one. Events are checked as
+        ``client.send`` checks them (a name, data that is a JSON object).
+        """
+        ids: list[str] = await self._runner.op_step("step.send_event", id, lambda: send_request(id, events))
+        return ids
+
+    async def invoke(
+        self,
+        id: str,
+        *,
+        function: Function | str,
+        data: dict[str, Any] | None = None,
+        timeout: Duration | None = None,
+    ) -> Any:
+        """Run another function as a child run with ``data`` as its event data, wait for it to end,
+        and return its output.
+
+        ``function`` is what ``@client.function(...)`` returned (of this app or another) or a
+        function id: ``"fn"`` in this app, ``"app/fn"`` in another. The child runs whatever its
+        triggers; its ``ctx.event`` carries ``data``. If the child fails, or has not finished after
+        ``timeout`` (default and maximum: one year), this raises :class:`durably.StepError` (its
+        ``error_name`` is ``"InvokeError"`` or ``"InvokeTimeout"``), which the handler may catch.
+        """
+        return await self._runner.op_step(
+            "step.invoke", id, lambda: invoke_request(id, self._runner.app_id, function, data, timeout)
+        )

@@ -11,6 +11,11 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
+from durably._json import JsonValueError, encode
+
+MAX_EVENT_NAME = 255
+"""Longest event name (and event id) the executor accepts."""
+
 
 @dataclass(frozen=True, slots=True)
 class Event:
@@ -25,6 +30,46 @@ class Event:
     data: dict[str, Any] = field(default_factory=dict)
     id: str | None = None
     ts: int | None = None
+
+
+def check_event_name(name: object, what: str) -> str:
+    """``name`` if it can name an event (a non-empty str of at most 255 characters), else ``ValueError``
+    starting with ``what``."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"{what} needs a non-empty event name, got {name!r}")
+    if len(name) > MAX_EVENT_NAME:
+        raise ValueError(f"{what}: event names are at most {MAX_EVENT_NAME} characters, got {len(name)}")
+    return name
+
+
+def check_event(event: Event, what: str) -> bytes:
+    """Refuse (``ValueError`` starting with ``what``) an event the executor would refuse; return its data
+    as JSON. Shared by ``client.send`` and ``step.send_event``, so both accept the same events."""
+    if not isinstance(event.name, str) or not event.name:
+        raise ValueError(f"{what} has no name")
+    where = f'{what} ("{event.name}")'
+    check_event_name(event.name, where)
+    if event.id is not None and (not isinstance(event.id, str) or len(event.id) > MAX_EVENT_NAME):
+        raise ValueError(f"{where}: id must be a str of at most {MAX_EVENT_NAME} characters, got {event.id!r}")
+    if event.ts is not None and (isinstance(event.ts, bool) or not isinstance(event.ts, int) or event.ts < 0):
+        raise ValueError(f"{where}: ts must be milliseconds since the Unix epoch (an int >= 0), got {event.ts!r}")
+    if not isinstance(event.data, dict):
+        raise ValueError(f"{where}: data must be a dict (a JSON object), got {type(event.data).__name__}")
+    try:
+        return encode(event.data)
+    except JsonValueError as exc:
+        raise ValueError(f"{where}: data {exc}") from None
+
+
+def event_from_json(value: Any) -> Event:
+    """An event saved as the JSON object ``{"id", "name", "data", "ts"}`` (a matched wait's result)."""
+    data = value.get("data")
+    return Event(
+        name=value["name"],
+        data=data if isinstance(data, dict) else {},
+        id=value.get("id") or None,
+        ts=value.get("ts") or None,
+    )
 
 
 class RunStatus(StrEnum):
@@ -60,6 +105,8 @@ class ErrorInfo:
     stack: str = ""
     code: str = ""
     non_retriable: bool = False
+    retry_after_ms: int = 0
+    """For a :class:`durably.RetryAfterError`: how long after the failure the next attempt was asked for."""
 
 
 @dataclass(frozen=True, slots=True)

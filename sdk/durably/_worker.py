@@ -98,12 +98,12 @@ async def handle_execute(
 def _result_too_large(result: worker_pb2.ExecutionResult, size: int) -> ErrorInfo:
     """Why a result cannot be sent. Sending it would break the stream, and with it every execution on
     it, again on every retry; what it carries cannot fit in a run's state anyway."""
-    steps = [op.name for op in result.ops if op.data_json]
+    steps = [op.name for op in result.ops if op.data_json or op.events or op.invoke.data_json]
     shown = ", ".join(steps[:10]) + (f" and {len(steps) - 10} more" if len(steps) > 10 else "")
     return ErrorInfo(
         name=StateTooLarge.__name__,
         message=(
-            f"the result of this execution is {size:,} bytes (step results: {shown or 'none'}; the "
+            f"the result of this execution is {size:,} bytes (steps with data: {shown or 'none'}; the "
             f"handler's output: {len(result.output_json):,} bytes), more than one message to the executor "
             f"can carry ({MAX_MESSAGE_BYTES:,} bytes) and more than a run's state may hold (32 MiB, "
             f"{_MAX_STATE_BYTES:,} bytes)"
@@ -151,6 +151,9 @@ class Worker:
     ``memo_cache_runs`` runs it executed most recently, so the executor sends each outcome once
     rather than with every execution; a run it has dropped costs one round trip for its full state.
 
+    A function declared with ``on_failure`` brings its failure handler along: the worker registers
+    and serves both.
+
     Handlers are replayed once per new step, so everything outside ``ctx.step.run`` must be
     deterministic; see :meth:`durably.Client.function`.
     """
@@ -178,9 +181,9 @@ class Worker:
                     f"function {function.id!r} belongs to app {function.app_id!r}, "
                     f"but this worker's client is for app {client.app_id!r}"
                 )
-            if function.id in by_id:
-                raise ValueError(f"two functions have the id {function.id!r}")
-            by_id[function.id] = function
+            for served in (function, function.on_failure):  # a failure handler comes with its function
+                if served is not None and by_id.setdefault(served.id, served) is not served:
+                    raise ValueError(f"two functions have the id {served.id!r}")
         if isinstance(capacity, bool) or not isinstance(capacity, int) or not 1 <= capacity <= _MAX_CAPACITY:
             raise ValueError(f"capacity must be between 1 and {_MAX_CAPACITY}, got {capacity!r}")
         if isinstance(memo_cache_runs, bool) or not isinstance(memo_cache_runs, int) or memo_cache_runs < 1:

@@ -11,6 +11,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import ClassVar
 
+from durably._durations import instant_ms, now_ms, parse_duration, parse_instant, to_ms
+
 
 class ErrorCode(StrEnum):
     """Stable strings sent as ``Failure.code`` (the same vocabulary as Inngest's SDKs)."""
@@ -46,24 +48,46 @@ class NonRetriableError(DurablyError):
 
 
 class RetryAfterError(DurablyError):
-    """Raise it when the failure is transient and you know when to try again (e.g. a rate limit).
+    """Raise it when the failure is transient and you know when to try again (e.g. a rate limit says
+    "retry in 30 s"): the executor retries at that time instead of after its own backoff.
 
-    ``after`` is a delay (seconds or a ``timedelta``) or a point in time (``datetime``). The executor
-    treats it as a retriable failure; honouring ``after`` precisely is the executor's job.
+    ``after`` is a delay (seconds as an int or float, or a ``timedelta``) or a point in time (an aware
+    ``datetime``; a time already past means "as soon as the backoff allows"). Raised in a step's body,
+    that step is retried; raised in the handler outside steps, the execution is. It is retriable:
+    once the function's retries are used up the step (or run) fails as with any other error.
     """
 
     code = ErrorCode.RETRY_AFTER_ERROR
 
     def __init__(self, message: str, after: float | timedelta | datetime) -> None:
         super().__init__(message)
-        if not isinstance(after, float | int | timedelta | datetime) or isinstance(after, bool):
+        self._delay: timedelta | None = None
+        if isinstance(after, datetime):
+            parse_instant(after, what="RetryAfterError(after=...)")
+        elif isinstance(after, float | int | timedelta) and not isinstance(after, bool):
+            self._delay = parse_duration(after, what="RetryAfterError(after=...)")
+        else:
             raise TypeError(f"RetryAfterError(after=...) takes seconds, a timedelta or a datetime, not {after!r}")
         self.after = after
+
+    def __reduce__(self) -> tuple[object, tuple[str, float | timedelta | datetime]]:
+        return (type(self), (str(self), self.after))
+
+    def retry_after_ms(self) -> int:
+        """How long from now the executor should wait before the next attempt, in ms (0 for a past time).
+
+        Read when the failure is reported, so a ``datetime`` counts from then.
+        """
+        if self._delay is not None:
+            return to_ms(self._delay)
+        assert isinstance(self.after, datetime)
+        return max(0, instant_ms(self.after) - now_ms())
 
 
 class StepError(DurablyError):
     """Raised inside the handler by ``step.run`` when that step failed for good (retries exhausted or
-    non-retriable). Catch it to recover; left uncaught, the run fails without further retries.
+    non-retriable), and by ``step.invoke`` when the child run failed or timed out. Catch it to
+    recover; left uncaught, the run fails without further retries.
 
     Replays raise it again from the saved failure, without running the step's code. A step that
     failed because it breached a limit raises an exception that is also the matching

@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 
 import durably
 from durably import _convert
-from durably._execution import ExecutionOutcome, OpKind, StepOp
+from durably._execution import ExecutionOutcome
+from durably._ops import OpKind, StepOp
 from durably._types import ErrorInfo
 from durably.protocol.v1 import api_pb2, common_pb2, worker_pb2
 
@@ -93,3 +94,10 @@ def test_register_message() -> None:
         worker_name="host:1",
         sdk_version="0.1.0",
     )
+
+
+def test_failures_carry_retry_after_both_ways() -> None:
+    info = ErrorInfo("RetryAfterError", "later", code="retry_after_error", retry_after_ms=1500)
+    message = _convert.failure_to_pb(info)
+    assert message.retry_after_ms == 1500
+    assert _convert.failure_from_pb(message) == info

@@ -136,6 +136,7 @@ def test_public_names() -> None:
         "Client", "SyncClient", "Worker", "Context", "Step", "Event", "Run", "RunStep", "RunStatus", "ErrorInfo",
         "Function", "on_event", "EventTrigger", "DurablyError", "NonRetriableError", "RetryAfterError",
         "StepError", "OutputUnserializableError", "LimitExceeded", "RunNotFoundError",
+        "on_cron", "CronTrigger", "Concurrency", "Timeouts", "Duration",
     }  # fmt: skip
     assert expected <= set(durably.__all__)
     assert all(hasattr(durably, name) for name in durably.__all__)

@@ -348,3 +348,25 @@ async def test_a_finished_target_is_sent_before_the_others_end(executor: FakeExe
         final = await _next(executor.workers.results)
         assert final.execution_id == message.execution_id and not final.partial and final.yielded
         assert [(op.name, json.loads(op.data_json)) for op in final.ops] == [("held", True)]
+
+
+async def test_a_function_with_on_failure_registers_two_functions(executor: FakeExecutor) -> None:
+    client = durably.Client("unit", address=executor.address)
+
+    async def on_failure(ctx: durably.Context) -> str:
+        return f"handled {ctx.event.data['run_id']}"
+
+    @client.function(id="charge", trigger=durably.on_event("order/placed"), retries=1, on_failure=on_failure)
+    async def charge(ctx: durably.Context) -> None:
+        return None
+
+    async with durably.Worker(client, [charge]):
+        register = await _next(executor.workers.registers)
+        assert [(f.id, f.on_failure, f.retries, len(f.triggers)) for f in register.functions] == [
+            ("charge", "charge-failure", 1, 1),
+            ("charge-failure", "", 1, 0),
+        ]
+        assert charge.on_failure is not None
+        executor.workers.execute(make_execute(charge.on_failure, data={"run_id": "r-7"}))
+        result = await _next(executor.workers.results)
+        assert json.loads(result.output_json) == "handled r-7"
