@@ -189,9 +189,16 @@ class Executor:
         await self._store_events([(event, [spec])])
 
     def _find_function(self, app_id: str, reference: str) -> FunctionSpec | None:
-        """`fn` is a function of the caller's app, `app/fn` one of any app."""
-        ref_app, _, fn = reference.rpartition("/")
-        return self.registry.get((ref_app or app_id, fn))
+        """`fn` is a function of the caller's app, `app/fn` one of any app.
+
+        Ids may hold "/" themselves, so the caller's app is tried first, then every split.
+        """
+        found = self.registry.get((app_id, reference))
+        cut = reference.find("/")
+        while found is None and cut > 0:
+            found = self.registry.get((reference[:cut], reference[cut + 1 :]))
+            cut = reference.find("/", cut + 1)
+        return found
 
     def _runs_created(self, created: list[Created]) -> None:
         """After the commit: hold the new runs in memory and queue their first execution."""
