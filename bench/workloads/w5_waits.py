@@ -1,9 +1,11 @@
 """W5, waits: 10,000 runs parked in ``step.wait_for_event``, then 10,000 matching events.
 
 Each run waits for ``bench/w5-match`` whose ``data.k`` equals its own event's ``data.k``. Memory per
-parked run is the daemon's RSS with every run parked minus its RSS before they were created, divided
-by the number of runs. The wake-up lag of a run is the time from the send of its matching event (its
-``data.sent``; events go out in batches of 1,000) to the body of the step after the wait.
+parked run is the daemon's RSS with every run of a repetition parked minus its RSS after warm-up
+(before the first measured repetition: later ones would otherwise reuse memory the previous one
+freed and look free), divided by the number of runs. The wake-up lag of a run is the time from the
+send of its matching event (its ``data.sent``; events go out in batches of 1,000) to the body of the
+step after the wait.
 """
 
 from __future__ import annotations
@@ -23,10 +25,10 @@ MATCH = "bench/w5-match"
 BATCH = 1000
 
 
-def _rep(group: Cluster, count: int, tag: str, timeout: float) -> tuple[Rep, float | None]:
+def _rep(group: Cluster, count: int, tag: str, timeout: float, base: int | None) -> tuple[Rep, float | None]:
+    """One repetition; ``base`` is the daemon's RSS before the first measured repetition."""
     api = group.api
     keys = [f"{tag}-{i}" for i in range(count)]
-    base = daemon_rss(group)
     dispatched = api.metrics().executions_dispatched
     run_ids = api.send(START, [{"k": k} for k in keys])
     # Cheap first (every run's first execution was sent), then the count itself (10 ListRuns pages).
@@ -71,11 +73,11 @@ def run(env: Env) -> list[Result]:
 
     def body() -> None:
         with cluster(env.workdir, "w5", [FUNCTION]) as group:
-            _rep(group, 100, "warm-up", env.profile.run_timeout)
+            _rep(group, 100, "warm-up", env.profile.run_timeout, None)
             base = group.reset_peaks()
             reps = []
             for rep in range(env.profile.reps):
-                measured, parked = _rep(group, count, f"rep-{rep}", env.profile.run_timeout)
+                measured, parked = _rep(group, count, f"rep-{rep}", env.profile.run_timeout, base.daemon_base)
                 reps.append(measured)
                 if parked is not None:
                     per_run.append(parked)

@@ -3,7 +3,8 @@
 The wake-up lag of a run is ``after - before - 1 s``, where ``before`` and ``after`` are the bodies of
 the steps around the sleep: it over-states the engine's lag by one step cycle (a few ms), never
 under-states it. Memory per sleeping run is the daemon's peak RSS over the repetition minus its RSS
-before, divided by the number of runs (an upper bound: not every run need be asleep at the peak).
+after warm-up, divided by the number of runs (an upper bound: not every run need be asleep at the
+peak).
 """
 
 from __future__ import annotations
@@ -14,17 +15,17 @@ from bench.harness import Cluster, cluster, peak_rss_bytes, reset_peak_rss
 from bench.model import Result
 from bench.progress import say
 from bench.workloads.common import Env, Rep, failed_runs, guarded, summarize, wait_runs_ended, with_cpu
-from bench.workloads.parked import add_checks, daemon_rss, lags_ms, missing_step, not_implemented
+from bench.workloads.parked import add_checks, lags_ms, missing_step, not_implemented
 
 KEY = "W6"
 FUNCTION = "w6-sleep"
 EVENT = "bench/w6"
 
 
-def _rep(group: Cluster, count: int, timeout: float) -> tuple[Rep, float | None]:
+def _rep(group: Cluster, count: int, timeout: float, base: int | None) -> tuple[Rep, float | None]:
+    """One repetition; ``base`` is the daemon's RSS before the first measured repetition."""
     api = group.api
     reset_peak_rss(group.daemon.pid)
-    base = daemon_rss(group)
     before = api.metrics()
     cpu_start = group.cpu()
     started = time.perf_counter()
@@ -52,11 +53,11 @@ def run(env: Env) -> list[Result]:
 
     def body() -> None:
         with cluster(env.workdir, "w6", [FUNCTION]) as group:
-            _rep(group, 100, env.profile.run_timeout)
+            _rep(group, 100, env.profile.run_timeout, None)
             base = group.reset_peaks()
             reps = []
             for rep in range(env.profile.reps):
-                measured, parked = _rep(group, count, env.profile.run_timeout)
+                measured, parked = _rep(group, count, env.profile.run_timeout, base.daemon_base)
                 reps.append(measured)
                 if parked is not None:
                     per_run.append(parked)
