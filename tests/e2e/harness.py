@@ -18,6 +18,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -379,6 +380,16 @@ class Harness:
     def release(self, name: str) -> None:
         """Create control file `name`: the worker waiting on it proceeds."""
         (self.control / name).touch()
+
+    # -- the store, read-only ----------------------------------------------------------------------
+
+    def query(self, sql: str, *args: object) -> list[tuple[Any, ...]]:
+        """Rows of a read-only query on the daemon's SQLite file (e.g. the persisted timers)."""
+        conn = sqlite3.connect(f"file:{self.daemon.db}?mode=ro", uri=True, timeout=10)
+        try:
+            return conn.execute(sql, args).fetchall()
+        finally:
+            conn.close()
 
 
 # -- SDK helpers -------------------------------------------------------------------------------------

@@ -1,0 +1,84 @@
+"""Worker: step.sleep and step.sleep_until (issue 4).
+
+Each function logs a ``sleep-call`` observation right before it reaches its sleep (the first one of
+a run is when the SDK computed the wake-up time) and a ``step`` observation with the time from the
+step after it, so tests can time the sleep from outside. How long / until when comes from the event:
+
+* ``{"duration": {"kind": "str" | "seconds" | "timedelta", "value": ...}}`` for ``step.sleep``;
+* ``{"until": {"kind": "iso" | "datetime", "value": "<ISO 8601 with an offset>"}}`` for ``sleep_until``.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+import durably
+from observe import client, record, serve
+
+
+def duration_of(spec: dict[str, Any]) -> str | float | timedelta:
+    """The duration as the test asked for it: a string, a number of seconds or a timedelta."""
+    kind, value = spec["kind"], spec["value"]
+    if kind == "timedelta":
+        return timedelta(seconds=value)
+    if kind == "seconds":
+        return float(value) if isinstance(value, float) else int(value)
+    return str(value)
+
+
+def instant_of(spec: dict[str, Any]) -> datetime | str:
+    """The wake-up time as the test asked for it: the ISO string itself or a datetime parsed from it."""
+    value = str(spec["value"])
+    return datetime.fromisoformat(value) if spec["kind"] == "datetime" else value
+
+
+async def _around(ctx: durably.Context, sleep: Any) -> dict[str, float]:
+    """Step `before`, then `sleep()` (a coroutine factory), then step `after`; returns both times."""
+    run = ctx.run_id
+    record("handler", run=run, attempt=ctx.attempt)
+
+    def before() -> float:
+        record("step", run=run, name="before")
+        return time.time()
+
+    def after() -> float:
+        now = time.time()
+        record("step", run=run, name="after", at=now)
+        return now
+
+    started = await ctx.step.run("before", before)
+    record("sleep-call", run=run)
+    await sleep()
+    ended = await ctx.step.run("after", after)
+    return {"before": started, "after": ended}
+
+
+@client.function(id="nap", trigger=durably.on_event("coord/nap"), retries=0)
+async def nap(ctx: durably.Context) -> dict[str, float]:
+    """step.sleep("nap", <event.data.duration>) between two steps."""
+    duration = duration_of(ctx.event.data["duration"])
+    return await _around(ctx, lambda: ctx.step.sleep("nap", duration))
+
+
+@client.function(id="nap-until", trigger=durably.on_event("coord/nap-until"), retries=0)
+async def nap_until(ctx: durably.Context) -> dict[str, float]:
+    """step.sleep_until("nap", <event.data.until>) between two steps."""
+    when = instant_of(ctx.event.data["until"])
+    return await _around(ctx, lambda: ctx.step.sleep_until("nap", when))
+
+
+@client.function(id="bad-sleep", trigger=durably.on_event("coord/bad-sleep"), retries=0)
+async def bad_sleep(ctx: durably.Context) -> dict[str, float]:
+    """A sleep the test makes wrong (too long, negative, malformed, naive): the call must raise."""
+    data = ctx.event.data
+    if "until" in data:
+        when = instant_of(data["until"])
+        return await _around(ctx, lambda: ctx.step.sleep_until("bad", when))
+    duration = duration_of(data["duration"])
+    return await _around(ctx, lambda: ctx.step.sleep("bad", duration))
+
+
+if __name__ == "__main__":
+    serve(nap, nap_until, bad_sleep)
