@@ -11,8 +11,8 @@ import asyncio
 import heapq
 import itertools
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, Generic, TypeVar
 
 from durably_server.ids import now_ms
 
@@ -22,12 +22,13 @@ T = TypeVar("T")
 
 
 class Alarms(Generic[T]):
-    def __init__(self, fire: Callable[[T], Awaitable[None]]) -> None:
+    def __init__(self, fire: Callable[[T], Coroutine[Any, Any, None]]) -> None:
         self._fire = fire
         self._heap: list[tuple[int, int, T]] = []
         self._seq = itertools.count()
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._firing: set[asyncio.Task[None]] = set()
 
     def add(self, due_ms: int, payload: T) -> None:
         heapq.heappush(self._heap, (due_ms, next(self._seq), payload))
@@ -56,8 +57,14 @@ class Alarms(Generic[T]):
                 except TimeoutError:
                     pass
                 continue
-            _, _, payload = heapq.heappop(self._heap)
-            try:
-                await self._fire(payload)
-            except Exception:
-                log.exception("an alarm failed: %r", payload)
+            # Everything due fires at once: each fire commits, and concurrent commits group.
+            while self._heap and self._heap[0][0] <= now_ms():
+                _, _, payload = heapq.heappop(self._heap)
+                task: asyncio.Task[None] = asyncio.create_task(self._fire(payload))
+                self._firing.add(task)
+                task.add_done_callback(self._fired)
+
+    def _fired(self, task: asyncio.Task[None]) -> None:
+        self._firing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("an alarm failed", exc_info=task.exception())
