@@ -356,6 +356,7 @@ class Executor:
                     run.status = (
                         RunStatus.SLEEPING if any(t.kind == SLEEP for t in planned.timers) else RunStatus.WAITING
                     )
+                    self._park(run, planned)
             self._apply(fx)
 
     def _plan_coordination(self, run: ActiveRun, merge: Merge, was_discovery: bool, now: int) -> Planned:
@@ -404,6 +405,17 @@ class Executor:
         }
         event = Event(f"{run.id}.failed", FAILED_EVENT, json.dumps(data).encode(), now_ms())
         return event, specs
+
+    def _park(self, run: ActiveRun, planned: Planned) -> None:
+        """A run that only waits on the executor's own timers leaves memory until one fires.
+
+        Safe only when nothing of it is in flight: no discovery queued or leased, and every
+        pending step is one of its timers (a planned step would be leased). Parked runs are
+        most of the runs a busy daemon holds (sleeps of a day, waits for a reply).
+        """
+        if run.discovery is Discovery.NONE and run.pending <= {timer.step_id for timer in planned.timers}:
+            self.runs.evict(run.id)
+            self.scheduler.forget_run(run)
 
     def _ended(self, run: ActiveRun, status: RunStatus, error: Failure | None) -> None:
         if status is RunStatus.COMPLETED:

@@ -96,4 +96,5 @@ def _load(conn: sqlite3.Connection, run_id: str) -> ActiveRun | None:
             run.pending.add(target)
         else:
             run.discovery = Discovery.QUEUED
+    run.pending.update(sql.load_run_timers(conn, run_id))
     return run

@@ -195,6 +195,11 @@ def take_timer(conn: sqlite3.Connection, run_id: str, step_id: str) -> Timer | N
     return Timer(*row)
 
 
+def load_run_timers(conn: sqlite3.Connection, run_id: str) -> list[str]:
+    """Step ids of a run that wait on the executor's timers (sleeps, waits, invokes)."""
+    return [row[0] for row in conn.execute("SELECT step_id FROM timers WHERE run_id = ?", (run_id,))]
+
+
 def load_timers(conn: sqlite3.Connection) -> list[Timer]:
     rows = conn.execute("SELECT run_id, step_id, name, idx, kind, due_ms FROM timers").fetchall()
     return [Timer(*row) for row in rows]
