@@ -32,6 +32,7 @@ from durably_server.model import (
     ExecutionReport,
     Failure,
     FunctionSpec,
+    QueueItem,
     RunRecord,
     RunStatus,
     StepRecord,
@@ -73,6 +74,7 @@ class Executor:
         self.heartbeat_ms = heartbeat_ms
         self.worker_timeout_ms = worker_timeout_ms
         self._workers: set[WorkerConn] = set()
+        self._unparking: set[asyncio.Task[None]] = set()
         self._watcher: asyncio.Task[None] | None = None
         self.registry = Registry(store.read_now(sql.load_functions))
         self.runs = ActiveRuns(store)
@@ -168,8 +170,20 @@ class Executor:
                 run.rediscover = True
         self.metrics.steps_recorded += 1
         if resolved.discovery is not None:
-            self.scheduler.add([resolved.discovery])
+            if run is None:
+                # A parked run: load it now, many at once, rather than one by one as the dispatcher meets them.
+                task = asyncio.create_task(self._unpark(resolved.discovery))
+                self._unparking.add(task)
+                task.add_done_callback(self._unparking.discard)
+            else:
+                self.scheduler.add([resolved.discovery])
         self.watch.changed(step.run_id)
+
+    async def _unpark(self, discovery: QueueItem) -> None:
+        try:
+            await self.runs.get(discovery.run_id)
+        finally:
+            self.scheduler.add([discovery])
 
     async def _timer_fired(self, timer: sql.Timer) -> None:
         now = now_ms()
