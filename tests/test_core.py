@@ -224,6 +224,7 @@ def test_module_exports_the_contract() -> None:
         "StepIdCounter",
         "StepLimitExceeded",
         "StepOutputTooLarge",
+        "check_json",
         "hash_step_id",
         "pre_hash_id",
     }
@@ -435,3 +436,16 @@ def test_output_exactly_filling_the_state_passes_one_byte_more_fails() -> None:
     RunState().check_output(MAX_STEP_BYTES + 1)
     with pytest.raises(StateTooLarge):
         RunState().check_output(MAX_STATE_BYTES + 1)
+
+
+@pytest.mark.parametrize(
+    "data", [b"null", b"1", b'"s"', b'{"a": [1, 2.5, true]}', b" [] ", b"[" * 100_000 + b"]" * 100_000]
+)
+def test_check_json_accepts_one_json_value(data: bytes) -> None:
+    _core.check_json(data)
+
+
+@pytest.mark.parametrize("data", [b"", b"NaN", b"Infinity", b"{", b"1 2", b'"\xff"', b"{'a': 1}", b"[1,]"])
+def test_check_json_refuses_what_is_not_json(data: bytes) -> None:
+    with pytest.raises(ValueError):
+        _core.check_json(data)

@@ -96,6 +96,15 @@ fn refuse_negative_index(
 }
 
 /// Lowercase hex SHA-1 of the UTF-8 bytes of `pre_hash_id`.
+/// Raises ValueError naming the problem when `data` is not exactly one JSON value.
+#[pyfunction]
+fn check_json(data: &[u8]) -> PyResult<()> {
+    match crate::json::json_error(data) {
+        None => Ok(()),
+        Some(message) => Err(pyo3::exceptions::PyValueError::new_err(message)),
+    }
+}
+
 #[pyfunction]
 fn hash_step_id(pre_hash_id: &str) -> String {
     ids::hash_step_id(pre_hash_id)
@@ -295,6 +304,7 @@ impl PyRunState {
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_function(wrap_pyfunction!(hash_step_id, m)?)?;
+    m.add_function(wrap_pyfunction!(check_json, m)?)?;
     m.add_function(wrap_pyfunction!(pre_hash_id, m)?)?;
     m.add_class::<PyStepIdCounter>()?;
     m.add_class::<PyRunState>()?;

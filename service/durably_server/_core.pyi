@@ -21,6 +21,7 @@ __all__ = [
     "StepIdCounter",
     "StepLimitExceeded",
     "StepOutputTooLarge",
+    "check_json",
     "hash_step_id",
     "pre_hash_id",
 ]
@@ -57,6 +58,13 @@ class InvalidStepId(CoreError):
     """The id is not ``hash_step_id(pre_hash_id(name, index))``, the name is empty or the index negative.
 
     Checking this in the core means a worker cannot file an outcome under another step's id.
+    """
+
+def check_json(data: bytes) -> None:
+    """Raises ValueError naming the problem unless ``data`` is exactly one JSON value (UTF-8, no NaN).
+
+    The executor stores results as the bytes it received, so it must refuse what is not JSON; walking the
+    bytes in Rust costs a fraction of parsing them into Python objects only to drop them.
     """
 
 def hash_step_id(pre_hash_id: str) -> str:

@@ -141,7 +141,7 @@ class FunctionSpec:
         )
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class QueueItem:
     """One execution the run needs: the durable unit the scheduler dispatches.
 

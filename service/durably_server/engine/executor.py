@@ -327,7 +327,8 @@ class Executor:
             optimize = spec.optimize_parallelism if spec else False
             merge = merge_report(run, items, report, max_attempts, optimize, self.policy)
             if report.partial:
-                lease.items = [item for item in lease.items if item not in items]
+                settled = {item.id for item in items}
+                lease.items = [item for item in lease.items if item.id not in settled]
                 self.scheduler.settle(lease, len(items))
             was_discovery = any(not item.target for item in items)
             if was_discovery:

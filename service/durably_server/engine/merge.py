@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from durably_server._core import MAX_STEPS, CoreError, LimitExceeded
-from durably_server.convert import loads_strict
+from durably_server._core import MAX_STEPS, CoreError, LimitExceeded, check_json
 from durably_server.engine.coordination import COORDINATION_OPS
 from durably_server.engine.retry import RetryPolicy
 from durably_server.engine.runs import ActiveRun
@@ -69,7 +68,7 @@ def _limit_error(exc: LimitExceeded) -> Failure:
 
 def _is_json(raw: bytes) -> bool:
     try:
-        loads_strict(raw)
+        check_json(raw)  # in Rust: walks the bytes without building Python objects
     except ValueError:
         return False
     return True
