@@ -306,7 +306,6 @@ def report_in(result: worker_pb2.ExecutionResult) -> ExecutionReport:
         tuple(ops),
         output_json=result.output_json if outcome == "output_json" else None,
         error=_failure_in(result.error) if outcome == "error" else None,
-        yielded=outcome == "yielded",
         need_full_state=outcome == "need_full_state",
         partial=result.partial,
     )

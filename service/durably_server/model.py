@@ -242,7 +242,6 @@ class ExecutionReport:
     ops: tuple[StepOp, ...]
     output_json: bytes | None = None
     error: Failure | None = None
-    yielded: bool = False
     need_full_state: bool = False
     # An early report of finished targets; the execution goes on (see worker.proto).
     partial: bool = False

@@ -41,7 +41,7 @@ class Store:
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode != "wal":
             raise RuntimeError(f"{path}: could not switch to WAL mode (got {mode!r})")
-        self.schema_version = migrate(conn)
+        migrate(conn)
         self.writer = Writer(conn, loop)
         self._local = threading.local()
         self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="durably-reader")
