@@ -340,9 +340,20 @@ def execution_result_to_pb(execution_id: str, outcome: ExecutionOutcome) -> work
     return result
 
 
-def partial_result(execution_id: str, ops: Iterable[StepOp]) -> worker_pb2.ExecutionResult:
-    """An early report of finished targets; the execution goes on and ends with a final result."""
-    return worker_pb2.ExecutionResult(execution_id=execution_id, ops=[_step_op_to_pb(op) for op in ops], partial=True)
+def partial_results(execution_id: str, ops: Iterable[StepOp], max_bytes: int) -> list[worker_pb2.ExecutionResult]:
+    """Early reports of finished targets, each at most about `max_bytes` (one op may exceed it alone),
+    so that many large results finishing together never make a message too large for the stream."""
+    results: list[worker_pb2.ExecutionResult] = []
+    size = 0
+    for op in ops:
+        pb = _step_op_to_pb(op)
+        op_size = pb.ByteSize()
+        if not results or (size + op_size > max_bytes and len(results[-1].ops) > 0):
+            results.append(worker_pb2.ExecutionResult(execution_id=execution_id, partial=True))
+            size = 0
+        results[-1].ops.append(pb)
+        size += op_size
+    return results
 
 
 def failure_result(execution_id: str, error: ErrorInfo) -> worker_pb2.ExecutionResult:

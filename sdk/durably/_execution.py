@@ -140,6 +140,9 @@ class ExecutionOutcome:
 ReportEarly = Callable[[Sequence[StepOp]], None]
 """Sends ops of a targeted execution that is still going on (a partial result)."""
 
+EARLY_REPORT_WINDOW_S = 0.002
+"""How long a finished target waits for others to finish, so that they are reported together."""
+
 
 async def execute(function: Function, request: ExecutionRequest, report_early: ReportEarly) -> ExecutionOutcome:
     """Run ``function``'s handler once from the top and report what happened.
@@ -274,6 +277,7 @@ class _Execution:
         self._counter = StepIdCounter()
         self.ops: list[StepOp] = []
         self._reported = 0
+        self._early_report: asyncio.TimerHandle | None = None
         """How many of ``ops`` went out early."""
         self.interrupted = False
         """Set once the handler was told to unwind: the outcome is "yielded" whatever it does next."""
@@ -582,11 +586,22 @@ class _Execution:
     def _target_finished(self) -> None:
         self._targets_running -= 1
         if self._targets_unmet or self._targets_running:
-            if len(self.ops) > self._reported:  # not if the body was cancelled before recording
-                self._report_early(self.ops[self._reported :])
-                self._reported = len(self.ops)
+            # Targets that finish within a moment of each other go out together: a gather of 1,000
+            # quick steps then costs the executor a few merges and commits, not 1,000.
+            if self._early_report is None:
+                self._early_report = self._loop.call_later(EARLY_REPORT_WINDOW_S, self._report_finished)
         else:
+            if self._early_report is not None:  # the final result carries what is left
+                self._early_report.cancel()
+                self._early_report = None
             self._interrupt()
+
+    def _report_finished(self) -> None:
+        """Send the ops of finished targets not sent yet (none once the execution has ended)."""
+        self._early_report = None
+        if not self.interrupted and len(self.ops) > self._reported:  # not if a body was cancelled early
+            self._report_early(self.ops[self._reported :])
+            self._reported = len(self.ops)
 
     def _interrupt(self) -> _Interrupt:
         """Tell every waiting step to unwind; the outcome of this execution is now "yielded"."""

@@ -33,6 +33,7 @@ from durably._execution import execute, failure_from_exception
 from durably._function import Function
 from durably._grpc import CHANNEL_OPTIONS, MAX_MESSAGE_BYTES
 from durably._memos import MemoCache, Memos
+from durably._ops import StepOp
 from durably._types import ErrorInfo
 from durably._version import __version__
 from durably.errors import ErrorCode, StateTooLarge
@@ -87,8 +88,17 @@ async def handle_execute(
         return _convert.failure_result(
             execution_id, ErrorInfo(error.name, message, error.stack, error.code, non_retriable=True)
         )
-    outcome = await execute(function, request, lambda ops: send_partial(_convert.partial_result(execution_id, ops)))
+
+    def report_early(ops: Sequence[StepOp]) -> None:
+        for chunk in _convert.partial_results(execution_id, ops, MAX_MESSAGE_BYTES // 4):
+            send_partial(chunk)
+
+    outcome = await execute(function, request, report_early)
     result = _convert.execution_result_to_pb(execution_id, outcome)
+    if execute_msg.targets and result.ops and result.ByteSize() > MAX_MESSAGE_BYTES // 4:
+        # Targets that finished together: send them ahead in messages of a safe size.
+        report_early(outcome.ops)
+        del result.ops[:]
     size = result.ByteSize()
     if size + _ENVELOPE_BYTES > MAX_MESSAGE_BYTES:
         return _convert.failure_result(execution_id, _result_too_large(result, size))
