@@ -1,0 +1,57 @@
+"""The group-committing writer: one commit for many changes, and one bad change spoils none of the others."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from durably_server.store.writer import Writer
+
+
+def _insert(value: int) -> Any:
+    def op(conn: sqlite3.Connection) -> int:
+        conn.execute("INSERT INTO t (v) VALUES (?)", (value,))
+        return value
+
+    return op
+
+
+def _boom(conn: sqlite3.Connection) -> int:
+    conn.execute("INSERT INTO t (v) VALUES (999)")
+    raise ValueError("bad change")
+
+
+async def _writer(tmp_path: Path) -> tuple[Writer, Path]:
+    path = tmp_path / "w.db"
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("CREATE TABLE t (v INTEGER)")
+    return Writer(conn, asyncio.get_running_loop()), path
+
+
+def _rows(path: Path) -> list[int]:
+    with sqlite3.connect(path) as conn:
+        return sorted(v for (v,) in conn.execute("SELECT v FROM t"))
+
+
+async def test_a_failing_change_is_refused_alone_and_the_batch_commits(tmp_path: Path) -> None:
+    writer, path = await _writer(tmp_path)
+    loop = asyncio.get_running_loop()
+    futures = [loop.create_future() for _ in range(3)]
+    # One batch, handed over directly so that all three share a transaction.
+    await asyncio.to_thread(writer._commit, [(_insert(1), futures[0]), (_boom, futures[1]), (_insert(3), futures[2])])
+    assert await futures[0] == 1 and await futures[2] == 3
+    with pytest.raises(ValueError, match="bad change"):
+        await futures[1]
+    writer.close()
+    assert _rows(path) == [1, 3]  # the failing change's own insert is rolled back too
+
+
+async def test_submitted_changes_are_committed_before_their_futures_resolve(tmp_path: Path) -> None:
+    writer, path = await _writer(tmp_path)
+    results = await asyncio.gather(*(writer.submit(_insert(n)) for n in range(50)), return_exceptions=True)
+    assert results == list(range(50))
+    assert _rows(path) == list(range(50)) and 1 <= writer.commits <= 50
+    writer.close()
