@@ -175,6 +175,13 @@ class StepRecord:
     started_ms: int
     ended_ms: int
 
+    def memo(self) -> tuple[str, str, int, bytes, bool]:
+        """The step as the run's state holds it: (id, name, index, payload, is_error)."""
+        if self.status is StepStatus.COMPLETED:
+            return (self.id, self.name, self.index, self.output_json or b"null", False)
+        assert self.error is not None
+        return (self.id, self.name, self.index, self.error.to_json(), True)
+
 
 @dataclass(slots=True)
 class RunRecord:

@@ -216,6 +216,8 @@ class Resolved:
 def resolve(
     conn: sqlite3.Connection,
     run_id: str,
+    app_id: str,
+    function_id: str,
     step_id: str,
     payload: bytes,
     error: Failure | None,
@@ -242,5 +244,5 @@ def resolve(
     sql.insert_steps(conn, run_id, [step])
     discovery = None
     if not (optimize and sql.has_pending(conn, run_id)):
-        discovery = sql.enqueue_discovery(conn, run_id, now)
+        discovery = sql.enqueue_discovery(conn, run_id, app_id, function_id, now)
     return Resolved(step, discovery)

@@ -35,8 +35,6 @@ from durably_server.model import (
     QueueItem,
     RunRecord,
     RunStatus,
-    StepRecord,
-    StepStatus,
 )
 from durably_server.store import Store
 from durably_server.store import records as sql
@@ -160,7 +158,7 @@ class Executor:
         if run is not None:
             if not run.state.contains(step.id):
                 try:
-                    run.state.record(*_memo(step))
+                    run.state.record(*step.memo())
                 except CoreError as exc:  # the store has it; a reload will show the run as it is
                     log.error("run %s: step %s recorded but not held in memory: %s", run.id, step.name, exc)
             run.pending.discard(step.id)
@@ -359,7 +357,7 @@ class Executor:
                 self.scheduler.add(items)
                 return
             if merge.steps:
-                run.state.record_batch([_memo(step) for step in merge.steps])
+                run.state.record_batch([step.memo() for step in merge.steps])
                 run.pending.difference_update(step.id for step in merge.steps)
                 self.metrics.steps_recorded += len(merge.steps)
             if merge.status is None:
@@ -383,7 +381,7 @@ class Executor:
             merge.fail(planned)
             return Planned()
         try:
-            run.state.check_batch([(s.id, s.name, s.index, len(_memo(s)[3])) for s in (*merge.steps, *planned.steps)])
+            run.state.check_batch([(s.id, s.name, s.index, len(s.memo()[3])) for s in (*merge.steps, *planned.steps)])
         except LimitExceeded as exc:
             merge.fail(Failure(type(exc).__name__, str(exc), code="limit_exceeded", non_retriable=True))
             return Planned()
@@ -527,14 +525,6 @@ class Executor:
 
     def functions(self, app_id: str = "") -> list[tuple[FunctionSpec, int]]:
         return [(spec, self.scheduler.connected(spec.key)) for spec in self.registry.all(app_id)]
-
-
-def _memo(step: StepRecord) -> tuple[str, str, int, bytes, bool]:
-    if step.status is StepStatus.COMPLETED:
-        assert step.output_json is not None
-        return (step.id, step.name, step.index, step.output_json, False)
-    assert step.error is not None
-    return (step.id, step.name, step.index, step.error.to_json(), True)
 
 
 def _unlease(lease: Lease) -> None:

@@ -13,7 +13,7 @@ from enum import Enum
 
 from durably_server._core import RunState
 from durably_server.engine.concurrency import Slot
-from durably_server.model import Event, RunStatus, StepStatus
+from durably_server.model import Event, RunStatus
 from durably_server.store import Store
 from durably_server.store import records as sql
 
@@ -84,12 +84,7 @@ def _load(conn: sqlite3.Connection, run_id: str) -> ActiveRun | None:
     if event is None:
         return None
     state = new_state(event)
-    for step in record.steps:
-        if step.status is StepStatus.COMPLETED:
-            state.record(step.id, step.name, step.index, step.output_json or b"null", False)
-        else:
-            assert step.error is not None
-            state.record(step.id, step.name, step.index, step.error.to_json(), True)
+    state.record_batch([step.memo() for step in record.steps])
     run = ActiveRun(record.id, record.app_id, record.function_id, event, state, record.status)
     for target in sql.load_run_queue(conn, run_id):
         if target:

@@ -133,8 +133,11 @@ class Writes:
         fx: Effects,
     ) -> None:
         row = conn.execute("SELECT app_id, function_id FROM runs WHERE id = ?", (run_id,)).fetchone()
-        spec = self._spec((row[0], row[1])) if row else None
-        done = resolve(conn, run_id, step_id, payload, error, spec.optimize_parallelism if spec else False, now)
+        if row is None:
+            return
+        spec = self._spec((row[0], row[1]))
+        optimize = spec.optimize_parallelism if spec else False
+        done = resolve(conn, run_id, row[0], row[1], step_id, payload, error, optimize, now)
         if done is not None:
             fx.resolved.append(done)
 
@@ -170,20 +173,17 @@ class Writes:
         for wait in planned.waits:
             self.add_wait(conn, wait)
 
-        def enqueue(attempt: int, target: str, delay_ms: int = 0) -> QueueItem | None:
+        def enqueue(attempt: int, target: str = "", delay_ms: int = 0) -> QueueItem | None:
             return sql.enqueue(conn, run.id, run.app_id, run.function_id, attempt, now + delay_ms, target)
 
         for item, attempt, delay_ms in merge.retries:
-            if item.target:
-                retried = enqueue(attempt, item.target, delay_ms)
-            else:
-                retried = sql.enqueue(conn, run.id, run.app_id, run.function_id, attempt, now + delay_ms)
+            retried = enqueue(attempt, item.target, delay_ms)
             if retried is not None:
                 fx.units.append([retried])
         targets = [enqueue(0, op.id) for op in merge.planned]
         fx.units.append([item for item in targets if item is not None])
         if discover:
-            found = sql.enqueue_discovery(conn, run.id, now)
+            found = sql.enqueue_discovery(conn, run.id, run.app_id, run.function_id, now)
             if found is not None:
                 fx.units.append([found])
         fx.units = [unit for unit in fx.units if unit]

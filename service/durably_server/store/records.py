@@ -78,19 +78,16 @@ def enqueue(
     return QueueItem(cur.lastrowid, run_id, app_id, function_id, attempt, available_ms, target)
 
 
-def enqueue_discovery(conn: sqlite3.Connection, run_id: str, now: int) -> QueueItem | None:
+def enqueue_discovery(
+    conn: sqlite3.Connection, run_id: str, app_id: str, function_id: str, now: int
+) -> QueueItem | None:
     """Queue a discovery unless the run has one queued or running (its row stays until it reports).
 
     At most one discovery per run at a time: two could both run the same new step inline.
     """
-    row = conn.execute(
-        "SELECT app_id, function_id FROM runs WHERE id = ? AND NOT EXISTS"
-        " (SELECT 1 FROM queue WHERE run_id = ? AND target = '')",
-        (run_id, run_id),
-    ).fetchone()
-    if row is None:
+    if conn.execute("SELECT 1 FROM queue WHERE run_id = ? AND target = ''", (run_id,)).fetchone():
         return None
-    return enqueue(conn, run_id, row[0], row[1], 0, now)
+    return enqueue(conn, run_id, app_id, function_id, 0, now)
 
 
 def has_pending(conn: sqlite3.Connection, run_id: str) -> bool:
