@@ -1,7 +1,7 @@
 """What a workload reports: its figures (medians over repetitions), its targets, and its status.
 
 A figure that could not be measured is None, never a guess. ``status`` is ``ok``, or says why there
-are no figures: ``not implemented yet``, ``unsupported: <error>``, ``timeout: ...``, ``failed: ...``.
+are no figures: ``unsupported: <error>``, ``timeout: ...``, ``failed: ...``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 OK = "ok"
-NOT_IMPLEMENTED = "not implemented yet"
 
 
 @dataclass
@@ -81,12 +80,3 @@ class Result:
     @property
     def ok(self) -> bool:
         return self.status == OK
-
-
-def not_measured(key: str, workload: str, status: str, targets: list[str], note: str = "") -> Result:
-    """A workload with no figures; its targets are listed as not evaluated."""
-    result = Result(key=key, workload=workload, status=status)
-    result.checks = [Check(target, "-", None) for target in targets]
-    if note:
-        result.notes.append(note)
-    return result

@@ -1,21 +1,12 @@
-"""What W5 (waits) and W6 (sleeps) share: checking the SDK has the step, lags, memory per parked run."""
+"""What W5 (waits) and W6 (sleeps) share: targets, lags, memory per parked run."""
 
 from __future__ import annotations
 
-import durably
-
 from bench.harness import Cluster, RunView, rss_bytes
-from bench.model import NOT_IMPLEMENTED, Check, Result, not_measured
+from bench.model import Check, Result
 
 LAG_P99_MS = 100.0
 BYTES_PER_PARKED_RUN = 1024
-
-
-def missing_step(method: str) -> str | None:
-    """Why the workload cannot run (the SDK lacks ``ctx.step.<method>``), or None."""
-    if hasattr(durably.Step, method):
-        return None
-    return f"durably.Step has no {method}() in this build (DESIGN.md documents it; a later issue adds it)"
 
 
 def targets(what: str) -> list[str]:
@@ -23,10 +14,6 @@ def targets(what: str) -> list[str]:
         f"≤ {BYTES_PER_PARKED_RUN} B of daemon RSS per {what} run beyond the baseline",
         f"wake-up lag p99 ≤ {LAG_P99_MS:g} ms",
     ]
-
-
-def not_implemented(key: str, workload: str, what: str, why: str) -> Result:
-    return not_measured(key, workload, NOT_IMPLEMENTED, targets(what), why)
 
 
 def lags_ms(runs: list[RunView]) -> list[float]:

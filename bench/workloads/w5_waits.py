@@ -16,7 +16,7 @@ from bench.harness import Api, Cluster, cluster, wait_until
 from bench.model import Result
 from bench.progress import say
 from bench.workloads.common import Env, Rep, failed_runs, guarded, summarize, wait_runs_ended, with_cpu
-from bench.workloads.parked import add_checks, daemon_rss, lags_ms, missing_step, not_implemented
+from bench.workloads.parked import add_checks, daemon_rss, lags_ms
 
 KEY = "W5"
 FUNCTION = "w5-wait"
@@ -73,10 +73,6 @@ def _rep(group: Cluster, count: int, tag: str, timeout: float, base: int | None)
 def run(env: Env) -> list[Result]:
     count = env.profile.w5_runs
     workload = f"waits: {count:,} runs parked in wait_for_event, then {count:,} matching events"
-    why = missing_step("wait_for_event")
-    if why is not None:
-        say(f"W5: skipped: {why}")
-        return [not_implemented(KEY, workload, "waiting", why)]
     result = Result(KEY, workload)
     per_run: list[float] = []
 

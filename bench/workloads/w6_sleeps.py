@@ -15,7 +15,7 @@ from bench.harness import Cluster, cluster, peak_rss_bytes, reset_peak_rss
 from bench.model import Result
 from bench.progress import say
 from bench.workloads.common import Env, Rep, failed_runs, guarded, summarize, wait_runs_ended, with_cpu
-from bench.workloads.parked import add_checks, lags_ms, missing_step, not_implemented
+from bench.workloads.parked import add_checks, lags_ms
 
 KEY = "W6"
 FUNCTION = "w6-sleep"
@@ -44,10 +44,6 @@ def _rep(group: Cluster, count: int, timeout: float, base: int | None) -> tuple[
 def run(env: Env) -> list[Result]:
     count = env.profile.w6_runs
     workload = f"sleeps: {count:,} runs sleeping 1 s"
-    why = missing_step("sleep")
-    if why is not None:
-        say(f"W6: skipped: {why}")
-        return [not_implemented(KEY, workload, "sleeping", why)]
     result = Result(KEY, workload)
     per_run: list[float] = []
 
