@@ -38,11 +38,17 @@ class Client:
     Failed calls raise :class:`durably.DurablyError` subclasses: ``InvalidArgumentError`` (also a
     ``ValueError``), ``RunNotFoundError``, ``UnavailableError`` (also a ``ConnectionError``),
     ``LimitExceeded`` or ``ServiceError``; see ``durably.errors``.
+
+    ``checkpointing`` is the default of :meth:`function`'s option of that name for the functions
+    declared with this client.
     """
 
-    def __init__(self, app_id: str, *, address: str | None = None) -> None:
+    def __init__(self, app_id: str, *, address: str | None = None, checkpointing: bool = False) -> None:
+        if not isinstance(checkpointing, bool):
+            raise TypeError(f"Client(checkpointing=...) must be a bool, got {checkpointing!r}")
         self.app_id = check_app_id(app_id)
         self.address = resolve_address(address)
+        self.checkpointing = checkpointing
         self._channel: Any = None
         self._channel_loop: asyncio.AbstractEventLoop | None = None
         self._stub: Any = None
@@ -63,6 +69,7 @@ class Client:
         timeouts: Timeouts | None = None,
         on_failure: Handler | None = None,
         cancel_on: EventTrigger | list[EventTrigger] | None = None,
+        checkpointing: bool | None = None,
     ) -> Callable[[Handler], Function]:
         """Declare a durable function: ``@client.function(id="x", trigger=durably.on_event("e"))``.
 
@@ -87,6 +94,13 @@ class Client:
         * ``cancel_on``: :func:`durably.on_event` rules (with ``match=`` and/or ``if_=``) whose events
           cancel a running run of this function, e.g. ``on_event("order/cancelled",
           match="data.orderId")``. Only events received after the run was created count.
+        * ``checkpointing`` (default: the client's, ``False``): run sequential steps in one execution
+          instead of one per step. After each new step the worker sends its result, waits until the
+          executor has committed it, and resumes the handler where it stopped, so a run of N
+          sequential steps costs N commits and round trips but no replay. The handler is replayed
+          from saved state only after a crash, a retry, a sleep or wait, parallel steps, or when
+          another worker takes the run, so the determinism rule above still holds. Off by default
+          because the re-execution model it shortcuts is the one the docs teach.
 
         Returns a decorator that returns the :class:`durably.Function` to pass to ``Worker``.
         Mistakes raise ``ValueError``/``TypeError`` right here, at decoration time.
@@ -104,6 +118,7 @@ class Client:
                 timeouts=timeouts,
                 on_failure=on_failure,
                 cancel_on=cancel_on,
+                checkpointing=self.checkpointing if checkpointing is None else checkpointing,
             )
 
         build(_placeholder)  # check the options now, so a bad one fails at the decorator line

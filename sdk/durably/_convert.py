@@ -356,6 +356,11 @@ def partial_results(execution_id: str, ops: Iterable[StepOp], max_bytes: int) ->
     return results
 
 
+def checkpoint_result(execution_id: str, ops: Iterable[StepOp]) -> worker_pb2.ExecutionResult:
+    """A checkpointing discovery's partial result: the steps it ran inline, to commit before it goes on."""
+    return worker_pb2.ExecutionResult(execution_id=execution_id, ops=[_step_op_to_pb(op) for op in ops], partial=True)
+
+
 def failure_result(execution_id: str, error: ErrorInfo) -> worker_pb2.ExecutionResult:
     """A result that reports only a failure (unknown function, an SDK fault)."""
     return execution_result_to_pb(execution_id, ExecutionOutcome(error=error))

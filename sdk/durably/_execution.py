@@ -40,6 +40,14 @@ execution (``ExecutionRequest``):
   recorded). Targets still unmet once the handler is blocked are reported as a ``StepNotFound``
   failure.
 
+**Checkpointing** (``checkpointing=True``; discoveries only). A step run inline is not the end of
+the execution: its op goes to the executor at once (a partial result) and the engine waits for the
+executor's answer. Committed, the result goes back to the handler, which goes on as if this were a
+new execution replaying everything so far (the next new step met alone runs inline and is
+checkpointed in turn), so a run of N sequential steps takes one execution and no replay. Not
+committed (the run ended, the lease is gone, a limit), the handler is stopped and the op goes in the
+final outcome, whose merge decides.
+
 The handler is stopped by completing every pending future with :class:`_Interrupt`. The outcome
 (:class:`ExecutionOutcome`) lists the ops that happened, in order (those not reported early), and
 exactly one of: the handler's output, its error, or "yielded" (execute again).
@@ -56,7 +64,7 @@ import heapq
 import inspect
 import logging
 import traceback
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,18 +148,28 @@ class ExecutionOutcome:
 ReportEarly = Callable[[Sequence[StepOp]], None]
 """Sends ops of a targeted execution that is still going on (a partial result)."""
 
+Checkpoint = Callable[[Sequence[StepOp]], Awaitable[bool]]
+"""Sends the op of a step a checkpointing discovery ran inline and waits for the executor's answer:
+True once it is committed, False if it was not recorded (the handler must stop)."""
+
 EARLY_REPORT_WINDOW_S = 0.002
 """How long a finished target waits for others to finish, so that they are reported together."""
 
 
-async def execute(function: Function, request: ExecutionRequest, report_early: ReportEarly) -> ExecutionOutcome:
+async def execute(
+    function: Function, request: ExecutionRequest, report_early: ReportEarly, checkpoint: Checkpoint
+) -> ExecutionOutcome:
     """Run ``function``'s handler once from the top and report what happened.
 
     Ops of targets that finish while the execution goes on are handed to ``report_early`` as they
-    finish, and are not repeated in the outcome. Everything the handler raises becomes the outcome's
+    finish, and are not repeated in the outcome; so are the ops of a checkpointing function's
+    discovery that ``checkpoint`` got committed. Everything the handler raises becomes the outcome's
     ``error``; only the cancellation of the calling task itself propagates.
     """
-    execution = _Execution(request, function.app_id, asyncio.get_running_loop(), report_early)
+    checkpointing = function.checkpointing and not request.targets and not request.plan_only
+    execution = _Execution(
+        request, function.app_id, asyncio.get_running_loop(), report_early, checkpoint if checkpointing else None
+    )
     ctx = Context(
         event=request.event,
         events=[request.event],
@@ -266,11 +284,18 @@ class _Execution:
     """State of one execution; implements :class:`durably._step.StepRunner` for ``ctx.step``."""
 
     def __init__(
-        self, request: ExecutionRequest, app_id: str, loop: asyncio.AbstractEventLoop, report_early: ReportEarly
+        self,
+        request: ExecutionRequest,
+        app_id: str,
+        loop: asyncio.AbstractEventLoop,
+        report_early: ReportEarly,
+        checkpoint: Checkpoint | None,
     ) -> None:
         self._app_id = app_id
         self._loop = loop
         self._report_early = report_early
+        self._checkpoint = checkpoint
+        """Set in a checkpointing discovery: each step run inline is committed, then the handler goes on."""
         self._outcomes = request.memos.outcomes
         self._positions = request.memos.positions
         self._length = request.memos.length
@@ -403,6 +428,10 @@ class _Execution:
         try:
             await step.future  # None: run the body here; _Interrupt: unwind
             data = await self._start_body(self._run_body(step, fn, args, kwargs, output_type))
+            if data is not None and self._checkpoint is not None:
+                if not await self._checkpointed():
+                    raise self._interrupt()
+                return rehydrate(decode(data), output_type)
         finally:
             if self._inline is step:
                 self._inline = None
@@ -411,6 +440,18 @@ class _Execution:
         if data is None or self._new_steps > 1:
             raise self._interrupt()
         return rehydrate(decode(data), output_type)
+
+    async def _checkpointed(self) -> bool:
+        """Checkpoint the step that just ran inline. Once it is committed the handler goes on with its
+        result as if this were a fresh execution replaying everything so far: the next new step met
+        alone runs inline too, several met together are planned."""
+        assert self._checkpoint is not None
+        sent = len(self.ops)
+        if not await self._checkpoint(self.ops[self._reported : sent]):
+            return False
+        self._reported = sent
+        self._ran_inline = False
+        return True
 
     def _start_body(self, body: Coroutine[Any, Any, bytes | None]) -> asyncio.Task[bytes | None]:
         """Run a body in its own task, so targets run concurrently and a body's op is recorded even if

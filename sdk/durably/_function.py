@@ -242,6 +242,7 @@ class Function:
     retries: int
     optimize_parallelism: bool
     concurrency: tuple[Concurrency, ...] = ()
+    checkpointing: bool = False
     timeouts: Timeouts | None = None
     on_failure: Function | None = None
     cancel_on: tuple[EventTrigger, ...] = ()
@@ -262,6 +263,7 @@ def make_function(
     timeouts: Timeouts | None = None,
     on_failure: object = None,
     cancel_on: EventTrigger | Sequence[EventTrigger] | None = None,
+    checkpointing: bool = False,
 ) -> Function:
     """Validate the declaration and build the :class:`Function` (ValueError / TypeError on mistakes)."""
     if not isinstance(id, str) or not _FUNCTION_ID.fullmatch(id):
@@ -272,6 +274,8 @@ def make_function(
         raise ValueError(f"function {id!r}: retries must be between 0 and {MAX_RETRIES}, got {retries}")
     if not isinstance(optimize_parallelism, bool):
         raise TypeError(f"function {id!r}: optimize_parallelism must be a bool")
+    if not isinstance(checkpointing, bool):
+        raise TypeError(f"function {id!r}: checkpointing must be a bool")
     if timeouts is not None and not isinstance(timeouts, Timeouts):
         raise TypeError(f"function {id!r}: timeouts must be durably.Timeouts(start=..., finish=...), not {timeouts!r}")
     triggers = _triggers(id, trigger)
@@ -287,8 +291,9 @@ def make_function(
         optimize_parallelism=optimize_parallelism,
         concurrency=limits,
         timeouts=timeouts,
-        on_failure=_failure_handler(app_id, id, on_failure, retries),
+        on_failure=_failure_handler(app_id, id, on_failure, retries, checkpointing),
         cancel_on=rules,
+        checkpointing=checkpointing,
     )
 
 
@@ -350,8 +355,11 @@ def _concurrency(function_id: str, concurrency: object) -> tuple[Concurrency, ..
     return tuple(limits)
 
 
-def _failure_handler(app_id: str, function_id: str, handler: object, retries: int) -> Function | None:
-    """The ``on_failure`` handler as a function of its own: ``<id>-failure``, no triggers, same retries."""
+def _failure_handler(
+    app_id: str, function_id: str, handler: object, retries: int, checkpointing: bool
+) -> Function | None:
+    """The ``on_failure`` handler as a function of its own: ``<id>-failure``, no triggers, same retries
+    and checkpointing."""
     if handler is None:
         return None
     if len(function_id) + len(FAILURE_SUFFIX) > _MAX_FUNCTION_ID:
@@ -366,6 +374,7 @@ def _failure_handler(app_id: str, function_id: str, handler: object, retries: in
         trigger=None,
         retries=retries,
         optimize_parallelism=False,
+        checkpointing=checkpointing,
     )
 
 

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -64,9 +64,11 @@ async def handle_execute(
     execute_msg: worker_pb2.Execute,
     memos: Memos,
     send_partial: Callable[[worker_pb2.ExecutionResult], None],
+    checkpoint: Callable[[worker_pb2.ExecutionResult], Awaitable[bool]],
 ) -> worker_pb2.ExecutionResult:
     """Run one ``Execute`` against ``memos`` (the run's outcomes it replays) and build its final
-    ``ExecutionResult``; targets that finish before the others go to ``send_partial`` as they finish.
+    ``ExecutionResult``; targets that finish before the others go to ``send_partial`` as they finish;
+    a checkpointing discovery's steps go to ``checkpoint``, which answers whether they were committed.
     Never raises (except on cancellation)."""
     execution_id = execute_msg.execution_id
     function = functions.get(execute_msg.function_id)
@@ -93,7 +95,10 @@ async def handle_execute(
         for chunk in _convert.partial_results(execution_id, ops, MAX_MESSAGE_BYTES // 4):
             send_partial(chunk)
 
-    outcome = await execute(function, request, report_early)
+    async def checkpoint_ops(ops: Sequence[StepOp]) -> bool:
+        return await checkpoint(_convert.checkpoint_result(execution_id, ops))
+
+    outcome = await execute(function, request, report_early, checkpoint_ops)
     result = _convert.execution_result_to_pb(execution_id, outcome)
     if execute_msg.targets and result.ops and result.ByteSize() > MAX_MESSAGE_BYTES // 4:
         # Targets that finished together: send them ahead in messages of a safe size.
@@ -124,27 +129,54 @@ def _result_too_large(result: worker_pb2.ExecutionResult, size: int) -> ErrorInf
 
 
 class _Session:
-    """One Connect stream: its outgoing queue, the executions it received, whether it registered, and
-    the memos the executor sent on it (which it counts per stream, so a new stream starts empty)."""
+    """One Connect stream: its outgoing queue, the executions it received, whether it registered, the
+    memos the executor sent on it (which it counts per stream, so a new stream starts empty), and the
+    checkpoints waiting for the executor's answer."""
 
     def __init__(self, memo_cache_runs: int) -> None:
         self.memos = MemoCache(memo_cache_runs)
         self.outbox: asyncio.Queue[worker_pb2.WorkerMessage | None] = asyncio.Queue()
+        self.checkpoints: dict[str, asyncio.Future[bool]] = {}
+        """Execution id -> the answer to its checkpoint in flight (one at a time per execution)."""
         self.in_flight: set[str] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.registered = False
         self.closed = False
+        self.draining = False
+        """The worker is stopping: checkpoints are refused, so each execution ends at its next step."""
 
     def send(self, message: worker_pb2.WorkerMessage) -> None:
         """Queue a message; dropped once the session has ended (the executor re-queues that work)."""
         if not self.closed:
             self.outbox.put_nowait(message)
 
+    async def checkpoint(self, result: worker_pb2.ExecutionResult) -> bool:
+        """Send a checkpoint and wait for the executor's answer: whether it committed the steps. False
+        once the stream has ended (the executor has given that run to another worker), and without
+        asking while the worker stops: the steps then go in the execution's final result."""
+        if self.closed or self.draining:
+            return False
+        answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.checkpoints[result.execution_id] = answer
+        self.send(_convert.result_message(result))
+        try:
+            return await answer
+        finally:
+            self.checkpoints.pop(result.execution_id, None)
+
+    def answered(self, execution_id: str, committed: bool) -> None:
+        answer = self.checkpoints.get(execution_id)
+        if answer is not None and not answer.done():
+            answer.set_result(committed)
+
     def close(self) -> None:
-        """Stop accepting messages and end the request stream after what is queued."""
+        """Stop accepting messages and end the request stream after what is queued; checkpoints still
+        waiting are answered "not committed", so their executions stop."""
         if not self.closed:
             self.closed = True
             self.outbox.put_nowait(None)
+            for execution_id in list(self.checkpoints):
+                self.answered(execution_id, False)
 
     async def requests(self) -> AsyncIterator[worker_pb2.WorkerMessage]:
         while (message := await self.outbox.get()) is not None:
@@ -381,6 +413,8 @@ class Worker:
                 kind = message.WhichOneof("message")
                 if kind == "execute":
                     self._start(session, message.execute)
+                elif kind == "checkpointed":
+                    session.answered(message.checkpointed.execution_id, message.checkpointed.committed)
                 elif kind == "registered":
                     self._worker_id = message.registered.worker_id
                     heartbeat.cancel()
@@ -397,6 +431,7 @@ class Worker:
     async def _drain(self, session: _Session, serve: asyncio.Task[None]) -> None:
         """Graceful stop: let this session's executions finish and report, then half-close the stream
         and give the executor a moment to end it, so no finished result is lost."""
+        session.draining = True
         if session.tasks:
             await asyncio.wait(set(session.tasks), timeout=_STOP_GRACE)
         session.close()
@@ -429,7 +464,11 @@ class Worker:
         try:
             async with self._slots:
                 result = await handle_execute(
-                    self._functions, execute_msg, memos, lambda partial: session.send(_convert.result_message(partial))
+                    self._functions,
+                    execute_msg,
+                    memos,
+                    lambda partial: session.send(_convert.result_message(partial)),
+                    session.checkpoint,
                 )
         except Exception as exc:  # a bug in the SDK itself: report it, keep serving
             _log.exception("durably worker %s: execution %s crashed", self.worker_name, execute_msg.execution_id)

@@ -21,6 +21,7 @@ from durably_server.engine.scheduler import Lease
 from durably_server.expressions import ExpressionError, match_expression, parse
 from durably_server.ids import new_id, now_ms
 from durably_server.model import (
+    Checkpointed,
     ConcurrencyLimit,
     Event,
     ExecutionReport,
@@ -332,6 +333,12 @@ def execute_out(lease: Lease, max_attempts: int) -> worker_pb2.ExecutorMessage:
             plan_only=lease.plan_only,
             memo_base=lease.memo_base,
         )
+    )
+
+
+def checkpointed_out(answer: Checkpointed) -> worker_pb2.ExecutorMessage:
+    return worker_pb2.ExecutorMessage(
+        checkpointed=worker_pb2.Checkpointed(execution_id=answer.execution_id, committed=answer.committed)
     )
 
 

@@ -250,5 +250,14 @@ class ExecutionReport:
     output_json: bytes | None = None
     error: Failure | None = None
     need_full_state: bool = False
-    # An early report of finished targets; the execution goes on (see worker.proto).
+    # An early report of finished targets, or a discovery's checkpoint; the execution goes on
+    # (see worker.proto).
     partial: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpointed:
+    """The executor's answer to a checkpoint: were its steps committed (see worker.proto)?"""
+
+    execution_id: str
+    committed: bool

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     import durably
+    from durably.protocol.v1 import api_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKERS_DIR = ROOT / "tests" / "workers"
@@ -422,6 +423,18 @@ async def run_to_end(client: durably.Client, name: str, data: dict[str, Any], ti
     [event_id] = await client.send(durably.Event(name=name, data=data))
     run = await find_run(client, event_id)
     return await client.wait_for_run(run.id, timeout=timeout)
+
+
+def metrics(address: str) -> api_pb2.GetMetricsResponse:
+    """The daemon's counters, through the raw generated stubs."""
+    import grpc
+    from durably.protocol.v1 import api_pb2, api_pb2_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        response: api_pb2.GetMetricsResponse = api_pb2_grpc.ApiServiceStub(channel).GetMetrics(
+            api_pb2.GetMetricsRequest(), timeout=10
+        )
+        return response
 
 
 def describe(run: durably.Run) -> str:

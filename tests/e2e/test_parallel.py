@@ -8,11 +8,9 @@ from collections import Counter
 from typing import Any
 
 import durably
-import grpc
 import pytest
-from durably.protocol.v1 import api_pb2, api_pb2_grpc
 
-from .harness import Harness, WorkerSpec, await_until, describe, find_run, open_client, run_to_end
+from .harness import Harness, WorkerSpec, await_until, describe, find_run, metrics, open_client, run_to_end
 
 PARALLEL = WorkerSpec(
     "parallel_steps.py",
@@ -30,12 +28,6 @@ PARALLEL = WorkerSpec(
 WORKERS = [PARALLEL]
 
 SLOW = ("send-confirmation-email", "update-crm-record", "grant-premium-access")
-
-
-def metrics(address: str) -> api_pb2.GetMetricsResponse:
-    """The daemon's counters, through the raw generated stubs."""
-    with grpc.insecure_channel(address) as channel:
-        return api_pb2_grpc.ApiServiceStub(channel).GetMetrics(api_pb2.GetMetricsRequest(), timeout=10)
 
 
 def one_body(cluster: Harness, run: str, name: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import durably
 import grpc
 from durably.protocol.v1 import api_pb2, api_pb2_grpc
 
-from .harness import Harness, WorkerSpec, await_until, describe, find_run, open_client, run_to_end
+from .harness import Harness, WorkerSpec, await_until, describe, find_run, metrics, open_client, run_to_end
 
 TRANSFER = WorkerSpec("limits_transfer.py", ("transfer-seq",))
 
@@ -18,11 +18,6 @@ def expected(i: int, width: int) -> str:
     """What step ``s<i>`` returns (the worker's ``expected``)."""
     head = f"s{i}:"
     return head + "z" * (width - len(head))
-
-
-def metrics(address: str) -> api_pb2.GetMetricsResponse:
-    with grpc.insecure_channel(address) as channel:
-        return api_pb2_grpc.ApiServiceStub(channel).GetMetrics(api_pb2.GetMetricsRequest(), timeout=10)
 
 
 def raw_run(address: str, run_id: str) -> api_pb2.Run:

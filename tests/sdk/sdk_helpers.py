@@ -58,6 +58,11 @@ def make_execute(
     )
 
 
+async def no_checkpoint(result: worker_pb2.ExecutionResult) -> bool:
+    """For executions that must not checkpoint (targeted, or of functions without checkpointing)."""
+    raise AssertionError(f"unexpected checkpoint: {result}")
+
+
 async def execute_reports(
     function: durably.Function, memos: list[worker_pb2.Memo] | None = None, **kwargs: Any
 ) -> list[worker_pb2.ExecutionResult]:
@@ -66,7 +71,12 @@ async def execute_reports(
     message = make_execute(function, memos, **kwargs)
     reports: list[worker_pb2.ExecutionResult] = []
     memo_state = Memos.of(memos_from_pb(message.memos))
-    reports.append(await handle_execute({function.id: function}, message, memo_state, reports.append))
+
+    async def commit(checkpoint: worker_pb2.ExecutionResult) -> bool:
+        reports.append(checkpoint)
+        return True
+
+    reports.append(await handle_execute({function.id: function}, message, memo_state, reports.append, commit))
     assert all(report.execution_id == message.execution_id for report in reports)
     assert all(report.partial and report.WhichOneof("outcome") is None for report in reports[:-1])
     assert not reports[-1].partial and reports[-1].WhichOneof("outcome") is not None

@@ -510,12 +510,12 @@ async def test_context_carries_the_execute_message() -> None:
 async def test_unknown_function_is_reported_not_raised() -> None:
     from durably._memos import Memos
     from durably._worker import handle_execute
-    from sdk_helpers import make_execute
+    from sdk_helpers import make_execute, no_checkpoint
 
     fn, _ = _three_steps()
     message = make_execute(fn)
     message.function_id = "nobody"
-    result = await handle_execute({fn.id: fn}, message, Memos.of([]), print)
+    result = await handle_execute({fn.id: fn}, message, Memos.of([]), print, no_checkpoint)
     assert (result.error.name, result.error.code, result.error.non_retriable) == (
         "FunctionNotFound",
         "function_not_found",

@@ -485,12 +485,16 @@ async def test_targets_are_reported_as_they_finish() -> None:
 
     from durably._memos import Memos
     from durably._worker import handle_execute
-    from sdk_helpers import make_execute
+    from sdk_helpers import make_execute, no_checkpoint
 
     message = make_execute(fn, targets=[sid("slow"), sid("fast")])
     partials: list[tuple[float, worker_pb2.ExecutionResult]] = []
     final = await handle_execute(
-        {fn.id: fn}, message, Memos.of([]), lambda result: partials.append((time.perf_counter(), result))
+        {fn.id: fn},
+        message,
+        Memos.of([]),
+        lambda result: partials.append((time.perf_counter(), result)),
+        no_checkpoint,
     )
     [(sent_at, partial)] = partials
     assert partial.partial and partial.WhichOneof("outcome") is None

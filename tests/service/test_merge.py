@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 
 from durably_server._core import RunState
-from durably_server.engine.merge import merge_report
+from durably_server.engine.merge import merge_checkpoint, merge_report
 from durably_server.engine.retry import RetryPolicy
 from durably_server.engine.runs import ActiveRun
 from durably_server.model import (
@@ -167,3 +167,24 @@ def test_backoff_doubles_up_to_the_cap_and_retry_after_wins() -> None:
 def test_a_retried_step_waits_its_backoff() -> None:
     merge = merge_report(run_with(), [item(1, attempt=2)], report(failed("a")), 5, False, POLICY)
     assert [(a, d) for _, a, d in merge.retries] == [(3, 400)]
+
+
+def test_a_checkpoint_records_steps_that_ran_with_the_discovery_attempt() -> None:
+    steps = merge_checkpoint(run_with(), item(1, attempt=2), (ran("a"),))
+    assert steps is not None and [(s.name, s.status, s.attempts) for s in steps] == [("a", StepStatus.COMPLETED, 3)]
+
+
+def test_a_checkpoint_that_breaks_a_rule_records_nothing() -> None:
+    state = RunState()
+    state.record(sha("a"), "a", 0, b"1", False)
+    run = run_with(state)
+    run.pending.add(sha("p"))
+    for ops in ((failed("x"),), (planned("x"),), (ran("a"),), (ran("p"),), (ran("x", b"{nope"),)):
+        assert merge_checkpoint(run, item(1), ops) is None, ops
+    big = b'"' + b"x" * (4 * 1024 * 1024) + b'"'
+    assert merge_checkpoint(run, item(1), (ran("huge", big),)) is None
+
+
+def test_a_discovery_that_stops_after_checkpoints_is_followed_by_another() -> None:
+    merge = merge_report(run_with(), [item(1)], report(), 4, False, POLICY, checkpointed=True)
+    assert merge.discover and merge.status is None and not merge.retries

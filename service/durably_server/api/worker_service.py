@@ -19,6 +19,7 @@ from durably_server import convert
 from durably_server.convert import RequestError
 from durably_server.engine.executor import Executor
 from durably_server.engine.scheduler import WorkerConn
+from durably_server.model import Checkpointed
 
 log = logging.getLogger("durably.workers")
 
@@ -49,11 +50,14 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
         reader.add_done_callback(lambda _: worker.outbox.put_nowait(None))
         try:
             while True:
-                lease = await worker.outbox.get()
-                if lease is None:
+                message = await worker.outbox.get()
+                if message is None:
                     break
-                spec = self._executor.registry.get(lease.items[0].function_key)
-                yield convert.execute_out(lease, spec.max_attempts if spec else 1)
+                if isinstance(message, Checkpointed):
+                    yield convert.checkpointed_out(message)
+                    continue
+                spec = self._executor.registry.get(message.items[0].function_key)
+                yield convert.execute_out(message, spec.max_attempts if spec else 1)
         finally:
             reader.cancel()
             self._executor.disconnect_worker(worker)

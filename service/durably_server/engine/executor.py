@@ -18,7 +18,7 @@ from durably_server._core import CoreError, LimitExceeded
 from durably_server.engine.alarms import Alarms
 from durably_server.engine.coordination import INVOKE, SLEEP, Planned, Resolved, WaitIndex, plan
 from durably_server.engine.cron import Cron
-from durably_server.engine.merge import Merge, merge_report
+from durably_server.engine.merge import Merge, merge_checkpoint, merge_report
 from durably_server.engine.metrics import Metrics
 from durably_server.engine.registry import Registry
 from durably_server.engine.retry import RetryPolicy
@@ -28,6 +28,7 @@ from durably_server.engine.watch import RunWatch
 from durably_server.engine.writes import Created, Effects, Writes
 from durably_server.ids import new_id, now_ms
 from durably_server.model import (
+    Checkpointed,
     Event,
     ExecutionReport,
     Failure,
@@ -304,6 +305,9 @@ class Executor:
             log.warning("refused a result for execution %s: not leased to worker %s", report.execution_id, worker.id)
             return
         run = lease.run
+        if report.partial and not lease.targets:
+            await self._checkpoint(worker, lease, report)
+            return
         if report.need_full_state and lease.memo_base > 0:
             # The worker dropped its copy of the run's memos: send the same work again, whole.
             worker.memos_held.pop(run.id, None)
@@ -323,7 +327,7 @@ class Executor:
             spec = self.registry.get(items[0].function_key)
             max_attempts = spec.max_attempts if spec else 1
             optimize = spec.optimize_parallelism if spec else False
-            merge = merge_report(run, items, report, max_attempts, optimize, self.policy)
+            merge = merge_report(run, items, report, max_attempts, optimize, self.policy, lease.checkpoints > 0)
             if report.partial:
                 settled = {item.id for item in items}
                 lease.items = [item for item in lease.items if item.id not in settled]
@@ -371,6 +375,27 @@ class Executor:
                     )
                     self._park(run, planned)
             self._apply(fx)
+
+    async def _checkpoint(self, worker: WorkerConn, lease: Lease, report: ExecutionReport) -> None:
+        """Commit the steps a discovery ran inline before its handler goes on (checkpointing), then
+        answer: the worker resumes the handler only on a commit, so a sequential run takes one
+        execution and one commit per step, and no replay."""
+        run, committed = lease.run, False
+        async with run.lock:
+            still_leased = worker.inflight.get(lease.execution_id) is lease and not run.status.ended
+            steps = merge_checkpoint(run, lease.items[0], report.ops) if still_leased and report.ops else None
+            if steps:
+                try:
+                    await self.store.write(lambda conn: sql.insert_steps(conn, run.id, steps))
+                except Exception:
+                    log.exception("could not commit a checkpoint of run %s; the worker will report it again", run.id)
+                else:
+                    committed = True
+                    lease.checkpoints += 1
+                    run.state.record_batch([step.memo() for step in steps])
+                    self.metrics.steps_recorded += len(steps)
+                    self.watch.changed(run.id)
+        worker.outbox.put_nowait(Checkpointed(report.execution_id, committed))
 
     def _plan_coordination(self, run: ActiveRun, merge: Merge, was_discovery: bool, now: int) -> Planned:
         """Turn the sleeps, waits, invokes and sent events a discovery reported into rows."""

@@ -74,6 +74,25 @@ def _is_json(raw: bytes) -> bool:
     return True
 
 
+def merge_checkpoint(run: ActiveRun, discovery: QueueItem, ops: tuple[StepOp, ...]) -> list[StepRecord] | None:
+    """The steps a discovery ran inline and checkpoints before it goes on, ready to commit.
+
+    None when any of them breaks a rule: nothing is recorded, the worker stops the handler and
+    puts them in its final report, and `merge_report` of that report says what happens (a step
+    past a limit fails the run, a run that has ended ignores it), so there is one set of rules.
+    """
+    for op in ops:
+        if op.kind is not OpKind.STEP_RUN or op.id in run.pending or run.state.contains(op.id):
+            return None
+        if not _is_json(op.data_json):
+            return None
+    try:
+        run.state.check_batch([(op.id, op.name, op.index, len(op.data_json)) for op in ops])
+    except CoreError:
+        return None
+    return [_record(run.id, op, StepStatus.COMPLETED, op.data_json, discovery.attempt + 1) for op in ops]
+
+
 def merge_report(
     run: ActiveRun,
     items: list[QueueItem],
@@ -81,7 +100,10 @@ def merge_report(
     max_attempts: int,
     optimize: bool,
     policy: RetryPolicy,
+    checkpointed: bool = False,
 ) -> Merge:
+    """What a final (or early) report means for the run; `checkpointed`: the execution's discovery
+    recorded steps through checkpoints before this report, so it made progress."""
     merge = Merge()
     by_target = {item.target: item for item in items if item.target}
     discovery = next((item for item in items if not item.target), None)
@@ -162,8 +184,9 @@ def merge_report(
             merge.discover = True  # a step ran inline: find what comes next
         elif merge.planned or merge.coordination or run.pending:
             pass  # planned steps run now; the handler resumes when they are in
-        elif any(op.kind in _NEW_STEP_OPS for op in report.ops):
-            # It planned steps that were recorded while it ran: its view was stale, look again.
+        elif checkpointed or any(op.kind in _NEW_STEP_OPS for op in report.ops):
+            # It stopped after checkpoints, or planned steps that were recorded while it ran (its
+            # view was stale): look again.
             merge.discover = True
         else:
             # A handler that stops without reporting a step would loop forever: count it as a failure.

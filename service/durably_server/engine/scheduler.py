@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from durably_server.engine.concurrency import Concurrency, Slot, slots_of
 from durably_server.engine.runs import ActiveRun
 from durably_server.ids import now_ms
-from durably_server.model import FunctionSpec, QueueItem
+from durably_server.model import Checkpointed, FunctionSpec, QueueItem
 
 log = logging.getLogger("durably.scheduler")
 
@@ -40,6 +40,8 @@ class Lease:
     memos: list[tuple[str, bytes, bool]] = field(default_factory=list)
     plan_only: bool = False
     slots: list[tuple[Slot, int]] = field(default_factory=list)
+    # Checkpoints committed for this discovery so far (see Executor._checkpoint).
+    checkpoints: int = 0
 
     @property
     def attempt(self) -> int:
@@ -59,7 +61,8 @@ class WorkerConn:
     name: str
     functions: frozenset[str]
     capacity: int
-    outbox: asyncio.Queue[Lease | None] = field(default_factory=asyncio.Queue)
+    # What to send down the stream, in order; None ends it.
+    outbox: asyncio.Queue[Lease | Checkpointed | None] = field(default_factory=asyncio.Queue)
     inflight: dict[str, Lease] = field(default_factory=dict)
     # run id -> how many of the run's memos this stream was sent (the worker caches them).
     memos_held: dict[str, int] = field(default_factory=dict)

@@ -4,9 +4,10 @@ isort:skip_file
 The worker protocol: one long-lived bidirectional stream per worker process.
 
 The worker opens `WorkerService.Connect`, sends `Register` first, then receives
-`Execute` requests and answers each with exactly one `ExecutionResult` carrying the
-same `execution_id`. The executor keeps every durable decision; the worker only runs
-the user's handler against the memoized state it is given.
+`Execute` requests and answers each with exactly one final `ExecutionResult` carrying
+the same `execution_id` (before it, partial results: early reports of finished targets,
+and checkpoints, each answered by `Checkpointed`). The executor keeps every durable
+decision; the worker only runs the user's handler against the memoized state it is given.
 """
 
 from collections import abc as _abc
@@ -119,21 +120,25 @@ class ExecutorMessage(_message.Message):
 
     REGISTERED_FIELD_NUMBER: _builtins.int
     EXECUTE_FIELD_NUMBER: _builtins.int
+    CHECKPOINTED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def registered(self) -> Global___Registered: ...
     @_builtins.property
     def execute(self) -> Global___Execute: ...
+    @_builtins.property
+    def checkpointed(self) -> Global___Checkpointed: ...
     def __init__(
         self,
         *,
         registered: Global___Registered | None = ...,
         execute: Global___Execute | None = ...,
+        checkpointed: Global___Checkpointed | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["execute", b"execute", "message", b"message", "registered", b"registered"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["checkpointed", b"checkpointed", "execute", b"execute", "message", b"message", "registered", b"registered"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["execute", b"execute", "message", b"message", "registered", b"registered"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpointed", b"checkpointed", "execute", b"execute", "message", b"message", "registered", b"registered"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["registered", "execute"]  # noqa: Y015
+    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["registered", "execute", "checkpointed"]  # noqa: Y015
     _WhichOneofArgType_message: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_message) -> _WhichOneofReturnType_message | None: ...
 
@@ -584,10 +589,15 @@ class ExecutionResult(_message.Message):
     NEED_FULL_STATE_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     partial: _builtins.bool
-    """True: an early report of targets that have finished while others still run (their
-    results are recorded at once, so a race sees its winner and a crash loses nothing
-    finished). The execution goes on; no outcome is set. Exactly one final result
-    (partial false, with an outcome) ends the execution.
+    """True: the execution goes on; no outcome is set. Exactly one final result (partial
+    false, with an outcome) ends the execution. Two kinds:
+    * in a targeted execution, an early report of targets that have finished while others
+      still run (their results are recorded at once, so a race sees its winner and a crash
+      loses nothing finished);
+    * in a discovery, a checkpoint (the function has `checkpointing` on): the STEP_RUN ops
+      of steps that ran inline, which the executor commits before answering `Checkpointed`;
+      the handler goes on past them only once they are committed, so one execution can run
+      many sequential steps.
     """
     output_json: _builtins.bytes
     """The handler returned; this is its return value as JSON. The run completes
@@ -627,6 +637,35 @@ class ExecutionResult(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
 
 Global___ExecutionResult: _TypeAlias = ExecutionResult  # noqa: Y015
+
+@_typing.final
+class Checkpointed(_message.Message):
+    """The answer to a checkpoint (a partial ExecutionResult of a discovery)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    COMMITTED_FIELD_NUMBER: _builtins.int
+    execution_id: _builtins.str
+    committed: _builtins.bool
+    """True: the checkpoint's steps are committed; the handler may go on. False: nothing of
+    it was recorded (the run has ended or was cancelled, the lease is gone, a limit or a
+    rule would be broken, or the commit failed): stop the handler and send the final
+    result with those steps in its `ops`; recording them there decides what happens.
+    """
+    def __init__(
+        self,
+        *,
+        execution_id: _builtins.str = ...,
+        committed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["committed", b"committed", "execution_id", b"execution_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Checkpointed: _TypeAlias = Checkpointed  # noqa: Y015
 
 @_typing.final
 class Heartbeat(_message.Message):

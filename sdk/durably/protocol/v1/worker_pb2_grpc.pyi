@@ -4,9 +4,10 @@ isort:skip_file
 The worker protocol: one long-lived bidirectional stream per worker process.
 
 The worker opens `WorkerService.Connect`, sends `Register` first, then receives
-`Execute` requests and answers each with exactly one `ExecutionResult` carrying the
-same `execution_id`. The executor keeps every durable decision; the worker only runs
-the user's handler against the memoized state it is given.
+`Execute` requests and answers each with exactly one final `ExecutionResult` carrying
+the same `execution_id` (before it, partial results: early reports of finished targets,
+and checkpoints, each answered by `Checkpointed`). The executor keeps every durable
+decision; the worker only runs the user's handler against the memoized state it is given.
 """
 
 from collections import abc as _abc
