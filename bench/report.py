@@ -147,10 +147,11 @@ def micro_table(micro: Sequence[MicroResult]) -> str:
     )
 
 
-def w2_points(results: Sequence[Result]) -> list[tuple[int, float]]:
+def w2_points(results: Sequence[Result], prefix: str = "W2-") -> list[tuple[int, float]]:
+    """(steps per run, ms per step) of the W2 rows (``prefix`` "W2c-": those with checkpointing)."""
     points = []
     for r in results:
-        if r.key.startswith("W2-") and r.per_step_ms is not None:
+        if r.key.startswith(prefix) and r.per_step_ms is not None:
             points.append((int(r.key.split("-")[1]), r.per_step_ms))
     return sorted(points)
 
@@ -170,17 +171,19 @@ def w2_cpu_points(results: Sequence[Result]) -> tuple[list[tuple[int, float]], l
 
 def ascii_plot(results: Sequence[Result], floors: Floors, width: int = 50) -> str:
     """Per-step cost against steps per run as text bars (the SVG is the real plot)."""
-    points = w2_points(results)
-    if not points:
+    series = [(label, w2_points(results, prefix)) for label, prefix in (("W2 ", "W2-"), ("W2c", "W2c-"))]
+    costs = [cost for _, points in series for _, cost in points]
+    if not costs:
         return ""
-    top = max(max(cost for _, cost in points), floors.step_ms * 1.5)
-    lines = ["per-step cost (ms) against steps per run, W2; '|' = 1.5 × floor"]
+    top = max(max(costs), floors.step_ms * 1.5)
+    lines = ["per-step cost (ms) against steps per run, W2 and W2c (checkpointing=True); '|' = 1.5 × floor"]
     mark = round(width * floors.step_ms * 1.5 / top)
-    for size, cost in points:
-        bar = list("#" * max(1, round(width * cost / top)) + " " * width)[: width + 1]
-        if bar[mark] == " ":
-            bar[mark] = "|"
-        lines.append(f"{size:>6,} steps {''.join(bar)} {cost:.3f}")
+    for label, points in series:
+        for size, cost in points:
+            bar = list("#" * max(1, round(width * cost / top)) + " " * width)[: width + 1]
+            if bar[mark] == " ":
+                bar[mark] = "|"
+            lines.append(f"{label} {size:>6,} steps {''.join(bar)} {cost:.3f}")
     return "\n".join(lines)
 
 
@@ -235,8 +238,9 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
 
 
 def svg_plot(results: Sequence[Result], floors: Floors) -> str | None:
-    """Per-step cost against steps per run (log x), W2, with the floor and the targets' lines."""
+    """Per-step cost against steps per run (log x), W2 and W2c, with the floor and the targets' lines."""
     points = w2_points(results)
+    checkpointed = w2_points(results, "W2c-")
     if not points:
         return None
     width, height = 680, 420
@@ -246,7 +250,7 @@ def svg_plot(results: Sequence[Result], floors: Floors) -> str | None:
     x_min, x_max = math.log10(min(sizes)), math.log10(max(sizes))
     if x_max == x_min:
         x_max = x_min + 1
-    y_max = max(max(c for _, c in points), floors.step_ms * 1.5) * 1.15
+    y_max = max(max(c for _, c in points + checkpointed), floors.step_ms * 1.5) * 1.15
 
     def x(size: float) -> float:
         return left + plot_w * (math.log10(size) - x_min) / (x_max - x_min)
@@ -295,6 +299,7 @@ def svg_plot(results: Sequence[Result], floors: Floors) -> str | None:
     daemon_cpu, worker_cpu = w2_cpu_points(results)
     series = [
         (points, "#15c", "2", "", "wall time per step"),
+        (checkpointed, "#0a8", "2", "", "wall time per step, checkpointing=True"),
         (worker_cpu, "#c33", "1.5", ' stroke-dasharray="2 3"', "worker CPU per step"),
         (daemon_cpu, "#555", "1.5", ' stroke-dasharray="2 3"', "daemon CPU per step"),
     ]
@@ -309,9 +314,10 @@ def svg_plot(results: Sequence[Result], floors: Floors) -> str | None:
             f'stroke="{color}" stroke-width="{stroke}"{dash}/>'
         )
         out.append(f'<text x="{left + 42}" y="{legend_y + 4}" fill="{color}">{label}</text>')
-    for s, c in points:
-        out.append(f'<circle cx="{x(s):.1f}" cy="{y(c):.1f}" r="4" fill="#15c"/>')
-        out.append(f'<text x="{x(s):.1f}" y="{y(c) - 9:.1f}" text-anchor="middle" fill="#15c">{c:.2f}</text>')
+    for dots, color in ((points, "#15c"), (checkpointed, "#0a8")):
+        for s, c in dots:
+            out.append(f'<circle cx="{x(s):.1f}" cy="{y(c):.1f}" r="4" fill="{color}"/>')
+            out.append(f'<text x="{x(s):.1f}" y="{y(c) - 9:.1f}" text-anchor="middle" fill="{color}">{c:.2f}</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
 

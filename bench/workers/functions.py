@@ -59,13 +59,23 @@ async def three_steps(ctx: durably.Context) -> dict[str, float]:
     return {"took": c - a, "mid": b}
 
 
-@client.function(id="w2-sequential", trigger=durably.on_event("bench/w2"), retries=0)
-async def sequential(ctx: durably.Context) -> dict[str, int]:
-    """W2: ``n`` sequential trivial steps (one id in a loop: ``step``, ``step:1``, ...)."""
+async def _sequential(ctx: durably.Context) -> dict[str, int]:
     n = int(ctx.event.data["n"])
     for _ in range(n):
         await ctx.step.run("step", now)
     return {"steps": n}
+
+
+@client.function(id="w2-sequential", trigger=durably.on_event("bench/w2"), retries=0)
+async def sequential(ctx: durably.Context) -> dict[str, int]:
+    """W2: ``n`` sequential trivial steps (one id in a loop: ``step``, ``step:1``, ...)."""
+    return await _sequential(ctx)
+
+
+@client.function(id="w2-checkpointing", trigger=durably.on_event("bench/w2c"), retries=0, checkpointing=True)
+async def sequential_checkpointing(ctx: durably.Context) -> dict[str, int]:
+    """W2 with ``checkpointing=True``: the same steps in one execution, each committed before the next."""
+    return await _sequential(ctx)
 
 
 async def _gather(ctx: durably.Context) -> dict[str, int]:
@@ -115,7 +125,7 @@ async def sleeps(ctx: durably.Context) -> dict[str, float]:
     return {"lag": after - before - 1.0}
 
 
-FUNCTIONS = [three_steps, sequential, gather, gather_optimized, big_state, waits, sleeps]
+FUNCTIONS = [three_steps, sequential, sequential_checkpointing, gather, gather_optimized, big_state, waits, sleeps]
 
 
 async def main() -> None:
