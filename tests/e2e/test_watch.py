@@ -29,6 +29,8 @@ async def test_watch_run_streams_each_change_until_the_run_ends(cluster: Harness
 
         watching = asyncio.create_task(watch())
         await await_until(lambda: cluster.observations("step", run=run.id, name="two"), what="step two to start")
+        # Step one is recorded while two runs: the stream shows it before the run moves on.
+        await await_until(lambda: ("RUN_STATUS_RUNNING", 1) in seen, what=f"a running run with one step in {seen}")
         cluster.release(f"go-{run.id}")
         await asyncio.wait_for(watching, 30)
     assert seen[-1] == ("RUN_STATUS_COMPLETED", 3), seen

@@ -150,7 +150,7 @@ class Executor:
             if run is not None:
                 self._ended(run, status, error)
             else:
-                self.watch.changed(run_id)
+                self.watch.changed(run_id, ended=True)
         for unit in fx.units:
             self.scheduler.add(unit)
 
@@ -364,6 +364,7 @@ class Executor:
                 run.state.record_batch([step.memo() for step in merge.steps])
                 run.pending.difference_update(step.id for step in merge.steps)
                 self.metrics.steps_recorded += len(merge.steps)
+                self.watch.changed(run.id)
             if merge.status is None:
                 run.pending.update(op.id for op in merge.planned)
                 run.pending.update(timer.step_id for timer in planned.timers)
@@ -465,7 +466,7 @@ class Executor:
         run.status = status
         self.runs.evict(run.id)
         self.scheduler.forget_run(run)
-        self.watch.changed(run.id)
+        self.watch.changed(run.id, ended=True)
 
     def heartbeat(self, worker: WorkerConn) -> None:
         worker.last_seen_ms = now_ms()
@@ -482,13 +483,13 @@ class Executor:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            changed = self.watch.subscribe(run_id)
+            ended = self.watch.subscribe(run_id, ends_only=True)
             run = await self.get_run(run_id)
             remaining = deadline - loop.time()
             if run is None or run.status.ended or remaining <= 0:
                 return run
             try:
-                await asyncio.wait_for(changed.wait(), remaining)
+                await asyncio.wait_for(ended.wait(), remaining)
             except TimeoutError:
                 pass
 
