@@ -50,13 +50,23 @@ class _LaterSteps(Protocol):
     async def wait_for_event(self, id: str, *, event: str, match: str, timeout: str) -> durably.Event | None: ...
 
 
-@client.function(id="w1-three-steps", trigger=durably.on_event("bench/w1"), retries=0)
-async def three_steps(ctx: durably.Context) -> dict[str, float]:
-    """W1: three sequential trivial steps."""
+async def _three_steps(ctx: durably.Context) -> dict[str, float]:
     a = await ctx.step.run("one", now)
     b = await ctx.step.run("two", now)
     c = await ctx.step.run("three", now)
     return {"took": c - a, "mid": b}
+
+
+@client.function(id="w1-three-steps", trigger=durably.on_event("bench/w1"), retries=0)
+async def three_steps(ctx: durably.Context) -> dict[str, float]:
+    """W1: three sequential trivial steps."""
+    return await _three_steps(ctx)
+
+
+@client.function(id="w1-checkpointing", trigger=durably.on_event("bench/w1c"), retries=0, checkpointing=True)
+async def three_steps_checkpointing(ctx: durably.Context) -> dict[str, float]:
+    """W1 with ``checkpointing=True``: one execution per run."""
+    return await _three_steps(ctx)
 
 
 async def _sequential(ctx: durably.Context) -> dict[str, int]:
@@ -99,11 +109,21 @@ async def gather_optimized(ctx: durably.Context) -> dict[str, int]:
     return await _gather(ctx)
 
 
+async def _big_state(ctx: durably.Context) -> dict[str, int]:
+    sizes = [len(await ctx.step.run("big", big, i)) for i in range(BIG_STEPS)]
+    return {"chars": sum(sizes)}
+
+
 @client.function(id="w4-big-state", trigger=durably.on_event("bench/w4"), retries=0)
 async def big_state(ctx: durably.Context) -> dict[str, int]:
     """W4: 8 sequential steps of 3.9 MB each (31.2 MB of state, under the 32 MiB run limit)."""
-    sizes = [len(await ctx.step.run("big", big, i)) for i in range(BIG_STEPS)]
-    return {"chars": sum(sizes)}
+    return await _big_state(ctx)
+
+
+@client.function(id="w4-checkpointing", trigger=durably.on_event("bench/w4c"), retries=0, checkpointing=True)
+async def big_state_checkpointing(ctx: durably.Context) -> dict[str, int]:
+    """W4 with ``checkpointing=True``: no replay decodes the earlier big results again."""
+    return await _big_state(ctx)
 
 
 @client.function(id="w5-wait", trigger=durably.on_event("bench/w5-start"), retries=0)
@@ -125,7 +145,18 @@ async def sleeps(ctx: durably.Context) -> dict[str, float]:
     return {"lag": after - before - 1.0}
 
 
-FUNCTIONS = [three_steps, sequential, sequential_checkpointing, gather, gather_optimized, big_state, waits, sleeps]
+FUNCTIONS = [
+    three_steps,
+    three_steps_checkpointing,
+    sequential,
+    sequential_checkpointing,
+    gather,
+    gather_optimized,
+    big_state,
+    big_state_checkpointing,
+    waits,
+    sleeps,
+]
 
 
 async def main() -> None:

@@ -4,7 +4,8 @@ One SendEvents call carries every event (the daemon commits them and their runs 
 the clock runs from that call until GetMetrics says every run has ended, so steps/s is end to end and
 durable (each step's result committed before the run moved on). Step latency is the gap between
 consecutive step bodies of one run (with every run in flight at once, it includes queueing), read
-afterwards from a sample of runs.
+afterwards from a sample of runs. ``W1c`` is the same with ``checkpointing=True`` (one execution per
+run instead of three).
 """
 
 from __future__ import annotations
@@ -26,27 +27,26 @@ from bench.workloads.common import (
     with_cpu,
 )
 
-KEY = "W1"
-FUNCTION = "w1-three-steps"
-EVENT = "bench/w1"
+VARIANTS = (("W1", "w1-three-steps", "bench/w1", ""), ("W1c", "w1-checkpointing", "bench/w1c", ", checkpointing=True"))
+"""(key, function, event, label suffix)"""
 STEPS_PER_RUN = 3
 TARGET_STEPS_PER_S = 3000
 LATENCY_SAMPLE = 200
 WARM_UP_RUNS = 100
 
 
-def _batch(group: Cluster, count: int, tag: str, timeout: float) -> Rep:
+def _batch(group: Cluster, function: str, event: str, count: int, tag: str, timeout: float) -> Rep:
     api = group.api
     before = api.metrics()
     cpu_start = group.cpu()
     sent_at = time.time()
     started = time.perf_counter()
-    run_ids = api.send(EVENT, [{"batch": tag, "i": i} for i in range(count)], batch=count)
+    run_ids = api.send(event, [{"batch": tag, "i": i} for i in range(count)], batch=count)
     sent = time.perf_counter() - started
     delta = wait_runs_ended(group, before, count, timeout)
     seconds = time.perf_counter() - started
     cpu_end = group.cpu()
-    failed_runs(group, delta, run_ids, FUNCTION)
+    failed_runs(group, delta, run_ids, function)
     stride = max(1, len(run_ids) // LATENCY_SAMPLE)
     latencies: list[float] = []
     first_step: list[float] = []
@@ -59,19 +59,23 @@ def _batch(group: Cluster, count: int, tag: str, timeout: float) -> Rep:
 
 
 def run(env: Env) -> list[Result]:
+    return [_measure(env, *variant) for variant in VARIANTS]
+
+
+def _measure(env: Env, key: str, function: str, event: str, suffix: str) -> Result:
     profile = env.profile
     count = profile.w1_runs
-    result = Result(KEY, f"many small runs: {count:,} runs × {STEPS_PER_RUN} sequential steps")
+    result = Result(key, f"many small runs: {count:,} runs × {STEPS_PER_RUN} sequential steps{suffix}")
 
     def body() -> None:
-        with cluster(env.workdir, "w1", [FUNCTION], env={"BENCH_CAPACITY": str(profile.capacity)}) as group:
-            say(f"W1: warm-up ({WARM_UP_RUNS} runs)")
-            _batch(group, WARM_UP_RUNS, "warm-up", profile.run_timeout)
+        with cluster(env.workdir, key.lower(), [function], env={"BENCH_CAPACITY": str(profile.capacity)}) as group:
+            say(f"{key}: warm-up ({WARM_UP_RUNS} runs)")
+            _batch(group, function, event, WARM_UP_RUNS, "warm-up", profile.run_timeout)
             base = group.reset_peaks()
             reps = []
             for rep in range(profile.reps):
-                measured = _batch(group, count, f"rep-{rep}", profile.run_timeout)
-                say(f"W1: rep {rep + 1}/{profile.reps}: {measured.steps / measured.seconds:,.0f} steps/s")
+                measured = _batch(group, function, event, count, f"rep-{rep}", profile.run_timeout)
+                say(f"{key}: rep {rep + 1}/{profile.reps}: {measured.steps / measured.seconds:,.0f} steps/s")
                 reps.append(measured)
             summarize(result, reps, group.peaks(base), env.floors, "gap between consecutive step bodies of a run")
 
@@ -80,4 +84,4 @@ def run(env: Env) -> list[Result]:
     measured = "-" if result.steps_per_s is None else f"{result.steps_per_s:,.0f} steps/s"
     met = None if result.steps_per_s is None else result.steps_per_s >= TARGET_STEPS_PER_S
     result.checks.append(Check(f"≥ {TARGET_STEPS_PER_S:,} steps/s end to end, durable", measured, met))
-    return [result]
+    return result

@@ -5,7 +5,8 @@ counts it after the final commit). The driver then reads the run with ListRuns, 
 output but not its steps: GetRun or WaitForRun would make the daemon load and serialize the 31 MB of
 step results for the driver, which is a client's read, not the run, and would inflate the daemon's
 peak RSS. Peak RSS is the daemon's VmHWM over the measured runs (warm-up excluded), compared with the
-run's state.
+run's state. ``W4c`` is the same with ``checkpointing=True`` (one execution: no replay decodes the
+earlier big results again).
 """
 
 from __future__ import annotations
@@ -18,43 +19,46 @@ from bench.progress import say
 from bench.workers.functions import BIG_STEP_BYTES, BIG_STEPS
 from bench.workloads.common import Env, Rep, guarded, summarize, wait_runs_ended, with_cpu
 
-KEY = "W4"
-FUNCTION = "w4-big-state"
-EVENT = "bench/w4"
+VARIANTS = (("W4", "w4-big-state", "bench/w4", ""), ("W4c", "w4-checkpointing", "bench/w4c", ", checkpointing=True"))
+"""(key, function, event, label suffix)"""
 TARGET_SECONDS = 0.25
 RSS_FACTOR = 4
 STATE_BYTES = BIG_STEPS * BIG_STEP_BYTES
 
 
-def one_run(group: Cluster, timeout: float) -> Rep:
+def one_run(group: Cluster, function: str, event: str, timeout: float) -> Rep:
     api = group.api
     before = api.metrics()
     cpu_start = group.cpu()
     started = time.perf_counter()
-    [run_id] = api.send(EVENT, [{}])
+    [run_id] = api.send(event, [{}])
     delta = wait_runs_ended(group, before, 1, timeout, interval=0.005)
     seconds = time.perf_counter() - started
     cpu_end = group.cpu()
     if delta.runs_completed != 1:
         raise RunFailed(f"run {run_id} did not complete: {api.get_run(run_id).error}")
-    [run] = api.list_runs(FUNCTION, "completed", cap=1)
+    [run] = api.list_runs(function, "completed", cap=1)
     if run.id != run_id or run.output != {"chars": STATE_BYTES - 2 * BIG_STEPS}:
         raise RunFailed(f"run {run_id}: the newest completed run is {run.id} with output {run.output!r}")
     return with_cpu(Rep(seconds, BIG_STEPS, 1, delta), group, cpu_start, cpu_end)
 
 
 def run(env: Env) -> list[Result]:
+    return [_measure(env, *variant) for variant in VARIANTS]
+
+
+def _measure(env: Env, key: str, function: str, event: str, suffix: str) -> Result:
     profile = env.profile
-    result = Result(KEY, f"big state: {BIG_STEPS} steps × {BIG_STEP_BYTES / 1e6:.1f} MB")
+    result = Result(key, f"big state: {BIG_STEPS} steps × {BIG_STEP_BYTES / 1e6:.1f} MB{suffix}")
 
     def body() -> None:
-        with cluster(env.workdir, "w4", [FUNCTION]) as group:
-            one_run(group, profile.run_timeout)  # warm-up
+        with cluster(env.workdir, key.lower(), [function]) as group:
+            one_run(group, function, event, profile.run_timeout)  # warm-up
             base = group.reset_peaks()
-            reps = [one_run(group, profile.run_timeout) for _ in range(profile.reps)]
+            reps = [one_run(group, function, event, profile.run_timeout) for _ in range(profile.reps)]
             summarize(result, reps, group.peaks(base), env.floors)
             result.extra["idle_daemon_rss"] = group.idle_daemon_rss
-            say(f"W4: {result.seconds:.3f} s per run (median of {len(reps)})")
+            say(f"{key}: {result.seconds:.3f} s per run (median of {len(reps)})")
 
     guarded(result, body)
     result.extra["state_bytes"] = STATE_BYTES
@@ -84,4 +88,4 @@ def run(env: Env) -> list[Result]:
             None if rss is None else rss <= limit,
         )
     )
-    return [result]
+    return result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -22,6 +23,10 @@ log = logging.getLogger("durably")
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 GRACE_SECONDS = 2.0
+GC_THRESHOLDS = (50_000, 20, 20)
+"""The cycle collector's thresholds. Each step allocates many short-lived objects (protobuf messages,
+dataclasses, futures) that die by reference counting; at the default 700 allocations the young
+generation was collected several times per step, ~5 % of the daemon's CPU under load."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +75,9 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     await server.start()
     executor.start()
+    gc.collect()
+    gc.freeze()  # what start-up built lives as long as the daemon: never scan it again
+    gc.set_threshold(*GC_THRESHOLDS)
     print(f"durably: listening on {host}:{port} (db: {settings.db_path})", flush=True)
     try:
         await stop.wait()
