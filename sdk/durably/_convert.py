@@ -223,6 +223,7 @@ def register_message(
             capacity=capacity,
             worker_name=worker_name,
             sdk_version=sdk_version,
+            accepts_batches=True,
         )
     )
 
@@ -258,6 +259,10 @@ def heartbeat_message(in_flight: Iterable[str]) -> worker_pb2.WorkerMessage:
 
 def result_message(result: worker_pb2.ExecutionResult) -> worker_pb2.WorkerMessage:
     return worker_pb2.WorkerMessage(result=result)
+
+
+def batch_message(messages: list[worker_pb2.WorkerMessage]) -> worker_pb2.WorkerMessage:
+    return worker_pb2.WorkerMessage(batch=worker_pb2.WorkerBatch(messages=messages))
 
 
 def memos_from_pb(memos: Iterable[worker_pb2.Memo]) -> Iterator[tuple[str, Outcome]]:

@@ -28,6 +28,7 @@ from typing import Any
 import grpc
 
 from durably import _convert
+from durably._batch import batches
 from durably._client import Client
 from durably._execution import execute, failure_from_exception
 from durably._function import Function
@@ -178,9 +179,9 @@ class _Session:
             for execution_id in list(self.checkpoints):
                 self.answered(execution_id, False)
 
-    async def requests(self) -> AsyncIterator[worker_pb2.WorkerMessage]:
-        while (message := await self.outbox.get()) is not None:
-            yield message
+    def requests(self) -> AsyncIterator[worker_pb2.WorkerMessage]:
+        """The request stream: what is queued, several messages in one when several are ready."""
+        return batches(self.outbox, _same, _convert.batch_message)
 
 
 class Worker:
@@ -410,15 +411,16 @@ class Worker:
                 message = await call.read()
                 if message is grpc.aio.EOF:
                     return
-                kind = message.WhichOneof("message")
-                if kind == "execute":
-                    self._start(session, message.execute)
-                elif kind == "checkpointed":
-                    session.answered(message.checkpointed.execution_id, message.checkpointed.committed)
-                elif kind == "registered":
-                    self._worker_id = message.registered.worker_id
-                    heartbeat.cancel()
-                    heartbeat = asyncio.create_task(self._heartbeat(session, message.registered.heartbeat_interval_ms))
+                for one in message.batch.messages if message.WhichOneof("message") == "batch" else (message,):
+                    kind = one.WhichOneof("message")
+                    if kind == "execute":
+                        self._start(session, one.execute)
+                    elif kind == "checkpointed":
+                        session.answered(one.checkpointed.execution_id, one.checkpointed.committed)
+                    elif kind == "registered":
+                        self._worker_id = one.registered.worker_id
+                        heartbeat.cancel()
+                        heartbeat = asyncio.create_task(self._heartbeat(session, one.registered.heartbeat_interval_ms))
         finally:
             heartbeat.cancel()
 
@@ -497,3 +499,7 @@ def _describe_end(serve: asyncio.Task[None]) -> str:
     if isinstance(exc, TimeoutError):
         return "no answer to Register"
     return f"{type(exc).__name__}: {exc}"
+
+
+def _same(message: worker_pb2.WorkerMessage) -> worker_pb2.WorkerMessage:
+    return message

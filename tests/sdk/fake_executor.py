@@ -40,12 +40,14 @@ class FakeWorkerService(worker_pb2_grpc.WorkerServiceServicer):
         self.registers.put_nowait(first.register)
 
         async def read() -> None:
-            while (message := await context.read()) is not grpc.aio.EOF:
-                kind = message.WhichOneof("message")
-                if kind == "result":
-                    self.results.put_nowait(message.result)
-                elif kind == "heartbeat":
-                    self.heartbeats.put_nowait(list(message.heartbeat.in_flight))
+            while (received := await context.read()) is not grpc.aio.EOF:
+                batched = received.WhichOneof("message") == "batch"
+                for message in received.batch.messages if batched else [received]:
+                    kind = message.WhichOneof("message")
+                    if kind == "result":
+                        self.results.put_nowait(message.result)
+                    elif kind == "heartbeat":
+                        self.heartbeats.put_nowait(list(message.heartbeat.in_flight))
 
         reader = asyncio.create_task(read())
         try:

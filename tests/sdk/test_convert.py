@@ -93,6 +93,7 @@ def test_register_message() -> None:
         capacity=8,
         worker_name="host:1",
         sdk_version="0.1.0",
+        accepts_batches=True,
     )
 
 

@@ -1,7 +1,8 @@
 """WorkerService: one bidirectional stream per worker.
 
 The stream's first message registers the worker; from then on one task reads results
-and heartbeats while this handler writes executions from the worker's outbox. When
+and heartbeats while this handler writes executions from the worker's outbox (several
+in one batch when several are ready and the worker accepts batches). When
 the stream ends for any reason (worker exit, kill -9, network), the worker's
 unanswered executions go back on the queue for another worker.
 """
@@ -13,12 +14,13 @@ import logging
 from collections.abc import AsyncIterator
 
 import grpc
+from durably._batch import MAX_BATCH_MESSAGES, Source, batches
 from durably.protocol.v1 import worker_pb2, worker_pb2_grpc
 
 from durably_server import convert
 from durably_server.convert import RequestError
 from durably_server.engine.executor import Executor
-from durably_server.engine.scheduler import WorkerConn
+from durably_server.engine.scheduler import Lease, WorkerConn
 from durably_server.model import Checkpointed
 
 log = logging.getLogger("durably.workers")
@@ -49,37 +51,50 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
         reader = asyncio.create_task(self._read(worker, request_iterator), name=f"worker-{worker.id}-reader")
         reader.add_done_callback(lambda _: worker.outbox.put_nowait(None))
         try:
-            while True:
-                message = await worker.outbox.get()
-                if message is None:
-                    break
-                if isinstance(message, Checkpointed):
-                    yield convert.checkpointed_out(message)
-                    continue
-                spec = self._executor.registry.get(message.items[0].function_key)
-                yield convert.execute_out(message, spec.max_attempts if spec else 1)
+            outbox: Source[Lease | Checkpointed] = worker.outbox
+            batch = MAX_BATCH_MESSAGES if register.accepts_batches else 1
+            async for message in batches(outbox, self._out, _batch_of, max_messages=batch):
+                yield message
         finally:
             reader.cancel()
             self._executor.disconnect_worker(worker)
 
+    def _out(self, message: Lease | Checkpointed) -> worker_pb2.ExecutorMessage:
+        if isinstance(message, Checkpointed):
+            return convert.checkpointed_out(message)
+        spec = self._executor.registry.get(message.items[0].function_key)
+        return convert.execute_out(message, spec.max_attempts if spec else 1)
+
     async def _read(self, worker: WorkerConn, messages: AsyncIterator[worker_pb2.WorkerMessage]) -> None:
         try:
             async for message in messages:
-                kind = message.WhichOneof("message")
-                if kind == "result":
-                    task = asyncio.create_task(self._executor.report(worker, convert.report_in(message.result)))
-                    self._merging.add(task)
-                    task.add_done_callback(self._merged)
-                elif kind == "heartbeat":
-                    self._executor.heartbeat(worker)
+                if message.WhichOneof("message") == "batch":
+                    for inner in message.batch.messages:
+                        self._take(worker, inner, batched=True)
                 else:
-                    log.warning("worker %s sent an unexpected %s message; ignored", worker.id, kind)
+                    self._take(worker, message, batched=False)
         except (grpc.aio.AioRpcError, asyncio.CancelledError):
             return
         except Exception:
             log.exception("worker %s: stream reader failed", worker.id)
 
+    def _take(self, worker: WorkerConn, message: worker_pb2.WorkerMessage, *, batched: bool) -> None:
+        kind = message.WhichOneof("message")
+        if kind == "result":
+            task = asyncio.create_task(self._executor.report(worker, convert.report_in(message.result)))
+            self._merging.add(task)
+            task.add_done_callback(self._merged)
+        elif kind == "heartbeat":
+            self._executor.heartbeat(worker)
+        else:
+            where = " in a batch" if batched else ""
+            log.warning("worker %s sent an unexpected %s message%s; ignored", worker.id, kind, where)
+
     def _merged(self, task: asyncio.Task[None]) -> None:
         self._merging.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("merging a report failed", exc_info=task.exception())
+
+
+def _batch_of(messages: list[worker_pb2.ExecutorMessage]) -> worker_pb2.ExecutorMessage:
+    return worker_pb2.ExecutorMessage(batch=worker_pb2.ExecutorBatch(messages=messages))

@@ -91,28 +91,57 @@ class WorkerMessage(_message.Message):
     REGISTER_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
     HEARTBEAT_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def register(self) -> Global___Register: ...
     @_builtins.property
     def result(self) -> Global___ExecutionResult: ...
     @_builtins.property
     def heartbeat(self) -> Global___Heartbeat: ...
+    @_builtins.property
+    def batch(self) -> Global___WorkerBatch: ...
     def __init__(
         self,
         *,
         register: Global___Register | None = ...,
         result: Global___ExecutionResult | None = ...,
         heartbeat: Global___Heartbeat | None = ...,
+        batch: Global___WorkerBatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["heartbeat", b"heartbeat", "message", b"message", "register", b"register", "result", b"result"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "heartbeat", b"heartbeat", "message", b"message", "register", b"register", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat", b"heartbeat", "message", b"message", "register", b"register", "result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "heartbeat", b"heartbeat", "message", b"message", "register", b"register", "result", b"result"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["register", "result", "heartbeat"]  # noqa: Y015
+    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["register", "result", "heartbeat", "batch"]  # noqa: Y015
     _WhichOneofArgType_message: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_message) -> _WhichOneofReturnType_message | None: ...
 
 Global___WorkerMessage: _TypeAlias = WorkerMessage  # noqa: Y015
+
+@_typing.final
+class WorkerBatch(_message.Message):
+    """Several messages in one, read in order as if sent one by one: a busy worker sends what
+    it has ready together, which saves the per-message cost of the stream on both sides.
+    A batch never holds a batch or a Register.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___WorkerMessage]: ...
+    def __init__(
+        self,
+        *,
+        messages: _abc.Iterable[Global___WorkerMessage] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkerBatch: _TypeAlias = WorkerBatch  # noqa: Y015
 
 @_typing.final
 class ExecutorMessage(_message.Message):
@@ -121,28 +150,56 @@ class ExecutorMessage(_message.Message):
     REGISTERED_FIELD_NUMBER: _builtins.int
     EXECUTE_FIELD_NUMBER: _builtins.int
     CHECKPOINTED_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def registered(self) -> Global___Registered: ...
     @_builtins.property
     def execute(self) -> Global___Execute: ...
     @_builtins.property
     def checkpointed(self) -> Global___Checkpointed: ...
+    @_builtins.property
+    def batch(self) -> Global___ExecutorBatch: ...
     def __init__(
         self,
         *,
         registered: Global___Registered | None = ...,
         execute: Global___Execute | None = ...,
         checkpointed: Global___Checkpointed | None = ...,
+        batch: Global___ExecutorBatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["checkpointed", b"checkpointed", "execute", b"execute", "message", b"message", "registered", b"registered"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "checkpointed", b"checkpointed", "execute", b"execute", "message", b"message", "registered", b"registered"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpointed", b"checkpointed", "execute", b"execute", "message", b"message", "registered", b"registered"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "checkpointed", b"checkpointed", "execute", b"execute", "message", b"message", "registered", b"registered"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["registered", "execute", "checkpointed"]  # noqa: Y015
+    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["registered", "execute", "checkpointed", "batch"]  # noqa: Y015
     _WhichOneofArgType_message: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_message) -> _WhichOneofReturnType_message | None: ...
 
 Global___ExecutorMessage: _TypeAlias = ExecutorMessage  # noqa: Y015
+
+@_typing.final
+class ExecutorBatch(_message.Message):
+    """As WorkerBatch, from the executor; sent only to workers that registered with
+    `accepts_batches`. Never holds a batch or a Registered.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExecutorMessage]: ...
+    def __init__(
+        self,
+        *,
+        messages: _abc.Iterable[Global___ExecutorMessage] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExecutorBatch: _TypeAlias = ExecutorBatch  # noqa: Y015
 
 @_typing.final
 class Register(_message.Message):
@@ -155,6 +212,7 @@ class Register(_message.Message):
     CAPACITY_FIELD_NUMBER: _builtins.int
     WORKER_NAME_FIELD_NUMBER: _builtins.int
     SDK_VERSION_FIELD_NUMBER: _builtins.int
+    ACCEPTS_BATCHES_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """The application the functions belong to; functions are unique within an app."""
     capacity: _builtins.int
@@ -162,6 +220,8 @@ class Register(_message.Message):
     worker_name: _builtins.str
     """Free-form identification for people reading logs, e.g. "host:pid"."""
     sdk_version: _builtins.str
+    accepts_batches: _builtins.bool
+    """The worker reads ExecutorBatch messages: the executor may send it several at once."""
     @_builtins.property
     def functions(self) -> _containers.RepeatedCompositeFieldContainer[Global___FunctionConfig]: ...
     def __init__(
@@ -172,10 +232,11 @@ class Register(_message.Message):
         capacity: _builtins.int = ...,
         worker_name: _builtins.str = ...,
         sdk_version: _builtins.str = ...,
+        accepts_batches: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "capacity", b"capacity", "functions", b"functions", "sdk_version", b"sdk_version", "worker_name", b"worker_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepts_batches", b"accepts_batches", "app_id", b"app_id", "capacity", b"capacity", "functions", b"functions", "sdk_version", b"sdk_version", "worker_name", b"worker_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
