@@ -72,7 +72,7 @@ from durably._context import Context
 from durably._durations import now_ms
 from durably._function import Function
 from durably._ids import StepIdCounter
-from durably._json import JsonValueError, check_output_type, decode, encode, rehydrate, to_plain
+from durably._json import JsonValueError, check_output_type, decode, encode, is_scalar, rehydrate, to_plain
 from durably._memos import Memos, Outcome
 from durably._ops import OpKind, OpRequest, StepOp
 from durably._step import Step
@@ -249,6 +249,19 @@ def _step_not_found(missing: list[str], handler_error: ErrorInfo | None) -> Erro
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Ran:
+    """A step body's successful result: its saved JSON and the plain value it was encoded from."""
+
+    data: bytes
+    plain: Any
+
+    def value(self) -> Any:
+        """What the handler gets: what a replay would give, i.e. the saved JSON decoded (a fresh copy,
+        so user code cannot change what was saved), or the value itself when it is immutable."""
+        return self.plain if is_scalar(self.plain) else decode(self.data)
+
+
 class _PendingStep:
     """A new step waiting for the engine: its future gets None ("run your body here", discovery only)
     or an :class:`_Interrupt`. ``task`` is the task awaiting it. ``request`` is set for a step the
@@ -299,6 +312,7 @@ class _Execution:
         self._outcomes = request.memos.outcomes
         self._positions = request.memos.positions
         self._length = request.memos.length
+        self._scalars = request.memos.scalars
         self._counter = StepIdCounter()
         self.ops: list[StepOp] = []
         self._reported = 0
@@ -308,7 +322,7 @@ class _Execution:
         """Set once the handler was told to unwind: the outcome is "yielded" whatever it does next."""
         self._closed = False
         self._handler_task = asyncio.current_task()
-        self._bodies: set[asyncio.Task[bytes | None]] = set()
+        self._bodies: set[asyncio.Task[_Ran | None]] = set()
 
         # Replay order (see the module docstring).
         self._head = 0
@@ -359,7 +373,7 @@ class _Execution:
         if position is None:
             step = _PendingStep(name, hashed_id, index, self._loop.create_future(), asyncio.current_task())
             return await self._new_step(step, fn, args, kwargs, output_type)
-        return rehydrate(decode(await self._replay(name, position)), output_type)
+        return rehydrate(await self._replay(name, position), output_type)
 
     async def op_step(self, api: str, name: str, build: Callable[[], OpRequest]) -> Any:
         """A step the executor carries out (sleep, wait, send, invoke): replayed like ``step.run``; when
@@ -368,7 +382,7 @@ class _Execution:
         _check_id(api, name)
         hashed_id, index, position = self._reach(api, name)
         if position is not None:
-            return decode(await self._replay(name, position))
+            return await self._replay(name, position)
         request = None if self._targets else build()
         step = _PendingStep(name, hashed_id, index, self._loop.create_future(), asyncio.current_task(), request)
         self._new_steps += 1
@@ -397,18 +411,23 @@ class _Execution:
             position = None
         return hashed_id, index, position
 
-    async def _replay(self, name: str, position: int) -> bytes:
-        """The saved result at ``position`` once it is its turn (see the module docstring), or the saved
-        failure raised as :class:`StepError`."""
+    async def _replay(self, name: str, position: int) -> Any:
+        """The saved result at ``position``, decoded, once it is its turn (see the module docstring), or
+        the saved failure raised as :class:`StepError`."""
         task = asyncio.current_task()
         if position > self._head or (self._turn_task is not None and self._turn_task is not task):
             await self._wait_turn(position, task)
         else:
             self._replayed(position, task)
+        if position in self._scalars:
+            return self._scalars[position]
         saved: Outcome = self._outcomes[position]
         if isinstance(saved, ErrorInfo):
             raise step_error(name, saved.name, saved.message, saved.stack, saved.code)
-        return saved
+        value = decode(saved)
+        if is_scalar(value):
+            self._scalars[position] = value
+        return value
 
     async def _new_step(
         self,
@@ -427,19 +446,19 @@ class _Execution:
         self._poke()
         try:
             await step.future  # None: run the body here; _Interrupt: unwind
-            data = await self._start_body(self._run_body(step, fn, args, kwargs, output_type))
-            if data is not None and self._checkpoint is not None:
+            ran = await self._start_body(self._run_body(step, fn, args, kwargs, output_type))
+            if ran is not None and self._checkpoint is not None:
                 if not await self._checkpointed():
                     raise self._interrupt()
-                return rehydrate(decode(data), output_type)
+                return rehydrate(ran.value(), output_type)
         finally:
             if self._inline is step:
                 self._inline = None
                 if self._pending:
                     self._poke()
-        if data is None or self._new_steps > 1:
+        if ran is None or self._new_steps > 1:
             raise self._interrupt()
-        return rehydrate(decode(data), output_type)
+        return rehydrate(ran.value(), output_type)
 
     async def _checkpointed(self) -> bool:
         """Checkpoint the step that just ran inline. Once it is committed the handler goes on with its
@@ -453,7 +472,7 @@ class _Execution:
         self._ran_inline = False
         return True
 
-    def _start_body(self, body: Coroutine[Any, Any, bytes | None]) -> asyncio.Task[bytes | None]:
+    def _start_body(self, body: Coroutine[Any, Any, _Ran | None]) -> asyncio.Task[_Ran | None]:
         """Run a body in its own task, so targets run concurrently and a body's op is recorded even if
         the handler stops waiting for it."""
         task = self._loop.create_task(body)
@@ -468,7 +487,7 @@ class _Execution:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         output_type: type[Any] | None,
-    ) -> bytes | None:
+    ) -> _Ran | None:
         try:
             return await self._run_body(step, fn, args, kwargs, output_type)
         finally:  # at once, not in a done callback: each op goes out on its own as it is recorded
@@ -481,8 +500,8 @@ class _Execution:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         output_type: type[Any] | None,
-    ) -> bytes | None:
-        """Run the step's code and record its op. The saved JSON on success, None on failure."""
+    ) -> _Ran | None:
+        """Run the step's code and record its op. What it returned on success, None on failure."""
         started = now_ms()
         token = _current_step.set(step.name)
         try:
@@ -499,7 +518,8 @@ class _Execution:
             _current_step.reset(token)
         ended = now_ms()
         try:
-            data = encode(to_plain(result, output_type))
+            plain = to_plain(result, output_type)
+            data = encode(plain)
         except JsonValueError as exc:
             failure = ErrorInfo(
                 name=OutputUnserializableError.__name__,
@@ -510,7 +530,7 @@ class _Execution:
         else:
             if len(data) <= MAX_STEP_OUTPUT_BYTES:
                 self._record(OpKind.STEP_RUN, step, started, ended, data_json=data)
-                return data
+                return _Ran(data, plain)
             failure = ErrorInfo(
                 name=StepOutputTooLarge.__name__,
                 message=(

@@ -9,6 +9,7 @@ which is why handlers must call steps in a deterministic order.
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 
 
 def hash_step_id(pre_hash_id: str) -> str:
@@ -37,4 +38,10 @@ class StepIdCounter:
         """Hashed id and index of the next occurrence of ``name`` (first "a" -> index 0, then 1, ...)."""
         index = self._seen.get(name, 0)
         self._seen[name] = index + 1
-        return hash_step_id(pre_hash_id(name, index)), index
+        return _step_key(name, index), index
+
+
+@lru_cache(maxsize=65_536)
+def _step_key(name: str, index: int) -> str:
+    """Every replay hashes the same ids again (a run of N steps hashes N²/2 of them): remember them."""
+    return hash_step_id(pre_hash_id(name, index))

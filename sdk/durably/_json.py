@@ -122,6 +122,15 @@ def decode(data: bytes) -> Any:
     return json.loads(data) if data else None
 
 
+def is_scalar(value: object) -> bool:
+    """Whether a JSON value is immutable, so one decoded copy may be handed out many times (and it is
+    equal to what its encoding decodes to: strings, ints, floats and booleans round-trip exactly)."""
+    return value is None or type(value) in _SCALARS
+
+
+_SCALARS = frozenset({str, int, float, bool})
+
+
 def format_path(path: _Path) -> str:
     """``$``-rooted text of a linked path: ``$.items[2]``, ``$["a key"]``."""
     keys: list[str | int] = []

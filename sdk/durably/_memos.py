@@ -8,7 +8,9 @@ map.
 
 Outcomes stay as the bytes that arrived (or the saved failure): each execution decodes a result only
 when the handler replays it, and decodes it again for every execution, so no two executions share a
-decoded object that user code could mutate.
+decoded object that user code could mutate. Immutable results (a string, a number, a boolean, null)
+are the exception: decoded once, they are kept in ``scalars`` and shared, so replaying N such steps
+costs N dict lookups rather than N ``json.loads`` (a 4 MB string takes ~5 ms to decode).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ class Memos:
     positions: dict[str, int]
     """Hashed step id -> its position in ``outcomes`` (the first one, should an id repeat)."""
     length: int
+    scalars: dict[int, object]
+    """Position -> the decoded result, for results already decoded that are immutable."""
 
     @classmethod
     def of(cls, entries: Iterable[tuple[str, Outcome]]) -> Memos:
@@ -48,11 +52,12 @@ class Memos:
 class _RunMemos:
     """One run's outcomes in record order; append-only, see :class:`Memos`."""
 
-    __slots__ = ("outcomes", "positions")
+    __slots__ = ("outcomes", "positions", "scalars")
 
     def __init__(self) -> None:
         self.outcomes: list[Outcome] = []
         self.positions: dict[str, int] = {}
+        self.scalars: dict[int, object] = {}
 
     def extend(self, entries: Iterable[tuple[str, Outcome]]) -> None:
         outcomes, positions = self.outcomes, self.positions
@@ -61,7 +66,7 @@ class _RunMemos:
             outcomes.append(outcome)
 
     def snapshot(self) -> Memos:
-        return Memos(self.outcomes, self.positions, len(self.outcomes))
+        return Memos(self.outcomes, self.positions, len(self.outcomes), self.scalars)
 
 
 class MemoCache:

@@ -550,3 +550,31 @@ async def test_replaying_many_memos_is_cheap() -> None:
     result = await execute(fn, memos)
     assert output(result) == sum(range(1000))
     assert loop.time() - started < 0.5
+
+
+async def test_replays_share_decoded_scalars_but_never_a_mutable_value() -> None:
+    from durably._execution import ExecutionRequest
+    from durably._execution import execute as run_execution
+    from durably._memos import MemoCache
+    from sdk_helpers import no_checkpoint
+
+    got: list[tuple[Any, Any]] = []
+
+    @client.function(id="scalars")
+    async def fn(ctx: durably.Context) -> None:
+        text = await ctx.step.run("text", lambda: "never runs")
+        items = await ctx.step.run("items", lambda: ["never runs"])
+        got.append((text, items))
+        items.append("changed by the handler")
+        await ctx.step.run("next", lambda: None)
+
+    cache = MemoCache(10)
+    memos = cache.receive("run", 0, [(sid("text"), json.dumps("x" * 1000).encode()), (sid("items"), b'["a"]')])
+    assert memos is not None
+    for attempt in range(2):
+        request = ExecutionRequest(f"e{attempt}", "run", fn.id, durably.Event("test/event"), memos, attempt)
+        await run_execution(fn, request, lambda ops: None, lambda ops: no_checkpoint(worker_pb2.ExecutionResult()))
+    (text1, items1), (text2, items2) = got
+    assert text1 == "x" * 1000 and text1 is text2, "an immutable result is decoded once per run"
+    assert items1 == ["a", "changed by the handler"] and items2 == ["a", "changed by the handler"]
+    assert items1 is not items2
