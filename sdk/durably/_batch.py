@@ -54,7 +54,7 @@ async def batches(
             if item is None:
                 return
             held = convert(item)
-        out, size, held = [held], held.ByteSize(), None
+        out, size, held = [held], -1, None
         ended = False
         while len(out) < max_messages and not queue.empty():
             item = queue.get_nowait()
@@ -62,6 +62,8 @@ async def batches(
                 ended = True
                 break
             message = convert(item)
+            if size < 0:  # measured only when there is a batch to make: sizing a big message costs
+                size = out[0].ByteSize()
             grown = size + message.ByteSize()
             if grown > MAX_BATCH_BYTES:
                 held = message  # first of the next batch

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 
+from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
+
 from durably._durations import to_ms
 from durably._execution import ExecutionOutcome, ExecutionRequest
 from durably._function import CronTrigger, Function, Trigger
@@ -258,11 +260,15 @@ def heartbeat_message(in_flight: Iterable[str]) -> worker_pb2.WorkerMessage:
 
 
 def result_message(result: worker_pb2.ExecutionResult) -> worker_pb2.WorkerMessage:
-    return worker_pb2.WorkerMessage(result=result)
+    message = worker_pb2.WorkerMessage()
+    message.result.CopyFrom(result)  # ~10x faster than WorkerMessage(result=...) for a 4 MB result
+    return message
 
 
 def batch_message(messages: list[worker_pb2.WorkerMessage]) -> worker_pb2.WorkerMessage:
-    return worker_pb2.WorkerMessage(batch=worker_pb2.WorkerBatch(messages=messages))
+    batch = worker_pb2.WorkerMessage()
+    batch.batch.messages.extend(messages)  # one copy; nesting constructors would copy twice
+    return batch
 
 
 def memos_from_pb(memos: Iterable[worker_pb2.Memo]) -> Iterator[tuple[str, Outcome]]:
@@ -297,8 +303,10 @@ _OPCODES = {
 }
 
 
-def _step_op_to_pb(op: StepOp) -> worker_pb2.StepOp:
-    message = worker_pb2.StepOp(
+def _add_step_op(ops: RepeatedCompositeFieldContainer[worker_pb2.StepOp], op: StepOp) -> worker_pb2.StepOp:
+    """Append ``op`` to a result's ``ops`` in place: building it apart and appending it would copy
+    its data (a 4 MB result costs ~5 ms to copy)."""
+    message = ops.add(
         op=_OPCODES[op.op],
         id=op.id,
         name=op.name,
@@ -335,7 +343,9 @@ def _request_to_pb(request: OpRequest, message: worker_pb2.StepOp) -> None:
 
 
 def execution_result_to_pb(execution_id: str, outcome: ExecutionOutcome) -> worker_pb2.ExecutionResult:
-    result = worker_pb2.ExecutionResult(execution_id=execution_id, ops=[_step_op_to_pb(op) for op in outcome.ops])
+    result = worker_pb2.ExecutionResult(execution_id=execution_id)
+    for op in outcome.ops:
+        _add_step_op(result.ops, op)
     if outcome.yielded:
         result.yielded = True
     elif outcome.error is not None:
@@ -351,19 +361,27 @@ def partial_results(execution_id: str, ops: Iterable[StepOp], max_bytes: int) ->
     results: list[worker_pb2.ExecutionResult] = []
     size = 0
     for op in ops:
-        pb = _step_op_to_pb(op)
-        op_size = pb.ByteSize()
+        op_size = _size_of(op)
         if not results or (size + op_size > max_bytes and len(results[-1].ops) > 0):
             results.append(worker_pb2.ExecutionResult(execution_id=execution_id, partial=True))
             size = 0
-        results[-1].ops.append(pb)
+        _add_step_op(results[-1].ops, op)
         size += op_size
     return results
 
 
+def _size_of(op: StepOp) -> int:
+    """About the encoded size of a target's op (its data or its error, plus ids and times)."""
+    error = op.error
+    return len(op.data_json) + (len(error.message) + len(error.stack) if error is not None else 0) + 128
+
+
 def checkpoint_result(execution_id: str, ops: Iterable[StepOp]) -> worker_pb2.ExecutionResult:
     """A checkpointing discovery's partial result: the steps it ran inline, to commit before it goes on."""
-    return worker_pb2.ExecutionResult(execution_id=execution_id, ops=[_step_op_to_pb(op) for op in ops], partial=True)
+    result = worker_pb2.ExecutionResult(execution_id=execution_id, partial=True)
+    for op in ops:
+        _add_step_op(result.ops, op)
+    return result
 
 
 def failure_result(execution_id: str, error: ErrorInfo) -> worker_pb2.ExecutionResult:

@@ -97,4 +97,6 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
 
 
 def _batch_of(messages: list[worker_pb2.ExecutorMessage]) -> worker_pb2.ExecutorMessage:
-    return worker_pb2.ExecutorMessage(batch=worker_pb2.ExecutorBatch(messages=messages))
+    batch = worker_pb2.ExecutorMessage()
+    batch.batch.messages.extend(messages)  # one copy; nesting constructors would copy twice
+    return batch
