@@ -576,6 +576,10 @@ class Expression:
         except ExpressionError as error:
             raise ExpressionError(f"with {name} inlined: {error.message}", self.source) from None
 
+    def is_one_comparison(self) -> bool:
+        """Whether the whole expression is a single comparison (no `&&`, `||` or `!` around it)."""
+        return isinstance(self.node, Compare)
+
     def equality_keys(self, name: str) -> list[tuple[str, object]]:
         """(path, literal) for each top-level `&&` conjunct `<name>.path == <literal>`, in source order.
 

@@ -473,3 +473,17 @@ def test_evaluation_is_fast() -> None:
             expression.evaluate(variables)
         best = min(best, (time.perf_counter() - start) / calls)
     assert best < 20e-6  # measured ≈1.2 µs; generous for slow CI machines
+
+
+def test_a_wait_that_is_only_its_index_key_stores_no_expression() -> None:
+    from durably_server.engine.coordination import WAIT, rule
+    from durably_server.model import Event
+
+    trigger = Event("e1", "order/placed", b'{"orderId": "o-1", "n": 2}', 1)
+    only_key = rule(WAIT, "r1", "s1", "order/paid", "data.orderId", "", trigger)
+    assert only_key is not None
+    assert (only_key.key_path, only_key.key_value, only_key.expression) == ("data.orderId", '"o-1"', "")
+    narrowed = rule(WAIT, "r1", "s1", "order/paid", "data.orderId", "async.data.amount > event.data.n", trigger)
+    assert narrowed is not None and narrowed.key_value == '"o-1"' and narrowed.expression != ""
+    assert parse('async.data.k == "x"', roots=("async",)).is_one_comparison()
+    assert not parse('async.data.k == "x" && async.data.j == 1', roots=("async",)).is_one_comparison()

@@ -61,12 +61,21 @@ def rule(
     parts = [match_expression(match)] if match else []
     if if_expression:
         parts.append(f"({if_expression})")
-    expression = parse(" && ".join(parts) or "true").interpolate("event", event_object(trigger))
+    expression = _rule_template(" && ".join(parts) or "true").interpolate("event", event_object(trigger))
     if expression.source == "false":
         return None
     keys = expression.equality_keys("async")
     path, value = (keys[0][0], _key(keys[0][1])) if keys else ("", "")
-    return sql.Wait(run_id, step_id, kind, event_name, path, value, expression.source)
+    # A rule that is only its index key (`match=` alone) holds for every event the index finds: store
+    # no expression, so matching does not parse one per wait (each run's source is its own).
+    only_key = len(keys) == 1 and expression.is_one_comparison()
+    return sql.Wait(run_id, step_id, kind, event_name, path, value, "" if only_key else expression.source)
+
+
+@lru_cache(maxsize=1024)
+def _rule_template(source: str) -> Expression:
+    """A rule before the run's trigger is filled in: the same few per function, parsed once."""
+    return parse(source)
 
 
 class WaitIndex:
@@ -101,7 +110,7 @@ class WaitIndex:
                 value = value[part]
             else:
                 for wait in sql.find_waits(conn, event.name, path, _key(value) if path else ""):
-                    if _compiled(wait.expression).evaluate({"async": incoming}):
+                    if not wait.expression or _compiled(wait.expression).evaluate({"async": incoming}):
                         found.append(wait)
         return found
 
