@@ -22,7 +22,7 @@ from durably_server.engine.merge import Merge, merge_checkpoint, merge_report
 from durably_server.engine.metrics import Metrics
 from durably_server.engine.registry import Registry
 from durably_server.engine.retry import RetryPolicy
-from durably_server.engine.runs import ActiveRun, ActiveRuns, Discovery, new_state
+from durably_server.engine.runs import MAX_HELD_NEW, ActiveRun, ActiveRuns, Discovery, new_state
 from durably_server.engine.scheduler import Lease, Scheduler, WorkerConn
 from durably_server.engine.watch import RunWatch
 from durably_server.engine.writes import Created, Effects, Writes
@@ -33,7 +33,6 @@ from durably_server.model import (
     ExecutionReport,
     Failure,
     FunctionSpec,
-    QueueItem,
     RunRecord,
     RunStatus,
 )
@@ -73,13 +72,12 @@ class Executor:
         self.heartbeat_ms = heartbeat_ms
         self.worker_timeout_ms = worker_timeout_ms
         self._workers: set[WorkerConn] = set()
-        self._unparking: set[asyncio.Task[None]] = set()
         self._watcher: asyncio.Task[None] | None = None
         self.registry = Registry(store.read_now(sql.load_functions))
         self.runs = ActiveRuns(store)
         self.watch = RunWatch()
         self.metrics = Metrics()
-        self.scheduler = Scheduler(self.runs.get, self._leased, self.registry.get)
+        self.scheduler = Scheduler(self.runs, self._leased, self.registry.get)
         self.deadlines: Alarms[tuple[str, Deadline]] = Alarms(self._time_out)
         self.writes = Writes(self.registry.get, WaitIndex(store.read_now(sql.wait_paths)))
         self.timers: Alarms[sql.Timer] = Alarms(self._timer_fired)
@@ -169,20 +167,8 @@ class Executor:
                 run.rediscover = True
         self.metrics.steps_recorded += 1
         if resolved.discovery is not None:
-            if run is None:
-                # A parked run: load it now, many at once, rather than one by one as the dispatcher meets them.
-                task = asyncio.create_task(self._unpark(resolved.discovery))
-                self._unparking.add(task)
-                task.add_done_callback(self._unparking.discard)
-            else:
-                self.scheduler.add([resolved.discovery])
+            self.scheduler.add([resolved.discovery])  # a parked run is read back when dispatched
         self.watch.changed(step.run_id)
-
-    async def _unpark(self, discovery: QueueItem) -> None:
-        try:
-            await self.runs.get(discovery.run_id)
-        finally:
-            self.scheduler.add([discovery])
 
     async def _timer_fired(self, timer: sql.Timer) -> None:
         now = now_ms()
@@ -217,9 +203,10 @@ class Executor:
         """After the commit: hold the new runs in memory and queue their first execution."""
         self.metrics.runs_created += len(created)
         for run, item, event in created:
-            active = ActiveRun(run.id, run.app_id, run.function_id, event, new_state(event), RunStatus.QUEUED)
-            active.discovery = Discovery.QUEUED
-            self.runs.add(active)
+            if len(self.runs) < MAX_HELD_NEW:  # the others are read back when dispatched
+                active = ActiveRun(run.id, run.app_id, run.function_id, event, new_state(event), RunStatus.QUEUED)
+                active.discovery = Discovery.QUEUED
+                self.runs.add(active)
             spec = self.registry.get(item.function_key)
             if spec is not None and spec.start_timeout_ms:
                 self.deadlines.add(run.created_ms + spec.start_timeout_ms, (run.id, Deadline.START))

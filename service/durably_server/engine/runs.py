@@ -1,7 +1,10 @@
 """Runs in flight, held in memory with their memoized state.
 
-A run is loaded from the store the first time it is dispatched after a restart and
-dropped when it ends, so the store is read once per run, not once per step.
+A run is loaded from the store the first time it is dispatched after a restart, after it
+was parked (sleeping, waiting) or when it was created in a burst bigger than
+`MAX_HELD_NEW`, and dropped when it ends or parks, so the store is read once per stretch
+of execution, not once per step. Loads come in batches (`load_many`): one trip to a
+reader thread for up to `LOAD_BATCH` runs.
 """
 
 from __future__ import annotations
@@ -46,6 +49,15 @@ class ActiveRun:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
+MAX_HELD_NEW = 1000
+"""New runs kept in memory from their creation while more than this many are held; the rest wait
+in the store until dispatched. 10,000 runs created at once would otherwise hold 10,000 run objects
+at the same moment, memory the Python allocator keeps for good once freed."""
+
+LOAD_BATCH = 256
+"""Runs read from the store in one trip (see `ActiveRuns.load_many`)."""
+
+
 def new_state(event: Event) -> RunState:
     return RunState(base_bytes=len(event.data_json))
 
@@ -54,6 +66,9 @@ class ActiveRuns:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._runs: dict[str, ActiveRun] = {}
+
+    def __len__(self) -> int:
+        return len(self._runs)
 
     def add(self, run: ActiveRun) -> None:
         self._runs[run.id] = run
@@ -64,16 +79,15 @@ class ActiveRuns:
     def evict(self, run_id: str) -> None:
         self._runs.pop(run_id, None)
 
-    async def get(self, run_id: str) -> ActiveRun | None:
-        """The run with its state, from memory or else from the store (None if unknown)."""
-        run = self._runs.get(run_id)
-        if run is not None:
-            return run
-        loaded = await self._store.read(lambda conn: _load(conn, run_id))
-        if loaded is None:
-            return None
-        # Another task may have loaded it while this one read.
-        return self._runs.setdefault(run_id, loaded)
+    async def load_many(self, run_ids: list[str]) -> None:
+        """Hold these runs (those not held yet and still in the store), read in one trip."""
+        missing = [run_id for run_id in run_ids if run_id not in self._runs]
+        if not missing:
+            return
+        loaded = await self._store.read(lambda conn: [_load(conn, run_id) for run_id in missing])
+        for run in loaded:
+            if run is not None:
+                self._runs.setdefault(run.id, run)
 
 
 def _load(conn: sqlite3.Connection, run_id: str) -> ActiveRun | None:

@@ -15,11 +15,11 @@ import heapq
 import itertools
 import logging
 from collections import defaultdict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from durably_server.engine.concurrency import Concurrency, Slot, slots_of
-from durably_server.engine.runs import ActiveRun
+from durably_server.engine.runs import LOAD_BATCH, ActiveRun, ActiveRuns
 from durably_server.ids import now_ms
 from durably_server.model import Checkpointed, FunctionSpec, QueueItem
 
@@ -76,11 +76,11 @@ class WorkerConn:
 class Scheduler:
     def __init__(
         self,
-        load_run: Callable[[str], Awaitable[ActiveRun | None]],
+        runs: ActiveRuns,
         on_lease: Callable[[Lease], None],
         spec_of: Callable[[FunctionKey], FunctionSpec | None],
     ) -> None:
-        self._load_run = load_run
+        self._runs = runs
         self._on_lease = on_lease
         self._spec_of = spec_of
         self._concurrency = Concurrency()
@@ -205,7 +205,12 @@ class Scheduler:
                 if not free:
                     break
                 unit = queue.popleft()
-                run = await self._load_run(unit[0].run_id)
+                run = self._runs.cached(unit[0].run_id)
+                if run is None:
+                    # Not in memory: read it and the next ones this queue will want in one trip.
+                    ahead = itertools.islice(queue, LOAD_BATCH - 1)
+                    await self._runs.load_many([unit[0].run_id, *(u[0].run_id for u in ahead)])
+                    run = self._runs.cached(unit[0].run_id)
                 if run is None or run.status.ended:
                     continue
                 free = [w for w in self._workers.get(key, ()) if w.free > 0]  # the load may have awaited
