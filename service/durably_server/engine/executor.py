@@ -80,11 +80,12 @@ class Executor:
         self.scheduler = Scheduler(self.runs, self._leased, self.registry.get)
         self.deadlines: Alarms[tuple[str, Deadline]] = Alarms(self._time_out)
         self.writes = Writes(self.registry.get, WaitIndex(store.read_now(sql.wait_paths)))
-        self.timers: Alarms[sql.Timer] = Alarms(self._timer_fired)
+        # Row ids only: a parked run costs the daemon's memory one heap entry until its timer is due.
+        self.timers: Alarms[int] = Alarms(self._timer_fired)
         self.cron = Cron(self.registry.get, self._cron_tick)
         self.cron.sync(self.registry.all())
-        for timer in store.read_now(sql.load_timers):
-            self.timers.add(timer.due_ms, timer)
+        for due_ms, timer_id in store.read_now(sql.load_timers):
+            self.timers.add(due_ms, timer_id)
         for item in store.read_now(sql.load_queue):
             self.scheduler.add([item])
         if any(spec.start_timeout_ms or spec.finish_timeout_ms for spec in self.registry.all()):
@@ -139,8 +140,8 @@ class Executor:
     def _apply(self, fx: Effects) -> None:
         """After a commit: bring memory in line with what it stored."""
         self._runs_created(fx.created)
-        for timer in fx.timers:
-            self.timers.add(timer.due_ms, timer)
+        for due_ms, timer_id in fx.timers:
+            self.timers.add(due_ms, timer_id)
         for resolved in fx.resolved:
             self._resolved(resolved)
         for run_id, status, error in fx.ended:
@@ -170,15 +171,18 @@ class Executor:
             self.scheduler.add([resolved.discovery])  # a parked run is read back when dispatched
         self.watch.changed(step.run_id)
 
-    async def _timer_fired(self, timer: sql.Timer) -> None:
+    async def _timer_fired(self, timer_id: int) -> None:
         now = now_ms()
-        payload, error = b"null", None
-        if timer.kind == INVOKE:
-            error = Failure("InvokeTimeout", f'step "{timer.name}": the invoked function did not finish in time')
-            payload = error.to_json()
 
         def write(conn: sqlite3.Connection) -> Effects:
             fx = Effects()
+            timer = sql.timer_by_id(conn, timer_id)
+            if timer is None:
+                return fx  # its step completed otherwise: a wait matched, an invoked run ended
+            payload, error = b"null", None
+            if timer.kind == INVOKE:
+                error = Failure("InvokeTimeout", f'step "{timer.name}": the invoked function did not finish in time')
+                payload = error.to_json()
             self.writes.resolve(conn, timer.run_id, timer.step_id, payload, error, now, fx)
             return fx
 

@@ -36,7 +36,7 @@ class Effects:
     created: list[Created] = field(default_factory=list)
     resolved: list[Resolved] = field(default_factory=list)
     ended: list[tuple[str, RunStatus, Failure | None]] = field(default_factory=list)
-    timers: list[sql.Timer] = field(default_factory=list)
+    timers: list[tuple[int, int]] = field(default_factory=list)  # (due time, row id)
     units: list[list[QueueItem]] = field(default_factory=list)
 
 
@@ -168,8 +168,7 @@ class Writes:
             step_id = child.id.rsplit(".", 1)[-1]
             self.insert_event(conn, child, [spec], now, fx, parent=(run.id, step_id))
         for timer in planned.timers:
-            sql.insert_timer(conn, timer)
-            fx.timers.append(timer)
+            fx.timers.append((timer.due_ms, sql.insert_timer(conn, timer)))
         for wait in planned.waits:
             self.add_wait(conn, wait)
 

@@ -172,11 +172,22 @@ class Timer:
     due_ms: int
 
 
-def insert_timer(conn: sqlite3.Connection, timer: Timer) -> None:
-    conn.execute(
+def insert_timer(conn: sqlite3.Connection, timer: Timer) -> int:
+    """Store `timer`; returns its row id, all the daemon keeps of it in memory until it is due."""
+    cur = conn.execute(
         "INSERT INTO timers (run_id, step_id, name, idx, kind, due_ms) VALUES (?, ?, ?, ?, ?, ?)",
         (timer.run_id, timer.step_id, timer.name, timer.index, timer.kind, timer.due_ms),
     )
+    assert cur.lastrowid is not None
+    return cur.lastrowid
+
+
+def timer_by_id(conn: sqlite3.Connection, timer_id: int) -> Timer | None:
+    """The timer with this row id; None once its step was completed otherwise (a match, a child's end)."""
+    row = conn.execute(
+        "SELECT run_id, step_id, name, idx, kind, due_ms FROM timers WHERE id = ?", (timer_id,)
+    ).fetchone()
+    return None if row is None else Timer(*row)
 
 
 def take_timer(conn: sqlite3.Connection, run_id: str, step_id: str) -> Timer | None:
@@ -197,9 +208,9 @@ def load_run_timers(conn: sqlite3.Connection, run_id: str) -> list[str]:
     return [row[0] for row in conn.execute("SELECT step_id FROM timers WHERE run_id = ?", (run_id,))]
 
 
-def load_timers(conn: sqlite3.Connection) -> list[Timer]:
-    rows = conn.execute("SELECT run_id, step_id, name, idx, kind, due_ms FROM timers").fetchall()
-    return [Timer(*row) for row in rows]
+def load_timers(conn: sqlite3.Connection) -> list[tuple[int, int]]:
+    """(due time, row id) of every timer."""
+    return conn.execute("SELECT due_ms, id FROM timers").fetchall()
 
 
 @dataclass(frozen=True, slots=True)
