@@ -8,6 +8,7 @@ Ticks missed while the daemon was down are skipped, never fired in a burst: at s
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
@@ -69,7 +70,10 @@ class Cron:
     def stop(self) -> None:
         self._alarms.stop()
 
-    async def _fire(self, tick: Tick) -> None:
+    async def _fire(self, ticks: list[Tick]) -> None:
+        await asyncio.gather(*(self._tick(tick) for tick in ticks))
+
+    async def _tick(self, tick: Tick) -> None:
         key, schedule, zone, due = tick
         spec = self._spec_of(key)
         if spec is None or (schedule, zone) not in spec.crons:

@@ -81,7 +81,7 @@ class Executor:
         self.deadlines: Alarms[tuple[str, Deadline]] = Alarms(self._time_out)
         self.writes = Writes(self.registry.get, WaitIndex(store.read_now(sql.wait_paths)))
         # Row ids only: a parked run costs the daemon's memory one heap entry until its timer is due.
-        self.timers: Alarms[int] = Alarms(self._timer_fired)
+        self.timers: Alarms[int] = Alarms(self._timers_fired)
         self.cron = Cron(self.registry.get, self._cron_tick)
         self.cron.sync(self.registry.all())
         for due_ms, timer_id in store.read_now(sql.load_timers):
@@ -171,19 +171,22 @@ class Executor:
             self.scheduler.add([resolved.discovery])  # a parked run is read back when dispatched
         self.watch.changed(step.run_id)
 
-    async def _timer_fired(self, timer_id: int) -> None:
+    async def _timers_fired(self, timer_ids: list[int]) -> None:
         now = now_ms()
 
         def write(conn: sqlite3.Connection) -> Effects:
             fx = Effects()
-            timer = sql.timer_by_id(conn, timer_id)
-            if timer is None:
-                return fx  # its step completed otherwise: a wait matched, an invoked run ended
-            payload, error = b"null", None
-            if timer.kind == INVOKE:
-                error = Failure("InvokeTimeout", f'step "{timer.name}": the invoked function did not finish in time')
-                payload = error.to_json()
-            self.writes.resolve(conn, timer.run_id, timer.step_id, payload, error, now, fx)
+            for timer_id in timer_ids:
+                timer = sql.timer_by_id(conn, timer_id)
+                if timer is None:
+                    continue  # its step completed otherwise: a wait matched, an invoked run ended
+                payload, error = b"null", None
+                if timer.kind == INVOKE:
+                    error = Failure(
+                        "InvokeTimeout", f'step "{timer.name}": the invoked function did not finish in time'
+                    )
+                    payload = error.to_json()
+                self.writes.resolve(conn, timer.run_id, timer.step_id, payload, error, now, fx)
             return fx
 
         self._apply(await self.store.write(write))
@@ -513,8 +516,10 @@ class Executor:
         cancelled = any(ended_id == run_id for ended_id, _, _ in fx.ended)
         return None if record is None else (record, cancelled)
 
-    async def _time_out(self, deadline: tuple[str, Deadline]) -> None:
-        run_id, kind = deadline
+    async def _time_out(self, deadlines: list[tuple[str, Deadline]]) -> None:
+        await asyncio.gather(*(self._deadline_passed(*deadline) for deadline in deadlines))
+
+    async def _deadline_passed(self, run_id: str, kind: Deadline) -> None:
         run = await self.get_run(run_id)
         if run is None or run.status.ended:
             return
