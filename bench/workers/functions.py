@@ -5,10 +5,6 @@ costs (no thread hop), and the saved values let the driver compute per-step late
 the run's own timeline (the gap between consecutive step bodies of one run is one full engine cycle:
 report, merge, commit, dispatch, replay).
 
-``step.sleep`` and ``step.wait_for_event`` are the documented API of DESIGN.md; the SDK may not have
-them yet, so they are reached through a typed view of ``ctx.step`` and the driver only starts those
-workloads when ``durably.Step`` has them.
-
 Environment: ``DURABLY_ADDRESS`` (set by the harness), ``BENCH_CAPACITY`` (executions at once).
 """
 
@@ -18,7 +14,6 @@ import asyncio
 import logging
 import os
 import time
-from typing import Protocol, cast
 
 import durably
 
@@ -40,14 +35,6 @@ async def part(i: int) -> int:
 
 async def big(i: int) -> str:
     return chr(ord("a") + i) * (BIG_STEP_BYTES - 2)
-
-
-class _LaterSteps(Protocol):
-    """The parts of the step API that a later issue adds (DESIGN.md names them)."""
-
-    async def sleep(self, id: str, duration: str) -> None: ...
-
-    async def wait_for_event(self, id: str, *, event: str, match: str, timeout: str) -> durably.Event | None: ...
 
 
 async def _three_steps(ctx: durably.Context) -> dict[str, float]:
@@ -129,8 +116,7 @@ async def big_state_checkpointing(ctx: durably.Context) -> dict[str, int]:
 @client.function(id="w5-wait", trigger=durably.on_event("bench/w5-start"), retries=0)
 async def waits(ctx: durably.Context) -> dict[str, float]:
     """W5: park in ``wait_for_event`` until the matching ``bench/w5-match`` arrives (``data.k`` matches)."""
-    steps = cast(_LaterSteps, ctx.step)
-    matched = await steps.wait_for_event("match", event="bench/w5-match", match="data.k", timeout="1h")
+    matched = await ctx.step.wait_for_event("match", event="bench/w5-match", match="data.k", timeout="1h")
     woke = await ctx.step.run("woke", now)
     sent = float(matched.data["sent"]) if matched is not None else woke
     return {"lag": woke - sent}
@@ -140,7 +126,7 @@ async def waits(ctx: durably.Context) -> dict[str, float]:
 async def sleeps(ctx: durably.Context) -> dict[str, float]:
     """W6: sleep 1 s; the lag is how late the step after the sleep starts (counted from the step before)."""
     before = await ctx.step.run("before", now)
-    await cast(_LaterSteps, ctx.step).sleep("nap", "1s")
+    await ctx.step.sleep("nap", "1s")
     after = await ctx.step.run("after", now)
     return {"lag": after - before - 1.0}
 
