@@ -1,0 +1,34 @@
+"""The benchmark suite's smoke run (``python -m bench --quick``), as CI runs it: every workload must
+complete with the expected output on real daemon and worker processes, and the Rust core must agree
+with its Python reference. Figures are not checked here: they are a report (bench/README.md)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_bench_quick_runs_every_workload(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=540,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    results = json.loads(out.read_text(encoding="utf-8"))
+    statuses = {r["key"]: r["status"] for r in results["results"]}
+    expected = {"W1", "W1c", "W2-10", "W2c-10", "W3-200-opt", "W4", "W4c", "W5", "W6"}
+    assert expected <= statuses.keys(), statuses
+    assert all(status == "ok" for status in statuses.values()), statuses
+    assert results["micro"] and not results["micro_disagreements"], results["micro_disagreements"]
