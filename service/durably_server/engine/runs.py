@@ -50,8 +50,8 @@ class ActiveRun:
 
 
 MAX_HELD_NEW = 1000
-"""New runs kept in memory from their creation while more than this many are held; the rest wait
-in the store until dispatched. 10,000 runs created at once would otherwise hold 10,000 run objects
+"""A new run is kept in memory from its creation only while fewer runs than this are held; the
+others wait in the store until dispatched. 10,000 runs created at once would otherwise hold 10,000 run objects
 at the same moment, memory the Python allocator keeps for good once freed."""
 
 LOAD_BATCH = 256
