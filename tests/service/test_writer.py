@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -54,4 +55,27 @@ async def test_submitted_changes_are_committed_before_their_futures_resolve(tmp_
     results = await asyncio.gather(*(writer.submit(_insert(n)) for n in range(50)), return_exceptions=True)
     assert results == list(range(50))
     assert _rows(path) == list(range(50)) and 1 <= writer.commits <= 50
+    writer.close()
+
+
+async def test_below_waits_until_the_backlog_has_shrunk(tmp_path: Path) -> None:
+    writer, path = await _writer(tmp_path)
+    started, go = threading.Event(), threading.Event()
+
+    def slow(conn: sqlite3.Connection) -> None:  # holds the writer thread while changes queue up behind it
+        started.set()
+        go.wait(10)
+
+    first = writer.submit(slow)
+    await asyncio.to_thread(started.wait, 10)
+    queued = [writer.submit(_insert(n)) for n in range(20)]
+    assert writer.backlog == 20
+    waiting = asyncio.ensure_future(writer.below(5))
+    await asyncio.sleep(0.05)
+    assert not waiting.done(), "returned while 20 changes were waiting"
+    go.set()
+    await asyncio.wait_for(waiting, 10)
+    assert writer.backlog <= 5
+    await asyncio.gather(first, *queued)
+    assert _rows(path) == list(range(20))
     writer.close()

@@ -77,7 +77,7 @@ class Executor:
         self.runs = ActiveRuns(store)
         self.watch = RunWatch()
         self.metrics = Metrics()
-        self.scheduler = Scheduler(self.runs, self._leased, self.registry.get)
+        self.scheduler = Scheduler(self.runs, store, self._leased, self.registry.get)
         self.deadlines: Alarms[tuple[str, Deadline]] = Alarms(self._time_out)
         self.writes = Writes(self.registry.get, WaitIndex(store.read_now(sql.wait_paths)))
         # Row ids only: a parked run costs the daemon's memory one heap entry until its timer is due.

@@ -22,11 +22,17 @@ from durably_server.engine.concurrency import Concurrency, Slot, slots_of
 from durably_server.engine.runs import LOAD_BATCH, ActiveRun, ActiveRuns
 from durably_server.ids import now_ms
 from durably_server.model import Checkpointed, FunctionSpec, QueueItem
+from durably_server.store import Store
 
 log = logging.getLogger("durably.scheduler")
 
 FunctionKey = tuple[str, str]
 Unit = list[QueueItem]
+
+MAX_WRITE_BACKLOG = 512
+"""Changes waiting for the store's writer beyond which the dispatcher leases nothing more until they
+commit. Each lease soon brings a report that waits for its commit (a task, its run, futures, closures);
+leasing faster than the store commits only piles those up, memory the allocator keeps after the burst."""
 
 
 @dataclass(slots=True)
@@ -77,10 +83,12 @@ class Scheduler:
     def __init__(
         self,
         runs: ActiveRuns,
+        store: Store,
         on_lease: Callable[[Lease], None],
         spec_of: Callable[[FunctionKey], FunctionSpec | None],
     ) -> None:
         self._runs = runs
+        self._store = store
         self._on_lease = on_lease
         self._spec_of = spec_of
         self._concurrency = Concurrency()
@@ -204,6 +212,9 @@ class Scheduler:
                 free = [w for w in self._workers.get(key, ()) if w.free > 0]
                 if not free:
                     break
+                if self._store.writer.backlog > MAX_WRITE_BACKLOG:
+                    await self._store.writer.below(MAX_WRITE_BACKLOG // 2)
+                    continue
                 unit = queue.popleft()
                 run = self._runs.cached(unit[0].run_id)
                 if run is None:

@@ -33,7 +33,20 @@ class Writer:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="durably-writer", daemon=True)
         self.commits = 0
+        self._settled = asyncio.Event()
         self._thread.start()
+
+    @property
+    def backlog(self) -> int:
+        """Changes waiting for the writer thread (approximate: it takes them as it goes)."""
+        return self._queue.qsize()
+
+    async def below(self, backlog: int) -> None:
+        """Return once at most `backlog` changes wait (looked at after each commit): for producers that
+        must not outrun the disk."""
+        while self.backlog > backlog:
+            self._settled.clear()
+            await self._settled.wait()
 
     def submit(self, op: WriteOp[T]) -> asyncio.Future[T]:
         """Queue `op`; the future resolves with its return value once it is committed."""
@@ -88,14 +101,14 @@ class Writer:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             outcomes = [(future, None, exc) for _, future in batch]
-        self._loop.call_soon_threadsafe(_settle, outcomes)
+        self._loop.call_soon_threadsafe(self._settle, outcomes)
 
-
-def _settle(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
-    for future, value, exc in outcomes:
-        if future.cancelled():
-            continue
-        if exc is None:
-            future.set_result(value)
-        else:
-            future.set_exception(exc)
+    def _settle(self, outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+        for future, value, exc in outcomes:
+            if future.cancelled():
+                continue
+            if exc is None:
+                future.set_result(value)
+            else:
+                future.set_exception(exc)
+        self._settled.set()
