@@ -72,6 +72,7 @@ class Executor:
         self.heartbeat_ms = heartbeat_ms
         self.worker_timeout_ms = worker_timeout_ms
         self._workers: set[WorkerConn] = set()
+        self._running: list[tuple[str, int | None]] = []  # see _mark_running
         self._watcher: asyncio.Task[None] | None = None
         self.registry = Registry(store.read_now(sql.load_functions))
         self.runs = ActiveRuns(store)
@@ -275,18 +276,35 @@ class Executor:
         self.metrics.memo_bytes_sent += sum(len(payload) for _, payload, _ in lease.memos)
         if run.status in (RunStatus.SLEEPING, RunStatus.WAITING):
             run.status = RunStatus.RUNNING
-            self.store.write(lambda conn: sql.set_status(conn, run.id, RunStatus.RUNNING)).add_done_callback(
-                _log_failure
-            )
+            self._mark_running(run.id, None)
         if run.status is RunStatus.QUEUED:
             run.status = RunStatus.RUNNING
             now = now_ms()
             spec = self.registry.get(lease.items[0].function_key)
             if spec is not None and spec.finish_timeout_ms:
                 self.deadlines.add(now + spec.finish_timeout_ms, (run.id, Deadline.FINISH))
-            started = self.store.write(lambda conn: sql.mark_started(conn, run.id, now))
-            started.add_done_callback(_log_failure)
+            self._mark_running(run.id, now)
             self.watch.changed(run.id)
+
+    def _mark_running(self, run_id: str, started_ms: int | None) -> None:
+        """Store that a run is running again (`started_ms`: for the first time, then). Not awaited, and
+        gathered over one turn of the loop into one change: the dispatcher leases many runs in a row,
+        and one queued change each would crowd the writer that reports wait for."""
+        self._running.append((run_id, started_ms))
+        if len(self._running) == 1:
+            asyncio.get_running_loop().call_soon(self._store_running)
+
+    def _store_running(self) -> None:
+        marks, self._running = self._running, []
+
+        def write(conn: sqlite3.Connection) -> None:
+            for run_id, started_ms in marks:
+                if started_ms is None:
+                    sql.set_status(conn, run_id, RunStatus.RUNNING)
+                else:
+                    sql.mark_started(conn, run_id, started_ms)
+
+        self.store.write(write).add_done_callback(_log_failure)
 
     async def report(self, worker: WorkerConn, report: ExecutionReport) -> None:
         """Merge a worker's report into its run, commit, and queue what comes next."""
@@ -557,4 +575,4 @@ def _unlease(lease: Lease) -> None:
 
 def _log_failure(future: asyncio.Future[None]) -> None:
     if not future.cancelled() and future.exception() is not None:
-        log.error("could not mark a run started: %s", future.exception())
+        log.error("could not mark runs running: %s", future.exception())
