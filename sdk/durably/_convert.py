@@ -376,12 +376,16 @@ def _size_of(op: StepOp) -> int:
     return len(op.data_json) + (len(error.message) + len(error.stack) if error is not None else 0) + 128
 
 
-def checkpoint_result(execution_id: str, ops: Iterable[StepOp]) -> worker_pb2.ExecutionResult:
-    """A checkpointing discovery's partial result: the steps it ran inline, to commit before it goes on."""
-    result = worker_pb2.ExecutionResult(execution_id=execution_id, partial=True)
+def checkpoint_message(execution_id: str, ops: Iterable[StepOp]) -> worker_pb2.WorkerMessage:
+    """A checkpointing discovery's partial result, the steps it ran inline to commit before it goes on,
+    built inside the message that carries it (no copy of a big result)."""
+    message = worker_pb2.WorkerMessage()
+    result = message.result
+    result.execution_id = execution_id
+    result.partial = True
     for op in ops:
         _add_step_op(result.ops, op)
-    return result
+    return message
 
 
 def failure_result(execution_id: str, error: ErrorInfo) -> worker_pb2.ExecutionResult:

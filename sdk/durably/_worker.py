@@ -65,7 +65,7 @@ async def handle_execute(
     execute_msg: worker_pb2.Execute,
     memos: Memos,
     send_partial: Callable[[worker_pb2.ExecutionResult], None],
-    checkpoint: Callable[[worker_pb2.ExecutionResult], Awaitable[bool]],
+    checkpoint: Callable[[worker_pb2.WorkerMessage], Awaitable[bool]],
 ) -> worker_pb2.ExecutionResult:
     """Run one ``Execute`` against ``memos`` (the run's outcomes it replays) and build its final
     ``ExecutionResult``; targets that finish before the others go to ``send_partial`` as they finish;
@@ -97,7 +97,7 @@ async def handle_execute(
             send_partial(chunk)
 
     async def checkpoint_ops(ops: Sequence[StepOp]) -> bool:
-        return await checkpoint(_convert.checkpoint_result(execution_id, ops))
+        return await checkpoint(_convert.checkpoint_message(execution_id, ops))
 
     outcome = await execute(function, request, report_early, checkpoint_ops)
     result = _convert.execution_result_to_pb(execution_id, outcome)
@@ -151,19 +151,20 @@ class _Session:
         if not self.closed:
             self.outbox.put_nowait(message)
 
-    async def checkpoint(self, result: worker_pb2.ExecutionResult) -> bool:
+    async def checkpoint(self, message: worker_pb2.WorkerMessage) -> bool:
         """Send a checkpoint and wait for the executor's answer: whether it committed the steps. False
         once the stream has ended (the executor has given that run to another worker), and without
         asking while the worker stops: the steps then go in the execution's final result."""
         if self.closed or self.draining:
             return False
+        execution_id = message.result.execution_id
         answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self.checkpoints[result.execution_id] = answer
-        self.send(_convert.result_message(result))
+        self.checkpoints[execution_id] = answer
+        self.send(message)
         try:
             return await answer
         finally:
-            self.checkpoints.pop(result.execution_id, None)
+            self.checkpoints.pop(execution_id, None)
 
     def answered(self, execution_id: str, committed: bool) -> None:
         answer = self.checkpoints.get(execution_id)

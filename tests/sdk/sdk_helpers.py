@@ -58,9 +58,9 @@ def make_execute(
     )
 
 
-async def no_checkpoint(result: worker_pb2.ExecutionResult) -> bool:
+async def no_checkpoint(message: worker_pb2.WorkerMessage) -> bool:
     """For executions that must not checkpoint (targeted, or of functions without checkpointing)."""
-    raise AssertionError(f"unexpected checkpoint: {result}")
+    raise AssertionError(f"unexpected checkpoint: {message}")
 
 
 async def execute_reports(
@@ -72,8 +72,8 @@ async def execute_reports(
     reports: list[worker_pb2.ExecutionResult] = []
     memo_state = Memos.of(memos_from_pb(message.memos))
 
-    async def commit(checkpoint: worker_pb2.ExecutionResult) -> bool:
-        reports.append(checkpoint)
+    async def commit(checkpoint: worker_pb2.WorkerMessage) -> bool:
+        reports.append(checkpoint.result)
         return True
 
     reports.append(await handle_execute({function.id: function}, message, memo_state, reports.append, commit))

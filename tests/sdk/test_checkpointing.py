@@ -52,8 +52,8 @@ async def test_a_refused_checkpoint_stops_the_handler_and_its_step_goes_in_the_f
     answers = iter([True, False])
     sent: list[worker_pb2.ExecutionResult] = []
 
-    async def commit(checkpoint: worker_pb2.ExecutionResult) -> bool:
-        sent.append(checkpoint)
+    async def commit(checkpoint: worker_pb2.WorkerMessage) -> bool:
+        sent.append(checkpoint.result)
         return next(answers)
 
     final = await handle_execute({fn.id: fn}, message, Memos.of(memos_from_pb(message.memos)), sent.append, commit)

@@ -573,7 +573,7 @@ async def test_replays_share_decoded_scalars_but_never_a_mutable_value() -> None
     assert memos is not None
     for attempt in range(2):
         request = ExecutionRequest(f"e{attempt}", "run", fn.id, durably.Event("test/event"), memos, attempt)
-        await run_execution(fn, request, lambda ops: None, lambda ops: no_checkpoint(worker_pb2.ExecutionResult()))
+        await run_execution(fn, request, lambda ops: None, lambda ops: no_checkpoint(worker_pb2.WorkerMessage()))
     (text1, items1), (text2, items2) = got
     assert text1 == "x" * 1000 and text1 is text2, "an immutable result is decoded once per run"
     assert items1 == ["a", "changed by the handler"] and items2 == ["a", "changed by the handler"]
