@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from bench.harness import Cluster, RunView, rss_bytes
+from collections.abc import Callable
+
+from bench.harness import Cluster, RunView, cluster, rss_bytes
 from bench.model import Check, Result
+from bench.progress import say
+from bench.workloads.common import Env, Rep, guarded, summarize
 
 LAG_P99_MS = 100.0
 BYTES_PER_PARKED_RUN = 1024
@@ -38,3 +42,34 @@ def add_checks(result: Result, what: str, per_run_bytes: float | None) -> None:
     result.checks.append(
         Check(lag_target, "-" if p99 is None else f"p99 {p99:.1f} ms", None if p99 is None else p99 <= LAG_P99_MS)
     )
+
+
+ParkedRep = Callable[[Cluster, int, str, int | None], tuple[Rep, float | None]]
+"""One repetition: ``(group, runs, tag, base RSS or None for the warm-up) -> (figures, bytes per run)``."""
+
+
+def measure(env: Env, result: Result, function: str, count: int, rep: ParkedRep, what: str, latency: str) -> Result:
+    """What W5 and W6 run around their repetitions: a daemon, a 100-run warm-up, the measured
+    repetitions, the summary, and the memory figure of the first repetition (later ones reuse memory
+    that earlier ones, and the driver's ListRuns of their results, left in the daemon's heap; every
+    repetition's figure is in the samples)."""
+    per_run: list[float] = []
+
+    def body() -> None:
+        with cluster(env.workdir, result.key.lower(), [function]) as group:
+            rep(group, 100, "warm-up", None)
+            base = group.reset_peaks()
+            reps = []
+            for n in range(env.profile.reps):
+                measured, parked = rep(group, count, f"rep-{n}", base.daemon_base)
+                reps.append(measured)
+                if parked is not None:
+                    per_run.append(parked)
+                say(f"{result.key}: rep {n + 1}: {count:,} {what} runs woke in {measured.seconds:.2f} s")
+            summarize(result, reps, group.peaks(base), env.floors, latency)
+
+    guarded(result, body)
+    per_run_bytes = per_run[0] if per_run else None
+    result.extra["bytes_per_parked_run"] = per_run_bytes
+    add_checks(result, what, per_run_bytes)
+    return result

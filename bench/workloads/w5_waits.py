@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import time
 
-from bench.harness import Api, Cluster, cluster, wait_until
+from bench.harness import Api, Cluster, wait_until
 from bench.model import Result
-from bench.progress import say
-from bench.workloads.common import Env, Rep, failed_runs, guarded, summarize, wait_runs_ended, with_cpu
-from bench.workloads.parked import add_checks, daemon_rss, lags_ms
+from bench.workloads.common import Env, Rep, failed_runs, wait_runs_ended, with_cpu
+from bench.workloads.parked import daemon_rss, lags_ms, measure
 
 KEY = "W5"
 FUNCTION = "w5-wait"
@@ -73,26 +72,9 @@ def _rep(group: Cluster, count: int, tag: str, timeout: float, base: int | None)
 def run(env: Env) -> list[Result]:
     count = env.profile.w5_runs
     workload = f"waits: {count:,} runs parked in wait_for_event, then {count:,} matching events"
-    result = Result(KEY, workload)
-    per_run: list[float] = []
 
-    def body() -> None:
-        with cluster(env.workdir, "w5", [FUNCTION]) as group:
-            _rep(group, 100, "warm-up", env.profile.run_timeout, None)
-            base = group.reset_peaks()
-            reps = []
-            for rep in range(env.profile.reps):
-                measured, parked = _rep(group, count, f"rep-{rep}", env.profile.run_timeout, base.daemon_base)
-                reps.append(measured)
-                if parked is not None:
-                    per_run.append(parked)
-                say(f"W5: rep {rep + 1}: woke {count:,} runs in {measured.seconds:.2f} s")
-            summarize(result, reps, group.peaks(base), env.floors, "matching event sent → step after the wait")
+    def rep(group: Cluster, runs: int, tag: str, base: int | None) -> tuple[Rep, float | None]:
+        return _rep(group, runs, tag, env.profile.run_timeout, base)
 
-    guarded(result, body)
-    # The first measured repetition: later ones reuse memory that earlier ones (and the driver's
-    # ListRuns of their results) left in the daemon's heap; every repetition's figure is in samples.
-    per_run_bytes = per_run[0] if per_run else None
-    result.extra["bytes_per_parked_run"] = per_run_bytes
-    add_checks(result, "waiting", per_run_bytes)
-    return [result]
+    latency = "matching event sent → step after the wait"
+    return [measure(env, Result(KEY, workload), FUNCTION, count, rep, "waiting", latency)]

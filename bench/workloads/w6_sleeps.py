@@ -11,25 +11,24 @@ from __future__ import annotations
 
 import time
 
-from bench.harness import Cluster, cluster, peak_rss_bytes, reset_peak_rss
+from bench.harness import Cluster, peak_rss_bytes, reset_peak_rss
 from bench.model import Result
-from bench.progress import say
-from bench.workloads.common import Env, Rep, failed_runs, guarded, summarize, wait_runs_ended, with_cpu
-from bench.workloads.parked import add_checks, lags_ms
+from bench.workloads.common import Env, Rep, failed_runs, wait_runs_ended, with_cpu
+from bench.workloads.parked import lags_ms, measure
 
 KEY = "W6"
 FUNCTION = "w6-sleep"
 EVENT = "bench/w6"
 
 
-def _rep(group: Cluster, count: int, timeout: float, base: int | None) -> tuple[Rep, float | None]:
+def _rep(group: Cluster, count: int, tag: str, timeout: float, base: int | None) -> tuple[Rep, float | None]:
     """One repetition; ``base`` is the daemon's RSS before the first measured repetition."""
     api = group.api
     reset_peak_rss(group.daemon.pid)
     before = api.metrics()
     cpu_start = group.cpu()
     started = time.perf_counter()
-    run_ids = api.send(EVENT, [{"i": i} for i in range(count)])
+    run_ids = api.send(EVENT, [{"batch": tag, "i": i} for i in range(count)])
     delta = wait_runs_ended(group, before, count, timeout, interval=0.05)
     seconds = time.perf_counter() - started
     cpu_end = group.cpu()
@@ -37,33 +36,16 @@ def _rep(group: Cluster, count: int, timeout: float, base: int | None) -> tuple[
     failed_runs(group, delta, run_ids, FUNCTION)
     per_run = None if base is None or peak is None else (peak - base) / count
     lags = lags_ms(api.list_runs(FUNCTION, "completed", cap=count))
-    rep = Rep(seconds, 2 * count, count, delta, lags, {"bytes_per_sleeping_run": per_run})
+    rep = Rep(seconds, 2 * count, count, delta, lags, {"bytes_per_parked_run": per_run})
     return with_cpu(rep, group, cpu_start, cpu_end), per_run
 
 
 def run(env: Env) -> list[Result]:
     count = env.profile.w6_runs
     workload = f"sleeps: {count:,} runs sleeping 1 s"
-    result = Result(KEY, workload)
-    per_run: list[float] = []
 
-    def body() -> None:
-        with cluster(env.workdir, "w6", [FUNCTION]) as group:
-            _rep(group, 100, env.profile.run_timeout, None)
-            base = group.reset_peaks()
-            reps = []
-            for rep in range(env.profile.reps):
-                measured, parked = _rep(group, count, env.profile.run_timeout, base.daemon_base)
-                reps.append(measured)
-                if parked is not None:
-                    per_run.append(parked)
-                say(f"W6: rep {rep + 1}: {count:,} runs slept and woke in {measured.seconds:.2f} s")
-            summarize(result, reps, group.peaks(base), env.floors, "1 s deadline → step after the sleep")
+    def rep(group: Cluster, runs: int, tag: str, base: int | None) -> tuple[Rep, float | None]:
+        return _rep(group, runs, tag, env.profile.run_timeout, base)
 
-    guarded(result, body)
-    # The first measured repetition: later ones reuse memory that earlier ones (and the driver's
-    # ListRuns of their results) left in the daemon's heap; every repetition's figure is in samples.
-    per_run_bytes = per_run[0] if per_run else None
-    result.extra["bytes_per_sleeping_run"] = per_run_bytes
-    add_checks(result, "sleeping", per_run_bytes)
-    return [result]
+    latency = "1 s deadline → step after the sleep"
+    return [measure(env, Result(KEY, workload), FUNCTION, count, rep, "sleeping", latency)]
