@@ -14,6 +14,8 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import durably
 
@@ -37,80 +39,52 @@ async def big(i: int) -> str:
     return chr(ord("a") + i) * (BIG_STEP_BYTES - 2)
 
 
-async def _three_steps(ctx: durably.Context) -> dict[str, float]:
+async def three_steps_body(ctx: durably.Context) -> dict[str, float]:
+    """W1: three sequential trivial steps."""
     a = await ctx.step.run("one", now)
     b = await ctx.step.run("two", now)
     c = await ctx.step.run("three", now)
     return {"took": c - a, "mid": b}
 
 
-@client.function(id="w1-three-steps", trigger=durably.on_event("bench/w1"), retries=0)
-async def three_steps(ctx: durably.Context) -> dict[str, float]:
-    """W1: three sequential trivial steps."""
-    return await _three_steps(ctx)
-
-
-@client.function(id="w1-checkpointing", trigger=durably.on_event("bench/w1c"), retries=0, checkpointing=True)
-async def three_steps_checkpointing(ctx: durably.Context) -> dict[str, float]:
-    """W1 with ``checkpointing=True``: one execution per run."""
-    return await _three_steps(ctx)
-
-
-async def _sequential(ctx: durably.Context) -> dict[str, int]:
+async def sequential_body(ctx: durably.Context) -> dict[str, int]:
+    """W2: ``n`` sequential trivial steps (one id in a loop: ``step``, ``step:1``, ...)."""
     n = int(ctx.event.data["n"])
     for _ in range(n):
         await ctx.step.run("step", now)
     return {"steps": n}
 
 
-@client.function(id="w2-sequential", trigger=durably.on_event("bench/w2"), retries=0)
-async def sequential(ctx: durably.Context) -> dict[str, int]:
-    """W2: ``n`` sequential trivial steps (one id in a loop: ``step``, ``step:1``, ...)."""
-    return await _sequential(ctx)
-
-
-@client.function(id="w2-checkpointing", trigger=durably.on_event("bench/w2c"), retries=0, checkpointing=True)
-async def sequential_checkpointing(ctx: durably.Context) -> dict[str, int]:
-    """W2 with ``checkpointing=True``: the same steps in one execution, each committed before the next."""
-    return await _sequential(ctx)
-
-
-async def _gather(ctx: durably.Context) -> dict[str, int]:
+async def gather_body(ctx: durably.Context) -> dict[str, int]:
+    """W3: one ``asyncio.gather`` of ``n`` steps, then the sum of their results."""
     n = int(ctx.event.data["n"])
     values = await asyncio.gather(*(ctx.step.run("part", part, i) for i in range(n)))
     # The aggregate is plain handler code (not a step), so 1,000 parts stay within the 1,000-step limit.
     return {"parts": len(values), "sum": sum(values)}
 
 
-@client.function(id="w3-gather", trigger=durably.on_event("bench/w3"), retries=0)
-async def gather(ctx: durably.Context) -> dict[str, int]:
-    """W3: one ``asyncio.gather`` of ``n`` steps, then the sum of their results."""
-    return await _gather(ctx)
-
-
-@client.function(
-    id="w3-gather-optimized", trigger=durably.on_event("bench/w3-optimized"), retries=0, optimize_parallelism=True
-)
-async def gather_optimized(ctx: durably.Context) -> dict[str, int]:
-    """W3 with ``optimize_parallelism=True``: the handler is re-invoked once, after the whole group."""
-    return await _gather(ctx)
-
-
-async def _big_state(ctx: durably.Context) -> dict[str, int]:
+async def big_state_body(ctx: durably.Context) -> dict[str, int]:
+    """W4: 8 sequential steps of 3.9 MB each (31.2 MB of state, under the 32 MiB run limit)."""
     sizes = [len(await ctx.step.run("big", big, i)) for i in range(BIG_STEPS)]
     return {"chars": sum(sizes)}
 
 
-@client.function(id="w4-big-state", trigger=durably.on_event("bench/w4"), retries=0)
-async def big_state(ctx: durably.Context) -> dict[str, int]:
-    """W4: 8 sequential steps of 3.9 MB each (31.2 MB of state, under the 32 MiB run limit)."""
-    return await _big_state(ctx)
+def _declare(
+    id: str, event: str, handler: Callable[[durably.Context], Awaitable[Any]], **options: bool
+) -> durably.Function:
+    return client.function(id=id, trigger=durably.on_event(event), retries=0, **options)(handler)
 
 
-@client.function(id="w4-checkpointing", trigger=durably.on_event("bench/w4c"), retries=0, checkpointing=True)
-async def big_state_checkpointing(ctx: durably.Context) -> dict[str, int]:
-    """W4 with ``checkpointing=True``: no replay decodes the earlier big results again."""
-    return await _big_state(ctx)
+# Each body runs as the article's model runs it, and with the option its variant measures
+# (W1c, W2c, W4c: checkpointing=True, one execution per run; W3-opt: optimize_parallelism=True).
+three_steps = _declare("w1-three-steps", "bench/w1", three_steps_body)
+three_steps_checkpointing = _declare("w1-checkpointing", "bench/w1c", three_steps_body, checkpointing=True)
+sequential = _declare("w2-sequential", "bench/w2", sequential_body)
+sequential_checkpointing = _declare("w2-checkpointing", "bench/w2c", sequential_body, checkpointing=True)
+gather = _declare("w3-gather", "bench/w3", gather_body)
+gather_optimized = _declare("w3-gather-optimized", "bench/w3-optimized", gather_body, optimize_parallelism=True)
+big_state = _declare("w4-big-state", "bench/w4", big_state_body)
+big_state_checkpointing = _declare("w4-checkpointing", "bench/w4c", big_state_body, checkpointing=True)
 
 
 @client.function(id="w5-wait", trigger=durably.on_event("bench/w5-start"), retries=0)
