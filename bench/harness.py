@@ -249,6 +249,7 @@ class RunView:
     id: str
     status: str
     created_ms: int
+    started_ms: int
     ended_ms: int
     error: str
     output: Any
@@ -265,6 +266,7 @@ def _view(run: api_pb2.Run) -> RunView:
         id=run.id,
         status=_STATUS.get(run.status, str(run.status)),
         created_ms=run.created_at_ms,
+        started_ms=run.started_at_ms,
         ended_ms=run.ended_at_ms,
         error=error,
         output=json.loads(run.output_json) if run.output_json else None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bench.harness import Cluster, RunView, cluster, rss_bytes
+from bench.harness import Cluster, cluster, rss_bytes
 from bench.model import Check, Result
 from bench.progress import say
 from bench.workloads.common import Env, Rep, guarded, summarize
@@ -18,11 +18,6 @@ def targets(what: str) -> list[str]:
         f"≤ {BYTES_PER_PARKED_RUN} B of daemon RSS per {what} run beyond the baseline",
         f"wake-up lag p99 ≤ {LAG_P99_MS:g} ms",
     ]
-
-
-def lags_ms(runs: list[RunView]) -> list[float]:
-    """Each completed run returns ``{"lag": seconds}``."""
-    return [float(run.output["lag"]) * 1000 for run in runs if isinstance(run.output, dict) and "lag" in run.output]
 
 
 def daemon_rss(group: Cluster) -> int | None:

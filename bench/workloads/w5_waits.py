@@ -12,16 +12,21 @@ from __future__ import annotations
 
 import time
 
-from bench.harness import Api, Cluster, wait_until
+from bench.harness import Api, Cluster, RunView, wait_until
 from bench.model import Result
 from bench.workloads.common import Env, Rep, failed_runs, wait_runs_ended, with_cpu
-from bench.workloads.parked import daemon_rss, lags_ms, measure
+from bench.workloads.parked import daemon_rss, measure
 
 KEY = "W5"
 FUNCTION = "w5-wait"
 START = "bench/w5-start"
 MATCH = "bench/w5-match"
 BATCH = 1000
+
+
+def _lags_ms(runs: list[RunView]) -> list[float]:
+    """Each completed run returns ``{"lag": seconds}``."""
+    return [float(run.output["lag"]) * 1000 for run in runs if isinstance(run.output, dict) and "lag" in run.output]
 
 
 def _idle(api: Api) -> bool:
@@ -64,7 +69,7 @@ def _rep(group: Cluster, count: int, tag: str, timeout: float, base: int | None)
     seconds = time.perf_counter() - started
     cpu_end = group.cpu()
     failed_runs(group, delta, run_ids, FUNCTION)
-    lags = lags_ms(api.list_runs(FUNCTION, "completed", cap=count))
+    lags = _lags_ms(api.list_runs(FUNCTION, "completed", cap=count))
     rep = Rep(seconds, count, count, delta, lags, {"bytes_per_parked_run": per_run})
     return with_cpu(rep, group, cpu_start, cpu_end), per_run
 

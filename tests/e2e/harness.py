@@ -49,6 +49,7 @@ class WorkerSpec:
 STEPS = WorkerSpec("steps.py", ("three-steps", "loop-steps", "tuple-step", "bad-output"))
 ERRORS = WorkerSpec("errors.py", ("flaky-step", "always-fails", "gives-up", "flaky-handler"))
 CRASH = WorkerSpec("crash.py", ("echo", "crash-between", "worker-crash"))
+CAPACITY_ONE = WorkerSpec("coord_capacity.py", ("long-nap", "quick", "busy"))
 
 
 def free_port() -> int:

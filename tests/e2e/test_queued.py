@@ -5,7 +5,7 @@ from __future__ import annotations
 import durably
 import pytest
 
-from .harness import CRASH, Harness, describe, find_run, open_client
+from .harness import CAPACITY_ONE, CRASH, Harness, await_until, describe, find_run, open_client
 
 
 async def test_run_waits_queued_until_a_worker_connects(harness: Harness) -> None:
@@ -48,3 +48,23 @@ async def test_event_sent_before_the_function_was_ever_registered_makes_no_run(h
 
         assert await client.list_runs(event_id=early) == []
         assert [r.id for r in await client.list_runs(function_id="echo")] == [run.id]
+
+
+async def test_runs_under_way_go_before_new_runs(harness: Harness) -> None:
+    """30 runs of three steps sent at once to a worker with one slot: a run's next step goes before
+    the first step of runs not yet started, so the first runs finish before the last ones start
+    (first come, first served would run every first step, then every second, then every third)."""
+    harness.start_worker(CAPACITY_ONE)
+    async with open_client(harness.address) as client:
+        await client.send([durably.Event(name="coord/quick", data={"i": i}) for i in range(30)])
+        runs = await await_until(lambda: _all_ended(client, 30), timeout=60, what="30 quick runs to end", interval=0.2)
+    assert all(run.status == "completed" for run in runs), [describe(run) for run in runs]
+    first_ends = sorted(float(o["at"]) for o in harness.observations("step", name="q3"))
+    starts = sorted(float(o["at"]) for o in harness.observations("step", name="q1"))
+    started_before_first_end = sum(1 for at in starts if at < first_ends[0])
+    assert started_before_first_end <= 5, f"{started_before_first_end} runs started before the first one ended"
+
+
+async def _all_ended(client: durably.Client, count: int) -> list[durably.Run] | None:
+    runs = await client.list_runs(function_id="quick")
+    return runs if len(runs) == count and all(run.status.ended for run in runs) else None

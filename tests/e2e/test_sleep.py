@@ -17,10 +17,9 @@ import grpc
 import pytest
 from durably.protocol.v1 import worker_pb2, worker_pb2_grpc
 
-from .harness import Harness, WorkerSpec, await_until, describe, find_run, open_client
+from .harness import CAPACITY_ONE, Harness, WorkerSpec, await_until, describe, find_run, open_client
 
 SLEEP = WorkerSpec("coord_sleep.py", ("nap", "nap-until", "bad-sleep"))
-CAPACITY_ONE = WorkerSpec("coord_capacity.py", ("long-nap", "quick"))
 WORKERS = [SLEEP]
 
 DAY_MS = 86_400_000
@@ -221,6 +220,23 @@ async def test_a_sleeping_run_occupies_no_worker(harness: Harness) -> None:
         b = harness.observations("step", run=sleeper.id, name="b")[0]["at"]
         assert q3 < b, "the quick run's last step ran only after the sleeper woke up"
         assert woke.output["b"] - woke.output["a"] >= 3.0, describe(woke)
+
+
+async def test_a_waking_run_goes_before_a_backlog_of_new_runs(harness: Harness) -> None:
+    """A run that wakes up while 60 new runs wait for the only slot (about 3 s of work) is not put
+    behind them: a run under way goes before runs not yet started."""
+    harness.start_worker(CAPACITY_ONE)
+    async with open_client(harness.address) as client:
+        sleeper = await start(client, "coord/long-nap", {"seconds": 1})
+        await until_status(client, sleeper.id, "sleeping")
+        await client.send([durably.Event(name="coord/busy", data={"i": i}) for i in range(60)])
+
+        woke = await client.wait_for_run(sleeper.id, timeout=30)
+        assert woke.status == "completed", describe(woke)
+        late = woke.output["b"] - woke.output["a"] - 1.0
+        ahead = sum(1 for work in harness.observations("step", name="work") if work["at"] < woke.output["b"])
+        assert ahead < 40, f"{ahead} of the 60 new runs went before the run that woke up"
+        assert late < 1.0, f"the run woke {late:.2f} s late behind the new runs"
 
 
 async def test_timer_survives_kill9_of_the_daemon_and_wakes_on_time(harness: Harness) -> None:

@@ -1,4 +1,5 @@
-"""Worker of capacity 1: a run that sleeps between two steps, and a quick run of three steps.
+"""Worker of capacity 1: a run that sleeps between two steps, a quick run of three steps, and a busy
+run whose one step takes 50 ms.
 
 With one execution slot, the quick run can only go on while the other sleeps if a sleeping run
 occupies no worker (issue 4). Every step logs when it ran.
@@ -36,5 +37,16 @@ async def quick(ctx: durably.Context) -> list[float]:
     return [await ctx.step.run(name, _step, run, name) for name in ("q1", "q2", "q3")]
 
 
+def _busy(run: str) -> float:
+    time.sleep(0.05)
+    return _step(run, "work")
+
+
+@client.function(id="busy", trigger=durably.on_event("coord/busy"), retries=0)
+async def busy(ctx: durably.Context) -> float:
+    """One step that holds the only slot for 50 ms."""
+    return await ctx.step.run("work", _busy, ctx.run_id)
+
+
 if __name__ == "__main__":
-    asyncio.run(durably.Worker(client, functions=[long_nap, quick], capacity=1).run())
+    asyncio.run(durably.Worker(client, functions=[long_nap, quick, busy], capacity=1).run())

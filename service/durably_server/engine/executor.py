@@ -87,8 +87,8 @@ class Executor:
         self.cron.sync(self.registry.all())
         for due_ms, timer_id in store.read_now(sql.load_timers):
             self.timers.add(due_ms, timer_id)
-        for item in store.read_now(sql.load_queue):
-            self.scheduler.add([item])
+        for item, new_run in store.read_now(sql.load_queue):
+            self.scheduler.add([item], new_run=new_run)
         if any(spec.start_timeout_ms or spec.finish_timeout_ms for spec in self.registry.all()):
             for run in store.read_now(sql.load_unfinished_runs):
                 self._add_deadlines(run)
@@ -218,7 +218,7 @@ class Executor:
             spec = self.registry.get(item.function_key)
             if spec is not None and spec.start_timeout_ms:
                 self.deadlines.add(run.created_ms + spec.start_timeout_ms, (run.id, Deadline.START))
-            self.scheduler.add([item])
+            self.scheduler.add([item], new_run=True)
 
     # ---- workers ----------------------------------------------------------------------------
 

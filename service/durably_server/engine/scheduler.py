@@ -1,7 +1,10 @@
 """The dispatcher: hands queued executions to connected workers with free capacity.
 
-Ready work waits in one FIFO per function; work with a future `available_ms` waits in
-a heap and a single timer wakes the dispatcher when the earliest comes due. A unit of
+Ready work waits in two FIFOs per function: units of runs already under way (next steps,
+wake-ups, retries) go before the first executions of new runs, so a burst of new runs cannot hold
+back runs it found started (Inngest likewise scores a run's later steps by the run's start time).
+Work with a future `available_ms` waits in a heap and a single timer wakes the dispatcher when the
+earliest comes due. A unit of
 work is a list of queue items of one run: planned steps found together travel together,
 so a gather of N steps costs one replay per worker, not N. A leased execution carries a
 fresh `execution_id`; only the worker holding that lease may answer it, so a result can
@@ -15,7 +18,7 @@ import heapq
 import itertools
 import logging
 from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from durably_server.engine.concurrency import Concurrency, Slot, slots_of
@@ -58,6 +61,31 @@ class Lease:
         return [item.target for item in self.items if item.target]
 
 
+@dataclass(slots=True)
+class Ready:
+    """One function's ready work: runs under way first, then new runs, each in arrival order.
+
+    New runs start only while no run under way has ready work: a run, once started, is finished
+    before more are started, which also bounds how many runs a burst keeps in flight."""
+
+    under_way: deque[Unit] = field(default_factory=deque)
+    new: deque[Unit] = field(default_factory=deque)
+
+    def __bool__(self) -> bool:
+        return bool(self.under_way or self.new)
+
+    def pop(self) -> Unit:
+        return self.under_way.popleft() if self.under_way else self.new.popleft()
+
+    def put_back(self, unit: Unit) -> None:
+        """Return a unit just popped (or part of it): it is the next one out."""
+        self.under_way.appendleft(unit)
+
+    def ahead(self, n: int) -> Iterator[Unit]:
+        """The next `n` units in the order `pop` gives them."""
+        return itertools.islice(itertools.chain(self.under_way, self.new), n)
+
+
 @dataclass(eq=False, slots=True)
 class WorkerConn:
     """One connected worker stream: what it serves, what it runs now, what it has seen."""
@@ -94,7 +122,7 @@ class Scheduler:
         self._concurrency = Concurrency()
         # Work waiting for a place under a full concurrency limit, by that limit's slot.
         self._blocked: dict[Slot, deque[Unit]] = defaultdict(deque)
-        self._ready: dict[FunctionKey, deque[Unit]] = defaultdict(deque)
+        self._ready: dict[FunctionKey, Ready] = defaultdict(Ready)
         self._delayed: list[tuple[int, int, Unit]] = []
         self._workers: dict[FunctionKey, list[WorkerConn]] = defaultdict(list)
         self._seq = itertools.count()
@@ -104,8 +132,9 @@ class Scheduler:
 
     # ---- work -------------------------------------------------------------------------------
 
-    def add(self, unit: Unit, front: bool = False) -> None:
-        """Queue items of one run to be leased together (when due)."""
+    def add(self, unit: Unit, front: bool = False, new_run: bool = False) -> None:
+        """Queue items of one run to be leased together (when due): at the front of the runs under
+        way (`front`, work taken back), behind them (default), or as a new run's first execution."""
         if not unit:
             return
         due = max(item.available_ms for item in unit)
@@ -113,11 +142,13 @@ class Scheduler:
             heapq.heappush(self._delayed, (due, next(self._seq), unit))
             self._arm_timer()
             return
-        queue = self._ready[unit[0].function_key]
+        ready = self._ready[unit[0].function_key]
         if front:
-            queue.appendleft(unit)
+            ready.put_back(unit)
+        elif new_run:
+            ready.new.append(unit)
         else:
-            queue.append(unit)
+            ready.under_way.append(unit)
         self._wake.set()
 
     # ---- workers ----------------------------------------------------------------------------
@@ -203,48 +234,65 @@ class Scheduler:
         now = now_ms()
         while self._delayed and self._delayed[0][0] <= now:
             _, _, unit = heapq.heappop(self._delayed)
-            self._ready[unit[0].function_key].append(unit)
+            self._ready[unit[0].function_key].under_way.append(unit)
         self._arm_timer()
 
     async def _dispatch(self) -> None:
-        for key, queue in list(self._ready.items()):
-            while queue:
-                free = [w for w in self._workers.get(key, ()) if w.free > 0]
-                if not free:
-                    break
-                if self._store.writer.backlog > MAX_WRITE_BACKLOG:
-                    await self._store.writer.below(MAX_WRITE_BACKLOG // 2)
+        """Runs under way of every function first, then new runs. Functions take turns: one that
+        leased goes behind those that could not, so no function's backlog holds another's work back
+        on the workers they share."""
+        for new_runs in (False, True):
+            for key in list(self._ready):
+                ready = self._ready.get(key)
+                if ready is None:
                     continue
-                unit = queue.popleft()
-                run = self._runs.cached(unit[0].run_id)
-                if run is None:
-                    # Not in memory: read it and the next ones this queue will want in one trip.
-                    ahead = itertools.islice(queue, LOAD_BATCH - 1)
-                    await self._runs.load_many([unit[0].run_id, *(u[0].run_id for u in ahead)])
-                    run = self._runs.cached(unit[0].run_id)
-                if run is None or run.status.ended:
-                    continue
-                free = [w for w in self._workers.get(key, ()) if w.free > 0]  # the load may have awaited
-                if not free:
-                    queue.appendleft(unit)
-                    break
-                unit = self._within_limits(run, unit, queue)
-                if not unit:
-                    continue
-                free.sort(key=lambda w: w.free, reverse=True)
-                # Planned steps spread over the free workers so they really run at the same time.
-                shares = min(len(free), len(unit))
-                for n, worker in enumerate(free[:shares]):
-                    part = unit[n::shares]
-                    lease = Lease(f"{part[0].id}.{next(self._seq)}", part, run, worker, slots=run.slots or [])
-                    self._concurrency.take(lease.slots, len(part))
-                    worker.inflight[lease.execution_id] = lease
-                    self._on_lease(lease)
-                    worker.outbox.put_nowait(lease)
-            if not queue:
-                del self._ready[key]
+                leased = await self._lease(key, ready, new_runs)
+                if self._ready.get(key) is ready and (leased or not ready):
+                    del self._ready[key]
+                    if ready:
+                        self._ready[key] = ready
 
-    def _within_limits(self, run: ActiveRun, unit: Unit, queue: deque[Unit]) -> Unit:
+    async def _lease(self, key: FunctionKey, queue: Ready, new_runs: bool) -> int:
+        """Lease `key`'s ready work (runs under way; also new runs if `new_runs`) to its free
+        workers; how many units it leased."""
+        leased = 0
+        while queue.under_way or (new_runs and queue.new):
+            free = [w for w in self._workers.get(key, ()) if w.free > 0]
+            if not free:
+                break
+            if self._store.writer.backlog > MAX_WRITE_BACKLOG:
+                await self._store.writer.below(MAX_WRITE_BACKLOG // 2)
+                continue
+            unit = queue.pop()
+            run = self._runs.cached(unit[0].run_id)
+            if run is None:
+                # Not in memory: read it and the next ones this queue will want in one trip.
+                ahead = queue.ahead(LOAD_BATCH - 1)
+                await self._runs.load_many([unit[0].run_id, *(u[0].run_id for u in ahead)])
+                run = self._runs.cached(unit[0].run_id)
+            if run is None or run.status.ended:
+                continue
+            free = [w for w in self._workers.get(key, ()) if w.free > 0]  # the load may have awaited
+            if not free:
+                queue.put_back(unit)
+                break
+            unit = self._within_limits(run, unit, queue)
+            if not unit:
+                continue
+            leased += 1
+            free.sort(key=lambda w: w.free, reverse=True)
+            # Planned steps spread over the free workers so they really run at the same time.
+            shares = min(len(free), len(unit))
+            for n, worker in enumerate(free[:shares]):
+                part = unit[n::shares]
+                lease = Lease(f"{part[0].id}.{next(self._seq)}", part, run, worker, slots=run.slots or [])
+                self._concurrency.take(lease.slots, len(part))
+                worker.inflight[lease.execution_id] = lease
+                self._on_lease(lease)
+                worker.outbox.put_nowait(lease)
+        return leased
+
+    def _within_limits(self, run: ActiveRun, unit: Unit, queue: Ready) -> Unit:
         """The part of `unit` its function's concurrency limits let start now; the rest waits."""
         if run.slots is None:
             spec = self._spec_of(unit[0].function_key)
@@ -257,5 +305,5 @@ class Scheduler:
             self._blocked[full].append(unit)
             return []
         if room < len(unit):
-            queue.appendleft(unit[room:])
+            queue.put_back(unit[room:])
         return unit[:room]

@@ -255,12 +255,13 @@ def load_functions(conn: sqlite3.Connection) -> list[FunctionSpec]:
     return [FunctionSpec.from_row(*row) for row in rows]
 
 
-def load_queue(conn: sqlite3.Connection) -> list[QueueItem]:
+def load_queue(conn: sqlite3.Connection) -> list[tuple[QueueItem, bool]]:
+    """Every queued execution, oldest first, with whether its run has yet to start."""
     rows = conn.execute(
-        "SELECT q.id, q.run_id, r.app_id, r.function_id, q.attempt, q.available_ms, q.target"
+        "SELECT q.id, q.run_id, r.app_id, r.function_id, q.attempt, q.available_ms, q.target, r.status = 'queued'"
         " FROM queue q JOIN runs r ON r.id = q.run_id ORDER BY q.id"
     ).fetchall()
-    return [QueueItem(*row) for row in rows]
+    return [(QueueItem(*row[:7]), bool(row[7])) for row in rows]
 
 
 def load_run_queue(conn: sqlite3.Connection, run_id: str) -> list[str]:
