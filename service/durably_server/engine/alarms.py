@@ -35,8 +35,11 @@ class Alarms(Generic[T]):
         self._firing: set[asyncio.Task[None]] = set()
 
     def add(self, due_ms: int, payload: T) -> None:
+        # Only a new earliest due time shortens the wait: waking the loop for every later one
+        # (10,000 sleeps queued in a burst) would cost a wake-up and a new wait each.
+        if not self._heap or due_ms < self._heap[0][0]:
+            self._changed.set()
         heapq.heappush(self._heap, (due_ms, next(self._seq), payload))
-        self._changed.set()
 
     def __len__(self) -> int:
         return len(self._heap)
