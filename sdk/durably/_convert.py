@@ -16,7 +16,7 @@ from durably._durations import to_ms
 from durably._execution import ExecutionOutcome, ExecutionRequest
 from durably._function import CronTrigger, Function, Trigger
 from durably._json import decode
-from durably._memos import Memos, Outcome
+from durably._memos import Incoming, Memos, Reported
 from durably._ops import OpKind, OpRequest, StepOp
 from durably._types import ErrorInfo, Event, FunctionInfo, Run, RunStatus, RunStep, check_event
 from durably.errors import InvalidArgumentError
@@ -226,6 +226,7 @@ def register_message(
             worker_name=worker_name,
             sdk_version=sdk_version,
             accepts_batches=True,
+            keeps_reported=True,
         )
     )
 
@@ -271,10 +272,16 @@ def batch_message(messages: list[worker_pb2.WorkerMessage]) -> worker_pb2.Worker
     return batch
 
 
-def memos_from_pb(memos: Iterable[worker_pb2.Memo]) -> Iterator[tuple[str, Outcome]]:
+def memos_from_pb(memos: Iterable[worker_pb2.Memo]) -> Iterator[tuple[str, Incoming]]:
     """Memo data stays raw bytes here: it is decoded only if the handler replays that step."""
     for memo in memos:
-        yield memo.id, failure_from_pb(memo.error) if memo.HasField("error") else memo.data_json
+        kind = memo.WhichOneof("outcome")
+        if kind == "error":
+            yield memo.id, failure_from_pb(memo.error)
+        elif kind == "reported_in":
+            yield memo.id, Reported(memo.reported_in)
+        else:
+            yield memo.id, memo.data_json
 
 
 def execution_request_from_pb(execute: worker_pb2.Execute, memos: Memos) -> ExecutionRequest:

@@ -6,6 +6,10 @@ is the order the executor saved the outcomes, i.e. the order the steps really fi
 replays concurrent steps in that order (see ``_execution``), so it is kept, not just the id -> outcome
 map.
 
+The executor does not send back the results this worker reported itself (``Register.keeps_reported``):
+it names them (``Memo.reported_in``) and the cache fills them in from what the worker kept when it
+sent them (``MemoCache.keep``), so a result crosses the wire once, not twice.
+
 Outcomes stay as the bytes that arrived (or the saved failure): each execution decodes a result only
 when the handler replays it, and decodes it again for every execution, so no two executions share a
 decoded object that user code could mutate. Immutable results (a string, a number, a boolean, null)
@@ -23,6 +27,18 @@ from durably._types import ErrorInfo
 
 Outcome = bytes | ErrorInfo
 """A saved step outcome: the result's JSON, or the failure the step ended with for good."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reported:
+    """An outcome the executor named instead of sending: the result this worker reported for the step
+    in execution ``execution_id``."""
+
+    execution_id: str
+
+
+Incoming = Outcome | Reported
+"""An outcome as an ``Execute`` carries it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,12 +68,14 @@ class Memos:
 class _RunMemos:
     """One run's outcomes in record order; append-only, see :class:`Memos`."""
 
-    __slots__ = ("outcomes", "positions", "scalars")
+    __slots__ = ("kept", "outcomes", "positions", "scalars")
 
     def __init__(self) -> None:
         self.outcomes: list[Outcome] = []
         self.positions: dict[str, int] = {}
         self.scalars: dict[int, object] = {}
+        self.kept: dict[tuple[str, str], bytes] = {}
+        """(execution id, step id) -> a result this worker reported, until an Execute names it."""
 
     def extend(self, entries: Iterable[tuple[str, Outcome]]) -> None:
         outcomes, positions = self.outcomes, self.positions
@@ -78,31 +96,60 @@ class MemoCache:
         self._max_runs = max_runs
         self._runs: OrderedDict[str, _RunMemos] = OrderedDict()
 
-    def receive(self, run_id: str, base: int, entries: Iterable[tuple[str, Outcome]]) -> Memos | None:
+    def receive(self, run_id: str, base: int, entries: Iterable[tuple[str, Incoming]]) -> Memos | None:
         """Apply an ``Execute``'s memos and return what that execution replays.
 
         ``base`` 0: ``entries`` are the whole state and replace what was held. Otherwise they follow
         the first ``base`` outcomes, which this cache must hold exactly; if it does not (evicted,
-        dropped, or out of step), the run is forgotten and None is returned: the executor must send
-        the whole state again.
+        dropped, or out of step), or a result named as reported was not kept, the run is forgotten
+        and None is returned: the executor must send the whole state again.
 
         Call it in the order the ``Execute`` messages arrive, before starting the execution: a
         second ``Execute`` of the run may carry a delta on top of the first before the first ends.
         """
+        held = self._runs.get(run_id)
         if base == 0:
-            run = self._runs[run_id] = _RunMemos()
+            run = _RunMemos()
+            if held is not None:
+                run.kept = held.kept
+        elif held is None or len(held.outcomes) != base:
+            self._runs.pop(run_id, None)
+            return None
         else:
-            held = self._runs.get(run_id)
-            if held is None or len(held.outcomes) != base:
-                self._runs.pop(run_id, None)
-                return None
             run = held
-        run.extend(entries)
+        outcomes = _fill_in(entries, run.kept)
+        if outcomes is None:
+            self._runs.pop(run_id, None)
+            return None
+        run.extend(outcomes)
+        self._runs[run_id] = run
         self._runs.move_to_end(run_id)
         while len(self._runs) > self._max_runs:
             self._runs.popitem(last=False)
         return run.snapshot()
 
+    def keep(self, run_id: str, execution_id: str, results: Iterable[tuple[str, bytes]]) -> None:
+        """Keep the step results (step id, JSON) an execution of a held run is about to report."""
+        run = self._runs.get(run_id)
+        if run is not None:
+            for step_id, data in results:
+                run.kept[(execution_id, step_id)] = data
+
     def drop(self, run_id: str) -> None:
         """Forget a run that has ended; executions still replaying it keep their snapshot."""
         self._runs.pop(run_id, None)
+
+
+def _fill_in(
+    entries: Iterable[tuple[str, Incoming]], kept: dict[tuple[str, str], bytes]
+) -> list[tuple[str, Outcome]] | None:
+    """The outcomes with each named result taken from `kept`; None if one of them is not there."""
+    outcomes: list[tuple[str, Outcome]] = []
+    for step_id, outcome in entries:
+        if isinstance(outcome, Reported):
+            data = kept.pop((outcome.execution_id, step_id), None)
+            if data is None:
+                return None
+            outcome = data
+        outcomes.append((step_id, outcome))
+    return outcomes

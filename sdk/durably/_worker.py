@@ -21,7 +21,7 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -34,7 +34,7 @@ from durably._execution import execute, failure_from_exception
 from durably._function import Function
 from durably._grpc import CHANNEL_OPTIONS, MAX_MESSAGE_BYTES
 from durably._memos import MemoCache, Memos
-from durably._ops import StepOp
+from durably._ops import OpKind, StepOp
 from durably._types import ErrorInfo
 from durably._version import __version__
 from durably.errors import ErrorCode, StateTooLarge
@@ -66,11 +66,13 @@ async def handle_execute(
     memos: Memos,
     send_partial: Callable[[worker_pb2.ExecutionResult], None],
     checkpoint: Callable[[worker_pb2.WorkerMessage], Awaitable[bool]],
+    keep: Callable[[Iterable[tuple[str, bytes]]], None] = lambda results: None,
 ) -> worker_pb2.ExecutionResult:
     """Run one ``Execute`` against ``memos`` (the run's outcomes it replays) and build its final
     ``ExecutionResult``; targets that finish before the others go to ``send_partial`` as they finish;
     a checkpointing discovery's steps go to ``checkpoint``, which answers whether they were committed.
-    Never raises (except on cancellation)."""
+    Every step result about to be reported goes to ``keep`` first (step id, JSON). Never raises
+    (except on cancellation)."""
     execution_id = execute_msg.execution_id
     function = functions.get(execute_msg.function_id)
     if function is None:
@@ -93,10 +95,12 @@ async def handle_execute(
         )
 
     def report_early(ops: Sequence[StepOp]) -> None:
+        keep(_results(ops))
         for chunk in _convert.partial_results(execution_id, ops, MAX_MESSAGE_BYTES // 4):
             send_partial(chunk)
 
     async def checkpoint_ops(ops: Sequence[StepOp]) -> bool:
+        keep(_results(ops))
         return await checkpoint(_convert.checkpoint_message(execution_id, ops))
 
     outcome = await execute(function, request, report_early, checkpoint_ops)
@@ -108,7 +112,12 @@ async def handle_execute(
     size = result.ByteSize()
     if size + _ENVELOPE_BYTES > MAX_MESSAGE_BYTES:
         return _convert.failure_result(execution_id, _result_too_large(result, size))
+    keep(_results(outcome.ops))
     return result
+
+
+def _results(ops: Iterable[StepOp]) -> Iterator[tuple[str, bytes]]:
+    return ((op.id, op.data_json) for op in ops if op.op is OpKind.STEP_RUN)
 
 
 def _result_too_large(result: worker_pb2.ExecutionResult, size: int) -> ErrorInfo:
@@ -472,6 +481,7 @@ class Worker:
                     memos,
                     lambda partial: session.send(_convert.result_message(partial)),
                     session.checkpoint,
+                    lambda results: session.memos.keep(execute_msg.run_id, execute_msg.execution_id, results),
                 )
         except Exception as exc:  # a bug in the SDK itself: report it, keep serving
             _log.exception("durably worker %s: execution %s crashed", self.worker_name, execute_msg.execution_id)

@@ -322,9 +322,12 @@ def execute_out(lease: Lease, max_attempts: int) -> worker_pb2.ExecutorMessage:
     execute.run_id = run.id
     execute.function_id = run.function_id
     execute.event.CopyFrom(event_out(run.event))
+    reported = lease.reported
     for sid, payload, is_error in lease.memos:
         if is_error:
             execute.memos.add(id=sid).error.CopyFrom(failure_out(Failure.from_json(payload)))
+        elif sid in reported:
+            execute.memos.add(id=sid, reported_in=reported[sid])
         else:
             execute.memos.add(id=sid, data_json=payload)
     execute.attempt = lease.attempt

@@ -94,6 +94,7 @@ def test_register_message() -> None:
         worker_name="host:1",
         sdk_version="0.1.0",
         accepts_batches=True,
+        keeps_reported=True,
     )
 
 

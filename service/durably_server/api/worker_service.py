@@ -44,7 +44,9 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
         except RequestError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         register = first.register
-        worker = await self._executor.connect_worker(register.app_id, register.worker_name, specs, capacity)
+        worker = await self._executor.connect_worker(
+            register.app_id, register.worker_name, specs, capacity, register.keeps_reported
+        )
         yield worker_pb2.ExecutorMessage(
             registered=worker_pb2.Registered(worker_id=worker.id, heartbeat_interval_ms=self._executor.heartbeat_ms)
         )

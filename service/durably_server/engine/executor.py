@@ -35,6 +35,8 @@ from durably_server.model import (
     FunctionSpec,
     RunRecord,
     RunStatus,
+    StepRecord,
+    StepStatus,
 )
 from durably_server.store import Store
 from durably_server.store import records as sql
@@ -222,13 +224,18 @@ class Executor:
 
     # ---- workers ----------------------------------------------------------------------------
 
-    async def connect_worker(self, app_id: str, name: str, specs: list[FunctionSpec], capacity: int) -> WorkerConn:
+    async def connect_worker(
+        self, app_id: str, name: str, specs: list[FunctionSpec], capacity: int, keeps_reported: bool = False
+    ) -> WorkerConn:
         now = now_ms()
         await self.store.write(lambda conn: sql.upsert_functions(conn, specs, now))
         for spec in specs:
             self.registry.put(spec)
         self.cron.sync(specs)
-        worker = WorkerConn(new_id(), app_id, name, frozenset(s.id for s in specs), capacity, last_seen_ms=now)
+        worker = WorkerConn(
+            new_id(), app_id, name, frozenset(s.id for s in specs), capacity, keeps_reported=keeps_reported
+        )
+        worker.last_seen_ms = now
         self.scheduler.attach(worker)
         self._workers.add(worker)
         log.info("worker %s (%s) connected for app %s: %d functions", worker.id, name, app_id, len(specs))
@@ -268,12 +275,14 @@ class Executor:
         lease.memo_base = worker.memos_held.get(run.id, 0)
         lease.memos = run.state.memos_from(lease.memo_base)
         worker.memos_held[run.id] = lease.memo_base + len(lease.memos)
+        lease.reported = worker.reported.pop(run.id, lease.reported)
         lease.plan_only = bool(run.pending)
         if not lease.targets:
             run.discovery = Discovery.LEASED
         self.metrics.executions_dispatched += 1
         self.metrics.memos_sent += len(lease.memos)
-        self.metrics.memo_bytes_sent += sum(len(payload) for _, payload, _ in lease.memos)
+        named = lease.reported
+        self.metrics.memo_bytes_sent += sum(len(payload) for sid, payload, _ in lease.memos if sid not in named)
         if run.status in (RunStatus.SLEEPING, RunStatus.WAITING):
             run.status = RunStatus.RUNNING
             self._mark_running(run.id, None)
@@ -320,8 +329,9 @@ class Executor:
         if report.partial and not lease.targets:
             await self._checkpoint(worker, lease, report)
             return
-        if report.need_full_state and lease.memo_base > 0:
-            # The worker dropped its copy of the run's memos: send the same work again, whole.
+        if report.need_full_state and (lease.memo_base > 0 or lease.reported):
+            # The worker dropped its copy of the run's memos (or the results it kept): send the same
+            # work again, whole.
             worker.memos_held.pop(run.id, None)
             _unlease(lease)
             self.scheduler.add(lease.items, front=True)
@@ -375,6 +385,7 @@ class Executor:
             if merge.steps:
                 run.state.record_batch([step.memo() for step in merge.steps])
                 run.pending.difference_update(step.id for step in merge.steps)
+                _keep_reported(worker, run.id, report.execution_id, merge.steps)
                 self.metrics.steps_recorded += len(merge.steps)
                 self.watch.changed(run.id)
             if merge.status is None:
@@ -406,6 +417,7 @@ class Executor:
                     committed = True
                     lease.checkpoints += 1
                     run.state.record_batch([step.memo() for step in steps])
+                    _keep_reported(worker, run.id, report.execution_id, steps)
                     self.metrics.steps_recorded += len(steps)
                     self.watch.changed(run.id)
         worker.outbox.put_nowait(Checkpointed(report.execution_id, committed))
@@ -565,6 +577,16 @@ class Executor:
 
     def functions(self, app_id: str = "") -> list[tuple[FunctionSpec, int]]:
         return [(spec, self.scheduler.connected(spec.key)) for spec in self.registry.all(app_id)]
+
+
+def _keep_reported(worker: WorkerConn, run_id: str, execution_id: str, steps: list[StepRecord]) -> None:
+    """The results `worker` reported and that were recorded as sent: its next Execute of the run
+    names them instead of carrying them back (the worker kept them)."""
+    if worker.keeps_reported:
+        kept = worker.reported.setdefault(run_id, {})
+        for step in steps:
+            if step.status is StepStatus.COMPLETED:
+                kept[step.id] = execution_id
 
 
 def _unlease(lease: Lease) -> None:

@@ -47,6 +47,8 @@ class Lease:
     # Set when the lease is granted (see Executor._leased).
     memo_base: int = 0
     memos: list[tuple[str, bytes, bool]] = field(default_factory=list)
+    # Step id -> the execution whose report the worker keeps its result from (sent by name only).
+    reported: dict[str, str] = field(default_factory=dict)
     plan_only: bool = False
     slots: list[tuple[Slot, int]] = field(default_factory=list)
     # Checkpoints committed for this discovery so far (see Executor._checkpoint).
@@ -100,6 +102,10 @@ class WorkerConn:
     inflight: dict[str, Lease] = field(default_factory=dict)
     # run id -> how many of the run's memos this stream was sent (the worker caches them).
     memos_held: dict[str, int] = field(default_factory=dict)
+    # The worker keeps the results it reports (Register.keeps_reported); run id -> step id -> the
+    # execution that reported a result since the run's last Execute here, recorded as sent.
+    keeps_reported: bool = False
+    reported: dict[str, dict[str, str]] = field(default_factory=dict)
     last_seen_ms: int = 0
 
     @property
@@ -195,6 +201,7 @@ class Scheduler:
         """The run ended: workers need not remember what they were sent of it."""
         for worker in self._workers.get((run.app_id, run.function_id), ()):
             worker.memos_held.pop(run.id, None)
+            worker.reported.pop(run.id, None)
 
     # ---- the loop ---------------------------------------------------------------------------
 

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from durably.protocol.v1 import common_pb2 as durably_dot_protocol_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n durably/protocol/v1/worker.proto\x12\x13\x64urably.protocol.v1\x1a durably/protocol/v1/common.proto\"\xed\x01\n\rWorkerMessage\x12\x31\n\x08register\x18\x01 \x01(\x0b\x32\x1d.durably.protocol.v1.RegisterH\x00\x12\x36\n\x06result\x18\x02 \x01(\x0b\x32$.durably.protocol.v1.ExecutionResultH\x00\x12\x33\n\theartbeat\x18\x03 \x01(\x0b\x32\x1e.durably.protocol.v1.HeartbeatH\x00\x12\x31\n\x05\x62\x61tch\x18\x04 \x01(\x0b\x32 .durably.protocol.v1.WorkerBatchH\x00\x42\t\n\x07message\"C\n\x0bWorkerBatch\x12\x34\n\x08messages\x18\x01 \x03(\x0b\x32\".durably.protocol.v1.WorkerMessage\"\xf4\x01\n\x0f\x45xecutorMessage\x12\x35\n\nregistered\x18\x01 \x01(\x0b\x32\x1f.durably.protocol.v1.RegisteredH\x00\x12/\n\x07\x65xecute\x18\x02 \x01(\x0b\x32\x1c.durably.protocol.v1.ExecuteH\x00\x12\x39\n\x0c\x63heckpointed\x18\x03 \x01(\x0b\x32!.durably.protocol.v1.CheckpointedH\x00\x12\x33\n\x05\x62\x61tch\x18\x04 \x01(\x0b\x32\".durably.protocol.v1.ExecutorBatchH\x00\x42\t\n\x07message\"G\n\rExecutorBatch\x12\x36\n\x08messages\x18\x01 \x03(\x0b\x32$.durably.protocol.v1.ExecutorMessage\"\xa7\x01\n\x08Register\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x36\n\tfunctions\x18\x02 \x03(\x0b\x32#.durably.protocol.v1.FunctionConfig\x12\x10\n\x08\x63\x61pacity\x18\x03 \x01(\x05\x12\x13\n\x0bworker_name\x18\x04 \x01(\t\x12\x13\n\x0bsdk_version\x18\x05 \x01(\t\x12\x17\n\x0f\x61\x63\x63\x65pts_batches\x18\x06 \x01(\x08\"\xb2\x02\n\x0e\x46unctionConfig\x12\n\n\x02id\x18\x01 \x01(\t\x12.\n\x08triggers\x18\x02 \x03(\x0b\x32\x1c.durably.protocol.v1.Trigger\x12\x0f\n\x07retries\x18\x03 \x01(\x05\x12\x1c\n\x14optimize_parallelism\x18\x04 \x01(\x08\x12\x18\n\x10start_timeout_ms\x18\x05 \x01(\x03\x12\x19\n\x11\x66inish_timeout_ms\x18\x06 \x01(\x03\x12:\n\x0b\x63oncurrency\x18\x07 \x03(\x0b\x32%.durably.protocol.v1.ConcurrencyLimit\x12\x12\n\non_failure\x18\x08 \x01(\t\x12\x30\n\tcancel_on\x18\t \x03(\x0b\x32\x1d.durably.protocol.v1.CancelOn\"k\n\x07Trigger\x12\x0f\n\x05\x65vent\x18\x01 \x01(\tH\x00\x12\x30\n\x04\x63ron\x18\x03 \x01(\x0b\x32 .durably.protocol.v1.CronTriggerH\x00\x12\x15\n\rif_expression\x18\x02 \x01(\tB\x06\n\x04kind\"1\n\x0b\x43ronTrigger\x12\x10\n\x08schedule\x18\x01 \x01(\t\x12\x10\n\x08timezone\x18\x02 \x01(\t\"?\n\x08\x43\x61ncelOn\x12\r\n\x05\x65vent\x18\x01 \x01(\t\x12\r\n\x05match\x18\x02 \x01(\t\x12\x15\n\rif_expression\x18\x03 \x01(\t\">\n\nRegistered\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x1d\n\x15heartbeat_interval_ms\x18\x02 \x01(\x05\"a\n\x04Memo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\tdata_json\x18\x02 \x01(\x0cH\x00\x12-\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x1c.durably.protocol.v1.FailureH\x00\x42\t\n\x07outcome\"\xf7\x01\n\x07\x45xecute\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x13\n\x0b\x66unction_id\x18\x03 \x01(\t\x12)\n\x05\x65vent\x18\x04 \x01(\x0b\x32\x1a.durably.protocol.v1.Event\x12(\n\x05memos\x18\x05 \x03(\x0b\x32\x19.durably.protocol.v1.Memo\x12\x0f\n\x07\x61ttempt\x18\x06 \x01(\x05\x12\x14\n\x0cmax_attempts\x18\x07 \x01(\x05\x12\x0f\n\x07targets\x18\x08 \x03(\t\x12\x11\n\tplan_only\x18\t \x01(\x08\x12\x11\n\tmemo_base\x18\n \x01(\x05\"\xe4\x02\n\x06StepOp\x12\'\n\x02op\x18\x01 \x01(\x0e\x32\x1b.durably.protocol.v1.Opcode\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\r\n\x05index\x18\x04 \x01(\x05\x12\x11\n\tdata_json\x18\x05 \x01(\x0c\x12+\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x1c.durably.protocol.v1.Failure\x12\x15\n\rstarted_at_ms\x18\x07 \x01(\x03\x12\x13\n\x0b\x65nded_at_ms\x18\x08 \x01(\x03\x12\x12\n\nwake_at_ms\x18\t \x01(\x03\x12/\n\x04wait\x18\n \x01(\x0b\x32!.durably.protocol.v1.WaitForEvent\x12*\n\x06\x65vents\x18\x0b \x03(\x0b\x32\x1a.durably.protocol.v1.Event\x12+\n\x06invoke\x18\x0c \x01(\x0b\x32\x1b.durably.protocol.v1.Invoke\"Z\n\x0cWaitForEvent\x12\r\n\x05\x65vent\x18\x01 \x01(\t\x12\x15\n\rexpires_at_ms\x18\x02 \x01(\x03\x12\r\n\x05match\x18\x03 \x01(\t\x12\x15\n\rif_expression\x18\x04 \x01(\t\"G\n\x06Invoke\x12\x13\n\x0b\x66unction_id\x18\x01 \x01(\t\x12\x11\n\tdata_json\x18\x02 \x01(\x0c\x12\x15\n\rexpires_at_ms\x18\x03 \x01(\x03\"\xe1\x01\n\x0f\x45xecutionResult\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12(\n\x03ops\x18\x02 \x03(\x0b\x32\x1b.durably.protocol.v1.StepOp\x12\x0f\n\x07partial\x18\x07 \x01(\x08\x12\x15\n\x0boutput_json\x18\x03 \x01(\x0cH\x00\x12-\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x1c.durably.protocol.v1.FailureH\x00\x12\x11\n\x07yielded\x18\x05 \x01(\x08H\x00\x12\x19\n\x0fneed_full_state\x18\x06 \x01(\x08H\x00\x42\t\n\x07outcome\"7\n\x0c\x43heckpointed\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x11\n\tcommitted\x18\x02 \x01(\x08\"\x1e\n\tHeartbeat\x12\x11\n\tin_flight\x18\x01 \x03(\t*\xbc\x01\n\x06Opcode\x12\x16\n\x12OPCODE_UNSPECIFIED\x10\x00\x12\x13\n\x0fOPCODE_STEP_RUN\x10\x01\x12\x15\n\x11OPCODE_STEP_ERROR\x10\x02\x12\x17\n\x13OPCODE_STEP_PLANNED\x10\x03\x12\x10\n\x0cOPCODE_SLEEP\x10\x04\x12\x19\n\x15OPCODE_WAIT_FOR_EVENT\x10\x05\x12\x15\n\x11OPCODE_SEND_EVENT\x10\x06\x12\x11\n\rOPCODE_INVOKE\x10\x07\x32h\n\rWorkerService\x12W\n\x07\x43onnect\x12\".durably.protocol.v1.WorkerMessage\x1a$.durably.protocol.v1.ExecutorMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n durably/protocol/v1/worker.proto\x12\x13\x64urably.protocol.v1\x1a durably/protocol/v1/common.proto\"\xed\x01\n\rWorkerMessage\x12\x31\n\x08register\x18\x01 \x01(\x0b\x32\x1d.durably.protocol.v1.RegisterH\x00\x12\x36\n\x06result\x18\x02 \x01(\x0b\x32$.durably.protocol.v1.ExecutionResultH\x00\x12\x33\n\theartbeat\x18\x03 \x01(\x0b\x32\x1e.durably.protocol.v1.HeartbeatH\x00\x12\x31\n\x05\x62\x61tch\x18\x04 \x01(\x0b\x32 .durably.protocol.v1.WorkerBatchH\x00\x42\t\n\x07message\"C\n\x0bWorkerBatch\x12\x34\n\x08messages\x18\x01 \x03(\x0b\x32\".durably.protocol.v1.WorkerMessage\"\xf4\x01\n\x0f\x45xecutorMessage\x12\x35\n\nregistered\x18\x01 \x01(\x0b\x32\x1f.durably.protocol.v1.RegisteredH\x00\x12/\n\x07\x65xecute\x18\x02 \x01(\x0b\x32\x1c.durably.protocol.v1.ExecuteH\x00\x12\x39\n\x0c\x63heckpointed\x18\x03 \x01(\x0b\x32!.durably.protocol.v1.CheckpointedH\x00\x12\x33\n\x05\x62\x61tch\x18\x04 \x01(\x0b\x32\".durably.protocol.v1.ExecutorBatchH\x00\x42\t\n\x07message\"G\n\rExecutorBatch\x12\x36\n\x08messages\x18\x01 \x03(\x0b\x32$.durably.protocol.v1.ExecutorMessage\"\xbf\x01\n\x08Register\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x36\n\tfunctions\x18\x02 \x03(\x0b\x32#.durably.protocol.v1.FunctionConfig\x12\x10\n\x08\x63\x61pacity\x18\x03 \x01(\x05\x12\x13\n\x0bworker_name\x18\x04 \x01(\t\x12\x13\n\x0bsdk_version\x18\x05 \x01(\t\x12\x17\n\x0f\x61\x63\x63\x65pts_batches\x18\x06 \x01(\x08\x12\x16\n\x0ekeeps_reported\x18\x07 \x01(\x08\"\xb2\x02\n\x0e\x46unctionConfig\x12\n\n\x02id\x18\x01 \x01(\t\x12.\n\x08triggers\x18\x02 \x03(\x0b\x32\x1c.durably.protocol.v1.Trigger\x12\x0f\n\x07retries\x18\x03 \x01(\x05\x12\x1c\n\x14optimize_parallelism\x18\x04 \x01(\x08\x12\x18\n\x10start_timeout_ms\x18\x05 \x01(\x03\x12\x19\n\x11\x66inish_timeout_ms\x18\x06 \x01(\x03\x12:\n\x0b\x63oncurrency\x18\x07 \x03(\x0b\x32%.durably.protocol.v1.ConcurrencyLimit\x12\x12\n\non_failure\x18\x08 \x01(\t\x12\x30\n\tcancel_on\x18\t \x03(\x0b\x32\x1d.durably.protocol.v1.CancelOn\"k\n\x07Trigger\x12\x0f\n\x05\x65vent\x18\x01 \x01(\tH\x00\x12\x30\n\x04\x63ron\x18\x03 \x01(\x0b\x32 .durably.protocol.v1.CronTriggerH\x00\x12\x15\n\rif_expression\x18\x02 \x01(\tB\x06\n\x04kind\"1\n\x0b\x43ronTrigger\x12\x10\n\x08schedule\x18\x01 \x01(\t\x12\x10\n\x08timezone\x18\x02 \x01(\t\"?\n\x08\x43\x61ncelOn\x12\r\n\x05\x65vent\x18\x01 \x01(\t\x12\r\n\x05match\x18\x02 \x01(\t\x12\x15\n\rif_expression\x18\x03 \x01(\t\">\n\nRegistered\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x1d\n\x15heartbeat_interval_ms\x18\x02 \x01(\x05\"x\n\x04Memo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\tdata_json\x18\x02 \x01(\x0cH\x00\x12-\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x1c.durably.protocol.v1.FailureH\x00\x12\x15\n\x0breported_in\x18\x04 \x01(\tH\x00\x42\t\n\x07outcome\"\xf7\x01\n\x07\x45xecute\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x13\n\x0b\x66unction_id\x18\x03 \x01(\t\x12)\n\x05\x65vent\x18\x04 \x01(\x0b\x32\x1a.durably.protocol.v1.Event\x12(\n\x05memos\x18\x05 \x03(\x0b\x32\x19.durably.protocol.v1.Memo\x12\x0f\n\x07\x61ttempt\x18\x06 \x01(\x05\x12\x14\n\x0cmax_attempts\x18\x07 \x01(\x05\x12\x0f\n\x07targets\x18\x08 \x03(\t\x12\x11\n\tplan_only\x18\t \x01(\x08\x12\x11\n\tmemo_base\x18\n \x01(\x05\"\xe4\x02\n\x06StepOp\x12\'\n\x02op\x18\x01 \x01(\x0e\x32\x1b.durably.protocol.v1.Opcode\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\r\n\x05index\x18\x04 \x01(\x05\x12\x11\n\tdata_json\x18\x05 \x01(\x0c\x12+\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x1c.durably.protocol.v1.Failure\x12\x15\n\rstarted_at_ms\x18\x07 \x01(\x03\x12\x13\n\x0b\x65nded_at_ms\x18\x08 \x01(\x03\x12\x12\n\nwake_at_ms\x18\t \x01(\x03\x12/\n\x04wait\x18\n \x01(\x0b\x32!.durably.protocol.v1.WaitForEvent\x12*\n\x06\x65vents\x18\x0b \x03(\x0b\x32\x1a.durably.protocol.v1.Event\x12+\n\x06invoke\x18\x0c \x01(\x0b\x32\x1b.durably.protocol.v1.Invoke\"Z\n\x0cWaitForEvent\x12\r\n\x05\x65vent\x18\x01 \x01(\t\x12\x15\n\rexpires_at_ms\x18\x02 \x01(\x03\x12\r\n\x05match\x18\x03 \x01(\t\x12\x15\n\rif_expression\x18\x04 \x01(\t\"G\n\x06Invoke\x12\x13\n\x0b\x66unction_id\x18\x01 \x01(\t\x12\x11\n\tdata_json\x18\x02 \x01(\x0c\x12\x15\n\rexpires_at_ms\x18\x03 \x01(\x03\"\xe1\x01\n\x0f\x45xecutionResult\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12(\n\x03ops\x18\x02 \x03(\x0b\x32\x1b.durably.protocol.v1.StepOp\x12\x0f\n\x07partial\x18\x07 \x01(\x08\x12\x15\n\x0boutput_json\x18\x03 \x01(\x0cH\x00\x12-\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x1c.durably.protocol.v1.FailureH\x00\x12\x11\n\x07yielded\x18\x05 \x01(\x08H\x00\x12\x19\n\x0fneed_full_state\x18\x06 \x01(\x08H\x00\x42\t\n\x07outcome\"7\n\x0c\x43heckpointed\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x11\n\tcommitted\x18\x02 \x01(\x08\"\x1e\n\tHeartbeat\x12\x11\n\tin_flight\x18\x01 \x03(\t*\xbc\x01\n\x06Opcode\x12\x16\n\x12OPCODE_UNSPECIFIED\x10\x00\x12\x13\n\x0fOPCODE_STEP_RUN\x10\x01\x12\x15\n\x11OPCODE_STEP_ERROR\x10\x02\x12\x17\n\x13OPCODE_STEP_PLANNED\x10\x03\x12\x10\n\x0cOPCODE_SLEEP\x10\x04\x12\x19\n\x15OPCODE_WAIT_FOR_EVENT\x10\x05\x12\x15\n\x11OPCODE_SEND_EVENT\x10\x06\x12\x11\n\rOPCODE_INVOKE\x10\x07\x32h\n\rWorkerService\x12W\n\x07\x43onnect\x12\".durably.protocol.v1.WorkerMessage\x1a$.durably.protocol.v1.ExecutorMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'durably.protocol.v1.worker_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OPCODE']._serialized_start=2679
-  _globals['_OPCODE']._serialized_end=2867
+  _globals['_OPCODE']._serialized_start=2726
+  _globals['_OPCODE']._serialized_end=2914
   _globals['_WORKERMESSAGE']._serialized_start=92
   _globals['_WORKERMESSAGE']._serialized_end=329
   _globals['_WORKERBATCH']._serialized_start=331
@@ -43,33 +43,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXECUTORBATCH']._serialized_start=647
   _globals['_EXECUTORBATCH']._serialized_end=718
   _globals['_REGISTER']._serialized_start=721
-  _globals['_REGISTER']._serialized_end=888
-  _globals['_FUNCTIONCONFIG']._serialized_start=891
-  _globals['_FUNCTIONCONFIG']._serialized_end=1197
-  _globals['_TRIGGER']._serialized_start=1199
-  _globals['_TRIGGER']._serialized_end=1306
-  _globals['_CRONTRIGGER']._serialized_start=1308
-  _globals['_CRONTRIGGER']._serialized_end=1357
-  _globals['_CANCELON']._serialized_start=1359
-  _globals['_CANCELON']._serialized_end=1422
-  _globals['_REGISTERED']._serialized_start=1424
-  _globals['_REGISTERED']._serialized_end=1486
-  _globals['_MEMO']._serialized_start=1488
-  _globals['_MEMO']._serialized_end=1585
-  _globals['_EXECUTE']._serialized_start=1588
-  _globals['_EXECUTE']._serialized_end=1835
-  _globals['_STEPOP']._serialized_start=1838
-  _globals['_STEPOP']._serialized_end=2194
-  _globals['_WAITFOREVENT']._serialized_start=2196
-  _globals['_WAITFOREVENT']._serialized_end=2286
-  _globals['_INVOKE']._serialized_start=2288
-  _globals['_INVOKE']._serialized_end=2359
-  _globals['_EXECUTIONRESULT']._serialized_start=2362
-  _globals['_EXECUTIONRESULT']._serialized_end=2587
-  _globals['_CHECKPOINTED']._serialized_start=2589
-  _globals['_CHECKPOINTED']._serialized_end=2644
-  _globals['_HEARTBEAT']._serialized_start=2646
-  _globals['_HEARTBEAT']._serialized_end=2676
-  _globals['_WORKERSERVICE']._serialized_start=2869
-  _globals['_WORKERSERVICE']._serialized_end=2973
+  _globals['_REGISTER']._serialized_end=912
+  _globals['_FUNCTIONCONFIG']._serialized_start=915
+  _globals['_FUNCTIONCONFIG']._serialized_end=1221
+  _globals['_TRIGGER']._serialized_start=1223
+  _globals['_TRIGGER']._serialized_end=1330
+  _globals['_CRONTRIGGER']._serialized_start=1332
+  _globals['_CRONTRIGGER']._serialized_end=1381
+  _globals['_CANCELON']._serialized_start=1383
+  _globals['_CANCELON']._serialized_end=1446
+  _globals['_REGISTERED']._serialized_start=1448
+  _globals['_REGISTERED']._serialized_end=1510
+  _globals['_MEMO']._serialized_start=1512
+  _globals['_MEMO']._serialized_end=1632
+  _globals['_EXECUTE']._serialized_start=1635
+  _globals['_EXECUTE']._serialized_end=1882
+  _globals['_STEPOP']._serialized_start=1885
+  _globals['_STEPOP']._serialized_end=2241
+  _globals['_WAITFOREVENT']._serialized_start=2243
+  _globals['_WAITFOREVENT']._serialized_end=2333
+  _globals['_INVOKE']._serialized_start=2335
+  _globals['_INVOKE']._serialized_end=2406
+  _globals['_EXECUTIONRESULT']._serialized_start=2409
+  _globals['_EXECUTIONRESULT']._serialized_end=2634
+  _globals['_CHECKPOINTED']._serialized_start=2636
+  _globals['_CHECKPOINTED']._serialized_end=2691
+  _globals['_HEARTBEAT']._serialized_start=2693
+  _globals['_HEARTBEAT']._serialized_end=2723
+  _globals['_WORKERSERVICE']._serialized_start=2916
+  _globals['_WORKERSERVICE']._serialized_end=3020
 # @@protoc_insertion_point(module_scope)

@@ -213,6 +213,7 @@ class Register(_message.Message):
     WORKER_NAME_FIELD_NUMBER: _builtins.int
     SDK_VERSION_FIELD_NUMBER: _builtins.int
     ACCEPTS_BATCHES_FIELD_NUMBER: _builtins.int
+    KEEPS_REPORTED_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """The application the functions belong to; functions are unique within an app."""
     capacity: _builtins.int
@@ -222,6 +223,10 @@ class Register(_message.Message):
     sdk_version: _builtins.str
     accepts_batches: _builtins.bool
     """The worker reads ExecutorBatch messages: the executor may send it several at once."""
+    keeps_reported: _builtins.bool
+    """The worker keeps the step results it reports on this stream until the run's next
+    Execute: the executor may then name them (Memo.reported_in) instead of sending them back.
+    """
     @_builtins.property
     def functions(self) -> _containers.RepeatedCompositeFieldContainer[Global___FunctionConfig]: ...
     def __init__(
@@ -233,10 +238,11 @@ class Register(_message.Message):
         worker_name: _builtins.str = ...,
         sdk_version: _builtins.str = ...,
         accepts_batches: _builtins.bool = ...,
+        keeps_reported: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepts_batches", b"accepts_batches", "app_id", b"app_id", "capacity", b"capacity", "functions", b"functions", "sdk_version", b"sdk_version", "worker_name", b"worker_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepts_batches", b"accepts_batches", "app_id", b"app_id", "capacity", b"capacity", "functions", b"functions", "keeps_reported", b"keeps_reported", "sdk_version", b"sdk_version", "worker_name", b"worker_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -415,10 +421,16 @@ class Memo(_message.Message):
     ID_FIELD_NUMBER: _builtins.int
     DATA_JSON_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    REPORTED_IN_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Lowercase hex SHA-1 of the step id (with ":n" for the n-th repeat)."""
     data_json: _builtins.bytes
     """The step's result as JSON."""
+    reported_in: _builtins.str
+    """The result is the data_json this stream's worker reported for this step in the
+    ExecutionResult of execution `reported_in`, recorded exactly as sent. Only to workers
+    that set Register.keeps_reported; one that no longer has it answers need_full_state.
+    """
     @_builtins.property
     def error(self) -> _common_pb2.Failure:
         """The step failed for good; replays raise durably.StepError with it."""
@@ -429,12 +441,13 @@ class Memo(_message.Message):
         id: _builtins.str = ...,
         data_json: _builtins.bytes = ...,
         error: _common_pb2.Failure | None = ...,
+        reported_in: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["data_json", b"data_json", "error", b"error", "outcome", b"outcome"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data_json", b"data_json", "error", b"error", "outcome", b"outcome", "reported_in", b"reported_in"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_json", b"data_json", "error", b"error", "id", b"id", "outcome", b"outcome"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_json", b"data_json", "error", b"error", "id", b"id", "outcome", b"outcome", "reported_in", b"reported_in"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["data_json", "error"]  # noqa: Y015
+    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["data_json", "error", "reported_in"]  # noqa: Y015
     _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
 
@@ -667,8 +680,8 @@ class ExecutionResult(_message.Message):
     yielded: _builtins.bool
     """The handler stopped at a new step (ops say why); execute it again."""
     need_full_state: _builtins.bool
-    """The worker no longer holds the first `memo_base` memos of the run: send this
-    execution again with the whole state. Nothing ran.
+    """The worker no longer holds the first `memo_base` memos of the run, or a result
+    named by `reported_in`: send this execution again with the whole state. Nothing ran.
     """
     @_builtins.property
     def ops(self) -> _containers.RepeatedCompositeFieldContainer[Global___StepOp]:
