@@ -32,7 +32,7 @@ def step_id(name: str, index: int = 0) -> str:
     return hash_step_id(pre_hash_id(name, index))
 
 
-def snapshot(state: RunState) -> tuple[int, int, int, list[tuple[str, bytes, bool]]]:
+def snapshot(state: RunState) -> tuple[int, int, int, list[tuple[str, bytes | None, bool]]]:
     return state.step_count, state.size_bytes, len(state), state.memos()
 
 
@@ -253,6 +253,32 @@ def test_memos_from_returns_the_outcomes_from_a_position_on() -> None:
     new = b"4444"
     state.record(step_id("d"), "d", 0, new, False)
     assert state.memos_from(3) == [(step_id("d"), new, False)]
+
+
+def test_forget_payloads_drops_big_payloads_from_a_position_on_and_every_limit_still_counts_them() -> None:
+    state = RunState(max_state_bytes=3 * MIB + 10)
+    big, small = b"b" * MIB, b"s"
+    for name, payload in zip("abcd", [big, small, big, big], strict=True):
+        state.record(step_id(name), name, 0, payload, name == "c")
+    size = state.size_bytes
+    assert state.forget_payloads(1, 1000) == 2, "c and d, not a (before start) nor b (small)"
+    assert state.memos() == [
+        (step_id("a"), big, False),
+        (step_id("b"), small, False),
+        (step_id("c"), None, True),
+        (step_id("d"), None, False),
+    ]
+    assert state.memos_from(3) == [(step_id("d"), None, False)] and state.get(step_id("c")) == (None, True)
+    assert state.size_bytes == size and state.step_count == 4 and state.contains(step_id("d"))
+    with pytest.raises(StateTooLarge):
+        state.check(step_id("e"), "e", 0, 10)
+    with pytest.raises(DuplicateStep):
+        state.record(step_id("d"), "d", 0, small, False)
+    assert state.forget_payloads(0, 1000) == 1 and state.forget_payloads(4, 0) == 0
+    with pytest.raises(ValueError, match="out of range"):
+        state.forget_payloads(5, 0)
+    with pytest.raises(ValueError, match="out of range"):
+        state.forget_payloads(-1, 0)
 
 
 @pytest.mark.parametrize("start", [5, 6, 2**40, -1, -4])

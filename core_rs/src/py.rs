@@ -133,9 +133,10 @@ impl PyStepIdCounter {
     }
 }
 
-/// A payload kept as the caller's immutable `bytes` object, so reads hand back that same object.
+/// A payload kept as the caller's immutable `bytes` object, so reads hand back that same object;
+/// `None` once forgotten (the store has it), the size still counted.
 struct PyPayload {
-    bytes: Py<PyBytes>,
+    bytes: Option<Py<PyBytes>>,
     size: u64,
 }
 
@@ -144,8 +145,12 @@ impl PyPayload {
     fn new(bytes: Bound<'_, PyBytes>) -> Self {
         Self {
             size: bytes.as_bytes().len() as u64,
-            bytes: bytes.unbind(),
+            bytes: Some(bytes.unbind()),
         }
+    }
+
+    fn bind<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
+        self.bytes.as_ref().map(|bytes| bytes.bind(py).clone())
     }
 }
 
@@ -155,15 +160,20 @@ impl Payload for PyPayload {
     }
 }
 
-/// `(id, payload, is_error)` for each memo, the payload being the recorded object itself.
-fn memo_tuples<'a, 'py>(
-    py: Python<'py>,
-    memos: &'a [Memo<PyPayload>],
-) -> Vec<(&'a str, Bound<'py, PyBytes>, bool)> {
+/// `(id, payload, is_error)` for each memo, the payload being the recorded object itself (or None).
+fn memo_tuples<'a, 'py>(py: Python<'py>, memos: &'a [Memo<PyPayload>]) -> Vec<MemoTuple<'a, 'py>> {
     memos
         .iter()
-        .map(|m| (m.id.as_str(), m.payload.bytes.bind(py).clone(), m.is_error))
+        .map(|m| (m.id.as_str(), m.payload.bind(py), m.is_error))
         .collect()
+}
+
+type MemoTuple<'a, 'py> = (&'a str, Option<Bound<'py, PyBytes>>, bool);
+
+fn out_of_range(start: i64, count: usize) -> PyErr {
+    PyValueError::new_err(format!(
+        "memo position {start} is out of range: start must be from 0 to {count}, the run's step count"
+    ))
 }
 
 /// The memoized state of one run: step outcomes in record order, with their sizes.
@@ -255,33 +265,40 @@ impl PyRunState {
         self.0.contains(id)
     }
 
-    fn get<'py>(&self, py: Python<'py>, id: &str) -> Option<(Bound<'py, PyBytes>, bool)> {
+    #[allow(clippy::type_complexity)]
+    fn get<'py>(&self, py: Python<'py>, id: &str) -> Option<(Option<Bound<'py, PyBytes>>, bool)> {
         let memo = self.0.get(id)?;
-        Some((memo.payload.bytes.bind(py).clone(), memo.is_error))
+        Some((memo.payload.bind(py), memo.is_error))
     }
 
-    fn memos<'py>(&self, py: Python<'py>) -> Vec<(&str, Bound<'py, PyBytes>, bool)> {
+    fn memos<'py>(&self, py: Python<'py>) -> Vec<MemoTuple<'_, 'py>> {
         memo_tuples(py, self.0.memos())
+    }
+
+    // Forgetting a payload never changes what the checks see: its size stays counted.
+    fn forget_payloads(&mut self, start: i64, min_size: u64) -> PyResult<usize> {
+        let start = usize::try_from(start)
+            .ok()
+            .filter(|start| *start <= self.0.step_count())
+            .ok_or_else(|| out_of_range(start, self.0.step_count()))?;
+        let mut forgotten = 0;
+        for memo in self.0.memos_from_mut(start) {
+            if memo.payload.size >= min_size && memo.payload.bytes.take().is_some() {
+                forgotten += 1;
+            }
+        }
+        Ok(forgotten)
     }
 
     // A negative `start` is a ValueError like one past the end (not Python's count from the end): a
     // position the caller got wrong must fail, not silently resend the last memos.
-    fn memos_from<'py>(
-        &self,
-        py: Python<'py>,
-        start: i64,
-    ) -> PyResult<Vec<(&str, Bound<'py, PyBytes>, bool)>> {
+    fn memos_from<'py>(&self, py: Python<'py>, start: i64) -> PyResult<Vec<MemoTuple<'_, 'py>>> {
         let count = self.0.step_count();
         usize::try_from(start)
             .ok()
             .and_then(|start| self.0.memos_from(start))
             .map(|memos| memo_tuples(py, memos))
-            .ok_or_else(|| {
-                PyValueError::new_err(format!(
-                    "memo position {start} is out of range: \
-                     start must be from 0 to {count}, the run's step count"
-                ))
-            })
+            .ok_or_else(|| out_of_range(start, count))
     }
 
     #[getter]

@@ -329,6 +329,13 @@ impl<P: Payload> RunState<P> {
         self.memos.get(start..)
     }
 
+    /// The outcomes from record position `start` on, to change their payloads in place (e.g. drop
+    /// the bytes and keep the size); an empty slice when `start` is past the end.
+    pub fn memos_from_mut(&mut self, start: usize) -> &mut [Memo<P>] {
+        let start = start.min(self.memos.len());
+        &mut self.memos[start..]
+    }
+
     pub fn step_count(&self) -> usize {
         self.memos.len()
     }

@@ -315,6 +315,22 @@ fn memos_from_returns_only_the_outcomes_from_a_position_on() {
 }
 
 #[test]
+fn memos_from_mut_changes_payloads_in_place_and_never_the_sizes_the_limits_count() {
+    let mut state = small(10, 100, 20);
+    for (name, len) in [("a", 5), ("b", 6), ("c", 7)] {
+        assert!(record(&mut state, name, len).is_ok());
+    }
+    for memo in state.memos_from_mut(1) {
+        memo.payload.clear(); // what the daemon does: drop the bytes, the store has them
+    }
+    let lens: Vec<usize> = state.memos().iter().map(|m| m.payload.len()).collect();
+    assert_eq!(lens, [5, 0, 0]);
+    assert_eq!(state.size_bytes(), 18, "the dropped payloads still count");
+    assert_eq!(record(&mut state, "d", 3), Err(ErrorKind::StateTooLarge));
+    assert!(state.memos_from_mut(3).is_empty() && state.memos_from_mut(9).is_empty());
+}
+
+#[test]
 fn memo_deltas_ship_each_outcome_once() {
     // What the executor does: after each step, send the worker only what it has not seen.
     let steps = 200;

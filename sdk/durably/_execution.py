@@ -529,7 +529,8 @@ class _Execution:
             )
         else:
             if len(data) <= MAX_STEP_OUTPUT_BYTES:
-                self._record(OpKind.STEP_RUN, step, started, ended, data_json=data)
+                scalar = (plain,) if is_scalar(plain) else None
+                self._record(OpKind.STEP_RUN, step, started, ended, data_json=data, scalar=scalar)
                 return _Ran(data, plain)
             failure = ErrorInfo(
                 name=StepOutputTooLarge.__name__,
@@ -553,6 +554,7 @@ class _Execution:
         *,
         data_json: bytes = b"",
         error: ErrorInfo | None = None,
+        scalar: tuple[object] | None = None,
     ) -> None:
         self.ops.append(
             StepOp(
@@ -564,6 +566,7 @@ class _Execution:
                 ended_at_ms=now_ms() if ended is None else ended,
                 data_json=data_json,
                 error=error,
+                scalar=scalar,
             )
         )
 

@@ -23,6 +23,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from durably._ops import OpKind, StepOp
 from durably._types import ErrorInfo
 
 Outcome = bytes | ErrorInfo
@@ -74,8 +75,9 @@ class _RunMemos:
         self.outcomes: list[Outcome] = []
         self.positions: dict[str, int] = {}
         self.scalars: dict[int, object] = {}
-        self.kept: dict[tuple[str, str], bytes] = {}
-        """(execution id, step id) -> a result this worker reported, until an Execute names it."""
+        self.kept: dict[tuple[str, str], tuple[bytes, tuple[object] | None]] = {}
+        """(execution id, step id) -> a result this worker reported (its JSON, and itself if it is
+        immutable: see ``StepOp.scalar``), until an Execute names it."""
 
     def extend(self, entries: Iterable[tuple[str, Outcome]]) -> None:
         outcomes, positions = self.outcomes, self.positions
@@ -117,23 +119,28 @@ class MemoCache:
             return None
         else:
             run = held
-        outcomes = _fill_in(entries, run.kept)
-        if outcomes is None:
+        start = len(run.outcomes)
+        filled = _fill_in(entries, run.kept)
+        if filled is None:
             self._runs.pop(run_id, None)
             return None
+        outcomes, known = filled
         run.extend(outcomes)
+        for offset, value in known:
+            run.scalars[start + offset] = value
         self._runs[run_id] = run
         self._runs.move_to_end(run_id)
         while len(self._runs) > self._max_runs:
             self._runs.popitem(last=False)
         return run.snapshot()
 
-    def keep(self, run_id: str, execution_id: str, results: Iterable[tuple[str, bytes]]) -> None:
-        """Keep the step results (step id, JSON) an execution of a held run is about to report."""
+    def keep(self, run_id: str, execution_id: str, ops: Iterable[StepOp]) -> None:
+        """Keep the step results an execution of a held run is about to report."""
         run = self._runs.get(run_id)
         if run is not None:
-            for step_id, data in results:
-                run.kept[(execution_id, step_id)] = data
+            for op in ops:
+                if op.op is OpKind.STEP_RUN:
+                    run.kept[(execution_id, op.id)] = (op.data_json, op.scalar)
 
     def drop(self, run_id: str) -> None:
         """Forget a run that has ended; executions still replaying it keep their snapshot."""
@@ -141,15 +148,19 @@ class MemoCache:
 
 
 def _fill_in(
-    entries: Iterable[tuple[str, Incoming]], kept: dict[tuple[str, str], bytes]
-) -> list[tuple[str, Outcome]] | None:
-    """The outcomes with each named result taken from `kept`; None if one of them is not there."""
+    entries: Iterable[tuple[str, Incoming]], kept: dict[tuple[str, str], tuple[bytes, tuple[object] | None]]
+) -> tuple[list[tuple[str, Outcome]], list[tuple[int, object]]] | None:
+    """The outcomes with each named result taken from `kept`, and (offset, value) of those whose value
+    is known already; None if a named result is not there."""
     outcomes: list[tuple[str, Outcome]] = []
+    known: list[tuple[int, object]] = []
     for step_id, outcome in entries:
         if isinstance(outcome, Reported):
-            data = kept.pop((outcome.execution_id, step_id), None)
-            if data is None:
+            found = kept.pop((outcome.execution_id, step_id), None)
+            if found is None:
                 return None
-            outcome = data
+            outcome, scalar = found
+            if scalar is not None:
+                known.append((len(outcomes), scalar[0]))
         outcomes.append((step_id, outcome))
-    return outcomes
+    return outcomes, known

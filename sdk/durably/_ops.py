@@ -92,6 +92,9 @@ class StepOp:
     error: ErrorInfo | None = None
     request: OpRequest | None = None
     """Set for the ops the executor carries out (sleep, wait, send, invoke)."""
+    scalar: tuple[object] | None = None
+    """A step result that is immutable, itself, in a 1-tuple (None is a result too): what decoding
+    ``data_json`` gives, so the worker that keeps this result need not decode it again."""
 
 
 # --- building requests ----------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -34,7 +34,7 @@ from durably._execution import execute, failure_from_exception
 from durably._function import Function
 from durably._grpc import CHANNEL_OPTIONS, MAX_MESSAGE_BYTES
 from durably._memos import MemoCache, Memos
-from durably._ops import OpKind, StepOp
+from durably._ops import StepOp
 from durably._types import ErrorInfo
 from durably._version import __version__
 from durably.errors import ErrorCode, StateTooLarge
@@ -66,12 +66,12 @@ async def handle_execute(
     memos: Memos,
     send_partial: Callable[[worker_pb2.ExecutionResult], None],
     checkpoint: Callable[[worker_pb2.WorkerMessage], Awaitable[bool]],
-    keep: Callable[[Iterable[tuple[str, bytes]]], None] = lambda results: None,
+    keep: Callable[[Iterable[StepOp]], None] = lambda results: None,
 ) -> worker_pb2.ExecutionResult:
     """Run one ``Execute`` against ``memos`` (the run's outcomes it replays) and build its final
     ``ExecutionResult``; targets that finish before the others go to ``send_partial`` as they finish;
     a checkpointing discovery's steps go to ``checkpoint``, which answers whether they were committed.
-    Every step result about to be reported goes to ``keep`` first (step id, JSON). Never raises
+    Every step op about to be reported goes to ``keep`` first. Never raises
     (except on cancellation)."""
     execution_id = execute_msg.execution_id
     function = functions.get(execute_msg.function_id)
@@ -95,12 +95,12 @@ async def handle_execute(
         )
 
     def report_early(ops: Sequence[StepOp]) -> None:
-        keep(_results(ops))
+        keep(ops)
         for chunk in _convert.partial_results(execution_id, ops, MAX_MESSAGE_BYTES // 4):
             send_partial(chunk)
 
     async def checkpoint_ops(ops: Sequence[StepOp]) -> bool:
-        keep(_results(ops))
+        keep(ops)
         return await checkpoint(_convert.checkpoint_message(execution_id, ops))
 
     outcome = await execute(function, request, report_early, checkpoint_ops)
@@ -112,12 +112,8 @@ async def handle_execute(
     size = result.ByteSize()
     if size + _ENVELOPE_BYTES > MAX_MESSAGE_BYTES:
         return _convert.failure_result(execution_id, _result_too_large(result, size))
-    keep(_results(outcome.ops))
+    keep(outcome.ops)
     return result
-
-
-def _results(ops: Iterable[StepOp]) -> Iterator[tuple[str, bytes]]:
-    return ((op.id, op.data_json) for op in ops if op.op is OpKind.STEP_RUN)
 
 
 def _result_too_large(result: worker_pb2.ExecutionResult, size: int) -> ErrorInfo:

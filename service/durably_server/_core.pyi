@@ -156,19 +156,31 @@ class RunState:
     def contains(self, id: str) -> bool:
         """Whether an outcome is recorded under ``id`` (a memo hit on replay)."""
 
-    def get(self, id: str) -> tuple[bytes, bool] | None:
-        """``(payload, is_error)`` recorded under ``id``, or None; the payload is the recorded object."""
+    def get(self, id: str) -> tuple[bytes | None, bool] | None:
+        """``(payload, is_error)`` recorded under ``id``, or None; the payload is the recorded object, or
+        None if it was forgotten."""
 
-    def memos(self) -> list[tuple[str, bytes, bool]]:
-        """Every ``(id, payload, is_error)`` in record order, in one call, to ship or persist the state."""
+    def memos(self) -> list[tuple[str, bytes | None, bool]]:
+        """Every ``(id, payload, is_error)`` in record order, in one call, to ship or persist the state
+        (a forgotten payload is None)."""
 
-    def memos_from(self, start: int) -> list[tuple[str, bytes, bool]]:
+    def forget_payloads(self, start: int, min_size: int) -> int:
+        """Drops the payloads of at least ``min_size`` bytes from record position ``start`` on; returns
+        how many it dropped.
+
+        For a daemon that need not hold big results once they are committed: their sizes stay counted,
+        so every check and limit is unchanged, and reads give None for them (the caller reads them back
+        from its store when it needs them). ``start`` must be from 0 to the step count (ValueError).
+        """
+
+    def memos_from(self, start: int) -> list[tuple[str, bytes | None, bool]]:
         """The ``(id, payload, is_error)`` from record position ``start`` on, in record order.
 
         The executor sends a worker only the outcomes it has not seen yet, so a run of N steps ships
         O(N) bytes in all rather than O(N^2); this costs O(returned), not O(state). ``start`` equal to
         the step count gives ``[]``; a negative ``start`` or one past the end raises ValueError (it is
-        a position, never counted from the end). The payloads are the recorded objects.
+        a position, never counted from the end). The payloads are the recorded objects (None if
+        forgotten).
         """
 
     @property

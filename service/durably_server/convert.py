@@ -324,10 +324,12 @@ def execute_out(lease: Lease, max_attempts: int) -> worker_pb2.ExecutorMessage:
     execute.event.CopyFrom(event_out(run.event))
     reported = lease.reported
     for sid, payload, is_error in lease.memos:
+        if sid in reported and not is_error:
+            execute.memos.add(id=sid, reported_in=reported[sid])
+            continue
+        assert payload is not None, "a payload the run's state did not hold was not read back"
         if is_error:
             execute.memos.add(id=sid).error.CopyFrom(failure_out(Failure.from_json(payload)))
-        elif sid in reported:
-            execute.memos.add(id=sid, reported_in=reported[sid])
         else:
             execute.memos.add(id=sid, data_json=payload)
     execute.attempt = lease.attempt

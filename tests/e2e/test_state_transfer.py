@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import durably
 import grpc
+import pytest
 from durably.protocol.v1 import api_pb2, api_pb2_grpc
+from durably_server.engine.runs import HELD_PAYLOAD_BYTES
 
 from .harness import Harness, WorkerSpec, await_until, describe, find_run, metrics, open_client, run_to_end
 
@@ -57,8 +59,14 @@ async def test_a_500_step_run_on_one_worker_sends_it_none_of_its_own_results_bac
     assert sent_bytes == 0, f"sent {sent_bytes} B of memos for a state of {state_bytes} B made by this worker"
 
 
-async def test_a_worker_killed_mid_run_is_replaced_by_one_with_no_cache(harness: Harness) -> None:
-    n, width, block = 100, 60, 50
+@pytest.mark.parametrize(
+    ("n", "width", "block"),
+    [(100, 60, 50), (12, HELD_PAYLOAD_BYTES + 1000, 6)],
+    ids=["small-results", "results-the-daemon-reads-back"],  # the daemon does not hold these in memory
+)
+async def test_a_worker_killed_mid_run_is_replaced_by_one_with_no_cache(
+    harness: Harness, n: int, width: int, block: int
+) -> None:
     first = harness.start_worker(TRANSFER)
     async with open_client(harness.address) as client:
         [event_id] = await client.send(

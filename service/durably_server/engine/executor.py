@@ -22,7 +22,7 @@ from durably_server.engine.merge import Merge, merge_checkpoint, merge_report
 from durably_server.engine.metrics import Metrics
 from durably_server.engine.registry import Registry
 from durably_server.engine.retry import RetryPolicy
-from durably_server.engine.runs import MAX_HELD_NEW, ActiveRun, ActiveRuns, Discovery, new_state
+from durably_server.engine.runs import MAX_HELD_NEW, ActiveRun, ActiveRuns, Discovery, new_state, record_steps
 from durably_server.engine.scheduler import Lease, Scheduler, WorkerConn
 from durably_server.engine.watch import RunWatch
 from durably_server.engine.writes import Created, Effects, Writes
@@ -80,7 +80,7 @@ class Executor:
         self.runs = ActiveRuns(store)
         self.watch = RunWatch()
         self.metrics = Metrics()
-        self.scheduler = Scheduler(self.runs, store, self._leased, self.registry.get)
+        self.scheduler = Scheduler(self.runs, store, self._leased, self.registry.get, self._read_payloads)
         self.deadlines: Alarms[tuple[str, Deadline]] = Alarms(self._time_out)
         self.writes = Writes(self.registry.get, WaitIndex(store.read_now(sql.wait_paths)))
         # Row ids only: a parked run costs the daemon's memory one heap entry until its timer is due.
@@ -161,7 +161,7 @@ class Executor:
         if run is not None:
             if not run.state.contains(step.id):
                 try:
-                    run.state.record(*step.memo())
+                    record_steps(run.state, [step])
                 except CoreError as exc:  # the store has it; a reload will show the run as it is
                     log.error("run %s: step %s recorded but not held in memory: %s", run.id, step.name, exc)
             run.pending.discard(step.id)
@@ -282,7 +282,9 @@ class Executor:
         self.metrics.executions_dispatched += 1
         self.metrics.memos_sent += len(lease.memos)
         named = lease.reported
-        self.metrics.memo_bytes_sent += sum(len(payload) for sid, payload, _ in lease.memos if sid not in named)
+        self.metrics.memo_bytes_sent += sum(
+            len(payload) for sid, payload, _ in lease.memos if payload is not None and sid not in named
+        )
         if run.status in (RunStatus.SLEEPING, RunStatus.WAITING):
             run.status = RunStatus.RUNNING
             self._mark_running(run.id, None)
@@ -294,6 +296,26 @@ class Executor:
                 self.deadlines.add(now + spec.finish_timeout_ms, (run.id, Deadline.FINISH))
             self._mark_running(run.id, now)
             self.watch.changed(run.id)
+
+    async def _read_payloads(self, lease: Lease) -> bool:
+        """Fill in the payloads of `lease.unread` from the store; False if that failed, and the work is
+        queued again (not sent)."""
+        run, ids = lease.run, lease.unread
+        try:
+            steps = await self.store.read(lambda conn: sql.load_steps(conn, run.id, ids))
+            payloads = {memo[0]: memo[3] for memo in (step.memo() for step in steps)}
+            if len(payloads) != len(set(ids)):
+                raise LookupError(f"steps {sorted(set(ids) - payloads.keys())} are not in the store")
+        except Exception:
+            log.exception("run %s: could not read back the results an execution must carry; queued again", run.id)
+            if self.scheduler.release(lease.worker, lease.execution_id) is lease:
+                lease.worker.memos_held.pop(run.id, None)
+                _unlease(lease)
+                self.scheduler.add(lease.items, front=True)
+            return False
+        lease.memos = [(sid, payloads.get(sid, payload), is_error) for sid, payload, is_error in lease.memos]
+        self.metrics.memo_bytes_sent += sum(len(payloads[sid]) for sid in ids)
+        return True
 
     def _mark_running(self, run_id: str, started_ms: int | None) -> None:
         """Store that a run is running again (`started_ms`: for the first time, then). Not awaited, and
@@ -383,7 +405,7 @@ class Executor:
                 self.scheduler.add(items)
                 return
             if merge.steps:
-                run.state.record_batch([step.memo() for step in merge.steps])
+                record_steps(run.state, merge.steps)
                 run.pending.difference_update(step.id for step in merge.steps)
                 _keep_reported(worker, run.id, report.execution_id, merge.steps)
                 self.metrics.steps_recorded += len(merge.steps)
@@ -416,7 +438,7 @@ class Executor:
                 else:
                     committed = True
                     lease.checkpoints += 1
-                    run.state.record_batch([step.memo() for step in steps])
+                    record_steps(run.state, steps)
                     _keep_reported(worker, run.id, report.execution_id, steps)
                     self.metrics.steps_recorded += len(steps)
                     self.watch.changed(run.id)

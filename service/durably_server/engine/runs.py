@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 
 from durably_server._core import RunState
 from durably_server.engine.concurrency import Slot
-from durably_server.model import Event, RunStatus
+from durably_server.model import Event, RunStatus, StepRecord
 from durably_server.store import Store
 from durably_server.store import records as sql
 
@@ -57,9 +58,23 @@ at the same moment, memory the Python allocator keeps for good once freed."""
 LOAD_BATCH = 256
 """Runs read from the store in one trip (see `ActiveRuns.load_many`)."""
 
+HELD_PAYLOAD_BYTES = 64 * 1024
+"""A committed step payload at least this big is not held in memory: a run's state may reach 32 MiB,
+and the worker that reported a result keeps it (Register.keeps_reported), so in the common case
+nobody needs it again; an Execute that must carry it reads it back from the store
+(`Executor._read_payloads`). Smaller ones stay, so ordinary runs never wait for that read."""
+
 
 def new_state(event: Event) -> RunState:
     return RunState(base_bytes=len(event.data_json))
+
+
+def record_steps(state: RunState, steps: Iterable[StepRecord]) -> None:
+    """Record committed steps in a run's state, all or none (a CoreError changes nothing), holding
+    only the payloads smaller than `HELD_PAYLOAD_BYTES`."""
+    start = state.step_count
+    state.record_batch([step.memo() for step in steps])
+    state.forget_payloads(start, HELD_PAYLOAD_BYTES)
 
 
 class ActiveRuns:
@@ -98,7 +113,7 @@ def _load(conn: sqlite3.Connection, run_id: str) -> ActiveRun | None:
     if event is None:
         return None
     state = new_state(event)
-    state.record_batch([step.memo() for step in record.steps])
+    record_steps(state, record.steps)
     run = ActiveRun(record.id, record.app_id, record.function_id, event, state, record.status)
     for target in sql.load_run_queue(conn, run_id):
         if target:

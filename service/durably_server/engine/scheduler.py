@@ -18,7 +18,7 @@ import heapq
 import itertools
 import logging
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 from durably_server.engine.concurrency import Concurrency, Slot, slots_of
@@ -46,7 +46,8 @@ class Lease:
     worker: WorkerConn
     # Set when the lease is granted (see Executor._leased).
     memo_base: int = 0
-    memos: list[tuple[str, bytes, bool]] = field(default_factory=list)
+    # (id, payload, is_error); a payload is None until read back from the store (see `unread`).
+    memos: list[tuple[str, bytes | None, bool]] = field(default_factory=list)
     # Step id -> the execution whose report the worker keeps its result from (sent by name only).
     reported: dict[str, str] = field(default_factory=dict)
     plan_only: bool = False
@@ -61,6 +62,11 @@ class Lease:
     @property
     def targets(self) -> list[str]:
         return [item.target for item in self.items if item.target]
+
+    @property
+    def unread(self) -> list[str]:
+        """Ids of the memos to send whose payloads the run's state did not hold."""
+        return [sid for sid, payload, _ in self.memos if payload is None and sid not in self.reported]
 
 
 @dataclass(slots=True)
@@ -120,10 +126,12 @@ class Scheduler:
         store: Store,
         on_lease: Callable[[Lease], None],
         spec_of: Callable[[FunctionKey], FunctionSpec | None],
+        read_payloads: Callable[[Lease], Awaitable[bool]],
     ) -> None:
         self._runs = runs
         self._store = store
         self._on_lease = on_lease
+        self._read_payloads = read_payloads
         self._spec_of = spec_of
         self._concurrency = Concurrency()
         # Work waiting for a place under a full concurrency limit, by that limit's slot.
@@ -296,7 +304,10 @@ class Scheduler:
                 self._concurrency.take(lease.slots, len(part))
                 worker.inflight[lease.execution_id] = lease
                 self._on_lease(lease)
-                worker.outbox.put_nowait(lease)
+                # Big payloads the run does not hold in memory are read first (here, so that leases
+                # still reach each worker in the order they were granted).
+                if not lease.unread or await self._read_payloads(lease):
+                    worker.outbox.put_nowait(lease)
         return leased
 
     def _within_limits(self, run: ActiveRun, unit: Unit, queue: Ready) -> Unit:

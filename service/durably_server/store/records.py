@@ -285,11 +285,16 @@ def _run(row: tuple[Any, ...]) -> RunRecord:
     )
 
 
-def load_steps(conn: sqlite3.Connection, run_id: str) -> list[StepRecord]:
+def load_steps(conn: sqlite3.Connection, run_id: str, ids: Sequence[str] | None = None) -> list[StepRecord]:
+    """The run's steps in record order (only those with these ids, if given)."""
+    where, args = "run_id = ?", [run_id]
+    if ids is not None:
+        where += f" AND id IN ({', '.join('?' * len(ids))})"
+        args.extend(ids)
     rows = conn.execute(
-        "SELECT id, name, idx, status, output, error, attempts, started_ms, ended_ms"
-        " FROM steps WHERE run_id = ? ORDER BY seq",
-        (run_id,),
+        f"SELECT id, name, idx, status, output, error, attempts, started_ms, ended_ms FROM steps WHERE {where}"
+        " ORDER BY seq",
+        args,
     ).fetchall()
     return [
         StepRecord(
