@@ -69,7 +69,7 @@ class Memos:
 class _RunMemos:
     """One run's outcomes in record order; append-only, see :class:`Memos`."""
 
-    __slots__ = ("kept", "outcomes", "positions", "scalars")
+    __slots__ = ("kept", "outcomes", "positions", "scalars", "size")
 
     def __init__(self) -> None:
         self.outcomes: list[Outcome] = []
@@ -78,25 +78,74 @@ class _RunMemos:
         self.kept: dict[tuple[str, str], tuple[bytes, tuple[object] | None]] = {}
         """(execution id, step id) -> a result this worker reported (its JSON, and itself if it is
         immutable: see ``StepOp.scalar``), until an Execute names it."""
+        self.size = 0
+        """Bytes of the outcomes and kept results held (what the cache's byte budget counts)."""
 
     def extend(self, entries: Iterable[tuple[str, Outcome]]) -> None:
         outcomes, positions = self.outcomes, self.positions
         for step_id, outcome in entries:
             positions.setdefault(step_id, len(outcomes))
             outcomes.append(outcome)
+            self.size += _size(outcome)
+
+    def keep(self, execution_id: str, step_id: str, data: bytes, scalar: tuple[object] | None) -> None:
+        self.kept[(execution_id, step_id)] = (data, scalar)
+        self.size += len(data)
+
+    def fill_in(self, entries: Iterable[tuple[str, Incoming]]) -> bool:
+        """Append the outcomes, each named result taken from what was kept (its value too, if known);
+        False, changing nothing, if a named result is not there."""
+        outcomes: list[tuple[str, Outcome]] = []
+        known: list[tuple[int, object]] = []
+        taken: list[tuple[str, str]] = []
+        for step_id, outcome in entries:
+            if isinstance(outcome, Reported):
+                key = (outcome.execution_id, step_id)
+                found = self.kept.get(key)
+                if found is None:
+                    return False
+                taken.append(key)
+                outcome, scalar = found
+                if scalar is not None:
+                    known.append((len(self.outcomes) + len(outcomes), scalar[0]))
+            outcomes.append((step_id, outcome))
+        for key in taken:
+            self.size -= len(self.kept.pop(key)[0])
+        self.extend(outcomes)
+        self.scalars.update(known)
+        return True
 
     def snapshot(self) -> Memos:
         return Memos(self.outcomes, self.positions, len(self.outcomes), self.scalars)
 
 
-class MemoCache:
-    """The outcomes of the runs this stream has executed lately, at most ``max_runs`` of them (the
-    least recently executed are dropped first). One per stream: what the executor believes this
-    worker holds is tied to the stream, so a new stream starts empty."""
+def _size(outcome: Outcome) -> int:
+    if isinstance(outcome, bytes):
+        return len(outcome)
+    return 64 + len(outcome.message) + len(outcome.stack or "")
 
-    def __init__(self, max_runs: int) -> None:
+
+MAX_CACHE_BYTES = 256 * 1024 * 1024
+"""What one stream's cache may hold in all: a run's state may reach 32 MiB, so a count of runs alone
+does not bound the worker's memory."""
+
+
+class MemoCache:
+    """The outcomes of the runs this stream has executed lately, at most ``max_runs`` of them and
+    ``max_bytes`` in all (the least recently executed are dropped first; the run in use never is).
+    One per stream: what the executor believes this worker holds is tied to the stream, so a new
+    stream starts empty."""
+
+    def __init__(self, max_runs: int, max_bytes: int = MAX_CACHE_BYTES) -> None:
         self._max_runs = max_runs
+        self._max_bytes = max_bytes
         self._runs: OrderedDict[str, _RunMemos] = OrderedDict()
+        self._bytes = 0
+
+    @property
+    def size(self) -> int:
+        """Bytes held, as the budget counts them."""
+        return self._bytes
 
     def receive(self, run_id: str, base: int, entries: Iterable[tuple[str, Incoming]]) -> Memos | None:
         """Apply an ``Execute``'s memos and return what that execution replays.
@@ -109,58 +158,43 @@ class MemoCache:
         Call it in the order the ``Execute`` messages arrive, before starting the execution: a
         second ``Execute`` of the run may carry a delta on top of the first before the first ends.
         """
-        held = self._runs.get(run_id)
+        held = self._forget(run_id)
         if base == 0:
             run = _RunMemos()
             if held is not None:
-                run.kept = held.kept
+                run.kept, run.size = held.kept, sum(len(data) for data, _ in held.kept.values())
         elif held is None or len(held.outcomes) != base:
-            self._runs.pop(run_id, None)
             return None
         else:
             run = held
-        start = len(run.outcomes)
-        filled = _fill_in(entries, run.kept)
-        if filled is None:
-            self._runs.pop(run_id, None)
+        if not run.fill_in(entries):
             return None
-        outcomes, known = filled
-        run.extend(outcomes)
-        for offset, value in known:
-            run.scalars[start + offset] = value
-        self._runs[run_id] = run
-        self._runs.move_to_end(run_id)
-        while len(self._runs) > self._max_runs:
-            self._runs.popitem(last=False)
+        self._hold(run_id, run)
         return run.snapshot()
 
     def keep(self, run_id: str, execution_id: str, ops: Iterable[StepOp]) -> None:
         """Keep the step results an execution of a held run is about to report."""
-        run = self._runs.get(run_id)
+        run = self._forget(run_id)
         if run is not None:
             for op in ops:
                 if op.op is OpKind.STEP_RUN:
-                    run.kept[(execution_id, op.id)] = (op.data_json, op.scalar)
+                    run.keep(execution_id, op.id, op.data_json, op.scalar)
+            self._hold(run_id, run)
 
     def drop(self, run_id: str) -> None:
         """Forget a run that has ended; executions still replaying it keep their snapshot."""
-        self._runs.pop(run_id, None)
+        self._forget(run_id)
 
+    def _forget(self, run_id: str) -> _RunMemos | None:
+        run = self._runs.pop(run_id, None)
+        if run is not None:
+            self._bytes -= run.size
+        return run
 
-def _fill_in(
-    entries: Iterable[tuple[str, Incoming]], kept: dict[tuple[str, str], tuple[bytes, tuple[object] | None]]
-) -> tuple[list[tuple[str, Outcome]], list[tuple[int, object]]] | None:
-    """The outcomes with each named result taken from `kept`, and (offset, value) of those whose value
-    is known already; None if a named result is not there."""
-    outcomes: list[tuple[str, Outcome]] = []
-    known: list[tuple[int, object]] = []
-    for step_id, outcome in entries:
-        if isinstance(outcome, Reported):
-            found = kept.pop((outcome.execution_id, step_id), None)
-            if found is None:
-                return None
-            outcome, scalar = found
-            if scalar is not None:
-                known.append((len(outcomes), scalar[0]))
-        outcomes.append((step_id, outcome))
-    return outcomes, known
+    def _hold(self, run_id: str, run: _RunMemos) -> None:
+        """Hold `run` as the most recently used, then drop the least recently used over the limits."""
+        self._runs[run_id] = run
+        self._bytes += run.size
+        while len(self._runs) > self._max_runs or (self._bytes > self._max_bytes and len(self._runs) > 1):
+            _, dropped = self._runs.popitem(last=False)
+            self._bytes -= dropped.size

@@ -197,8 +197,9 @@ class Worker:
     ``async with Worker(...)`` runs it in the background (and waits briefly for it to register).
     ``capacity`` caps how many executions run at once; ``worker_name`` (default ``host:pid``)
     identifies the worker in the executor's logs. The worker keeps the saved step outcomes of the
-    ``memo_cache_runs`` runs it executed most recently, so the executor sends each outcome once
-    rather than with every execution; a run it has dropped costs one round trip for its full state.
+    ``memo_cache_runs`` runs it executed most recently (256 MiB of them at most), so the executor
+    sends each outcome once rather than with every execution, and never sends back a result this
+    worker reported; a run it has dropped costs one round trip for its full state.
 
     A function declared with ``on_failure`` brings its failure handler along: the worker registers
     and serves both.

@@ -92,3 +92,22 @@ async def test_the_worker_keeps_what_it_reports_with_immutable_values_as_they_ar
         [op] = kept
         assert [reported.id for reported in result.ops] == [op.id] and op.op is OpKind.STEP_RUN
         assert op.scalar == expected and op.data_json == result.ops[0].data_json
+
+
+def test_the_cache_drops_the_least_recently_used_runs_beyond_its_byte_budget_but_never_the_one_in_use() -> None:
+    cache = MemoCache(100, max_bytes=1100)
+    for run in ("a", "b", "c"):
+        assert cache.receive(run, 0, [("s", b"x" * 300)]) is not None
+    assert cache.size == 900
+    cache.keep("a", "exec-1", [ran("t", b"y" * 200)])  # a is used again: b is now the oldest
+    assert cache.size == 1100
+    assert cache.receive("d", 0, [("s", b"x" * 300)]) is not None
+    assert cache.receive("b", 1, [("t", b"1")]) is None, "b was dropped to stay within 1100 bytes"
+    assert cache.size == 1100, "a (500: its outcome and a kept result), c and d"
+    memos = cache.receive("a", 1, [("t", Reported("exec-1"))])
+    assert memos is not None and memos.outcomes == [b"x" * 300, b"y" * 200] and cache.size == 1100
+
+    huge = cache.receive("e", 0, [("s", b"z" * 5000)])
+    assert huge is not None and cache.size == 5000, "a run over the budget alone is still held, alone"
+    cache.drop("e")
+    assert cache.size == 0
