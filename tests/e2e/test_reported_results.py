@@ -50,6 +50,17 @@ async def _run_step_one(call: grpc.aio.StreamStreamCall, client: durably.Client)
     return run.id, first.execution_id
 
 
+async def _next_memo(
+    call: grpc.aio.StreamStreamCall, run_id: str, kind: str
+) -> tuple[worker_pb2.Execute, worker_pb2.Memo]:
+    """The run's next Execute, carrying step "one" as `kind` ("data_json" or "reported_in")."""
+    execute = await _execute(call)
+    assert execute.run_id == run_id
+    [memo] = execute.memos
+    assert memo.id == STEP_ID and memo.WhichOneof("outcome") == kind, memo
+    return execute, memo
+
+
 async def _finish(call: grpc.aio.StreamStreamCall, client: durably.Client, execute: worker_pb2.Execute) -> None:
     result = worker_pb2.ExecutionResult(execution_id=execute.execution_id, output_json=b'"done"')
     await call.write(worker_pb2.WorkerMessage(result=result))
@@ -66,19 +77,14 @@ async def test_the_next_execute_names_the_workers_own_result_and_a_worker_withou
         call = await _register(worker_pb2_grpc.WorkerServiceStub(channel), keeps=True)
         run_id, reported_in = await _run_step_one(call, client)
 
-        named = await _execute(call)
-        assert named.run_id == run_id
-        [memo] = named.memos
-        assert memo.id == STEP_ID and memo.WhichOneof("outcome") == "reported_in", memo
+        named, memo = await _next_memo(call, run_id, "reported_in")
         assert memo.reported_in == reported_in and not memo.data_json
 
         # This worker says it no longer has it: the same work comes again with the whole state.
         answer = worker_pb2.ExecutionResult(execution_id=named.execution_id, need_full_state=True)
         await call.write(worker_pb2.WorkerMessage(result=answer))
-        whole = await _execute(call)
-        assert whole.run_id == run_id and whole.memo_base == 0
-        [memo] = whole.memos
-        assert memo.id == STEP_ID and memo.WhichOneof("outcome") == "data_json" and memo.data_json == RESULT
+        whole, memo = await _next_memo(call, run_id, "data_json")
+        assert whole.memo_base == 0 and memo.data_json == RESULT
 
         await _finish(call, client, whole)
         assert harness.daemon.alive(), harness.daemon.report()
@@ -90,10 +96,8 @@ async def test_a_worker_that_does_not_keep_its_results_gets_them_back(harness: H
         call = await _register(worker_pb2_grpc.WorkerServiceStub(channel), keeps=False)
         run_id, _ = await _run_step_one(call, client)
 
-        second = await _execute(call)
-        assert second.run_id == run_id
-        [memo] = second.memos
-        assert memo.id == STEP_ID and memo.WhichOneof("outcome") == "data_json" and memo.data_json == RESULT
+        second, memo = await _next_memo(call, run_id, "data_json")
+        assert memo.data_json == RESULT
 
         await _finish(call, client, second)
         call.cancel()
