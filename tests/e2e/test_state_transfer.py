@@ -100,3 +100,32 @@ async def test_a_worker_killed_mid_run_is_replaced_by_one_with_no_cache(
     assert all(finished[f"s{i}"] == second.pid for i in range(block, n))
     started = [o["pid"] for o in harness.observations("step", run=run.id, name=f"s{block}", phase="started")]
     assert started == [first.pid, second.pid]
+
+
+async def test_a_restarted_daemon_reads_back_the_big_results_it_does_not_hold(harness: Harness) -> None:
+    """kill -9 of the daemon mid-run: after the restart it loads the run without its big results (over
+    HELD_PAYLOAD_BYTES) and reads them back from the store for the reconnected worker's full state."""
+    n, width, block = 6, HELD_PAYLOAD_BYTES + 1000, 3
+    worker = harness.start_worker(TRANSFER)
+    async with open_client(harness.address) as client:
+        [event_id] = await client.send(
+            durably.Event(name="transfer/seq", data={"n": n, "width": width, "block": block, "return_all": True})
+        )
+        run = await find_run(client, event_id)
+        await await_until(
+            lambda: harness.observations("step", run=run.id, name=f"s{block}", phase="started"),
+            timeout=30,
+            what=f"step s{block} to start",
+        )
+    harness.daemon.kill9()
+    harness.daemon.start()
+    harness.release(f"release-{run.id}")
+
+    async with open_client(harness.address) as client:
+        done = await client.wait_for_run(run.id, timeout=60)
+    assert done.status == "completed", describe(done)
+    assert done.output == {"count": n, "results": [expected(i, width) for i in range(n)]}, describe(done)
+    assert not harness.observations("bad-input", run=run.id), "a step got the wrong previous result"
+    finished = [o["name"] for o in harness.observations("step", run=run.id, phase="finished")]
+    assert [f"s{i}" for i in range(block)] == finished[:block], "a step recorded before the crash ran again"
+    assert worker.alive()
