@@ -90,8 +90,9 @@ class Ready:
         self.under_way.appendleft(unit)
 
     def ahead(self, n: int) -> Iterator[Unit]:
-        """The next `n` units in the order `pop` gives them."""
-        return itertools.islice(itertools.chain(self.under_way, self.new), n)
+        """Up to `n` of the units `pop` gives next, from one FIFO: new runs wait for every run under way,
+        so reading them along with those would only hold them in memory longer."""
+        return itertools.islice(self.under_way or self.new, n)
 
 
 @dataclass(eq=False, slots=True)

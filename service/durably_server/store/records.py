@@ -6,6 +6,7 @@ transaction (see `writer.py`); the engine composes them, the store never decides
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -203,11 +204,6 @@ def take_timer(conn: sqlite3.Connection, run_id: str, step_id: str) -> Timer | N
     return Timer(*row)
 
 
-def load_run_timers(conn: sqlite3.Connection, run_id: str) -> list[str]:
-    """Step ids of a run that wait on the executor's timers (sleeps, waits, invokes)."""
-    return [row[0] for row in conn.execute("SELECT step_id FROM timers WHERE run_id = ?", (run_id,))]
-
-
 def load_timers(conn: sqlite3.Connection) -> list[tuple[int, int]]:
     """(due time, row id) of every timer."""
     return conn.execute("SELECT due_ms, id FROM timers").fetchall()
@@ -264,11 +260,6 @@ def load_queue(conn: sqlite3.Connection) -> list[tuple[QueueItem, bool]]:
     return [(QueueItem(*row[:7]), bool(row[7])) for row in rows]
 
 
-def load_run_queue(conn: sqlite3.Connection, run_id: str) -> list[str]:
-    """The targets of a run's queued executions ('' for a discovery)."""
-    return [row[0] for row in conn.execute("SELECT target FROM queue WHERE run_id = ?", (run_id,))]
-
-
 def _run(row: tuple[Any, ...]) -> RunRecord:
     rid, app_id, function_id, event_id, status, output, error, created, started, ended = row
     return RunRecord(
@@ -285,32 +276,42 @@ def _run(row: tuple[Any, ...]) -> RunRecord:
     )
 
 
+_STEP_COLUMNS = "id, name, idx, status, output, error, attempts, started_ms, ended_ms"
+
+
+def _step(run_id: str, row: Sequence[Any]) -> StepRecord:
+    sid, name, idx, status, output, error, attempts, started, ended = row
+    return StepRecord(
+        run_id=run_id,
+        id=sid,
+        name=name,
+        index=idx,
+        status=StepStatus(status),
+        output_json=output,
+        error=Failure.from_json(error) if error is not None else None,
+        attempts=attempts,
+        started_ms=started or 0,
+        ended_ms=ended or 0,
+    )
+
+
+_IN_LIST = "IN (SELECT value FROM json_each(?))"
+"""A list of values as one parameter (a JSON array): one statement text whatever the list's length, so
+SQLite and the statement cache of each connection hold one prepared statement, not one per length."""
+
+
+def _json_list(values: Sequence[str]) -> str:
+    return json.dumps(list(values))
+
+
 def load_steps(conn: sqlite3.Connection, run_id: str, ids: Sequence[str] | None = None) -> list[StepRecord]:
     """The run's steps in record order (only those with these ids, if given)."""
     where, args = "run_id = ?", [run_id]
     if ids is not None:
-        where += f" AND id IN ({', '.join('?' * len(ids))})"
-        args.extend(ids)
-    rows = conn.execute(
-        f"SELECT id, name, idx, status, output, error, attempts, started_ms, ended_ms FROM steps WHERE {where}"
-        " ORDER BY seq",
-        args,
-    ).fetchall()
-    return [
-        StepRecord(
-            run_id=run_id,
-            id=sid,
-            name=name,
-            index=idx,
-            status=StepStatus(status),
-            output_json=output,
-            error=Failure.from_json(error) if error is not None else None,
-            attempts=attempts,
-            started_ms=started or 0,
-            ended_ms=ended or 0,
-        )
-        for sid, name, idx, status, output, error, attempts, started, ended in rows
-    ]
+        where += f" AND id {_IN_LIST}"
+        args.append(_json_list(ids))
+    rows = conn.execute(f"SELECT {_STEP_COLUMNS} FROM steps WHERE {where} ORDER BY seq", args)
+    return [_step(run_id, row) for row in rows]
 
 
 def load_run(conn: sqlite3.Connection, run_id: str, with_steps: bool = True) -> RunRecord | None:
@@ -321,6 +322,28 @@ def load_run(conn: sqlite3.Connection, run_id: str, with_steps: bool = True) -> 
     if with_steps:
         run.steps = load_steps(conn, run_id)
     return run
+
+
+def load_runs(conn: sqlite3.Connection, run_ids: Sequence[str]) -> list[RunRecord]:
+    """These runs (those in the store) with their steps, in two queries however many they are."""
+    ids = _json_list(run_ids)
+    rows = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id {_IN_LIST}", (ids,))
+    runs = {run.id: run for run in map(_run, rows)}
+    steps = f"SELECT run_id, {_STEP_COLUMNS} FROM steps WHERE run_id {_IN_LIST} ORDER BY run_id, seq"
+    for row in conn.execute(steps, (ids,)):
+        runs[row[0]].steps.append(_step(row[0], row[1:]))
+    return list(runs.values())
+
+
+def run_items(conn: sqlite3.Connection, run_ids: Sequence[str]) -> list[tuple[str, str, str]]:
+    """What these runs wait for, as (run id, kind, step id): kind "queued" with the target of each queued
+    execution ('' for a discovery), kind "timer" with the step of each timer (sleeps, waits, invokes)."""
+    ids = _json_list(run_ids)
+    return conn.execute(
+        f"SELECT run_id, 'queued', target FROM queue WHERE run_id {_IN_LIST}"
+        f" UNION ALL SELECT run_id, 'timer', step_id FROM timers WHERE run_id {_IN_LIST}",
+        (ids, ids),
+    ).fetchall()
 
 
 def parent_of(conn: sqlite3.Connection, run_id: str) -> tuple[str, str] | None:
@@ -335,9 +358,9 @@ def load_unfinished_runs(conn: sqlite3.Connection) -> list[RunRecord]:
     return [_run(row) for row in rows]
 
 
-def load_event(conn: sqlite3.Connection, event_id: str) -> Event | None:
-    row = conn.execute("SELECT id, name, data, ts_ms FROM events WHERE id = ?", (event_id,)).fetchone()
-    return Event(*row) if row else None
+def load_events(conn: sqlite3.Connection, event_ids: Sequence[str]) -> dict[str, Event]:
+    rows = conn.execute(f"SELECT id, name, data, ts_ms FROM events WHERE id {_IN_LIST}", (_json_list(event_ids),))
+    return {row[0]: Event(*row) for row in rows}
 
 
 @dataclass(frozen=True, slots=True)
