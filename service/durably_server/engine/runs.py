@@ -58,8 +58,8 @@ cheap (four queries per `LOAD_BATCH`), so holding fewer costs little."""
 
 LOAD_BATCH = 64
 """Runs read from the store in one trip (see `ActiveRuns.load_many`): enough to make a trip's fixed
-costs small per run; more would hold runs in memory long before their turn (bench W5/W6 with 64, 128
-and 256: throughput within 3-4 %, the lowest peak RSS and wake-up lag with 64)."""
+costs small per run; more would hold runs in memory long before their turn (bench W6 with 64, 128
+and 256, W5 with 64 and 128: throughput within 3-4 %, the lowest peak RSS and wake-up lag with 64)."""
 
 HELD_PAYLOAD_BYTES = 64 * 1024
 """A committed step payload at least this big is not held in memory: a run's state may reach 32 MiB,
