@@ -23,6 +23,20 @@ def expected(i: int, width: int) -> str:
     return head + "z" * (width - len(head))
 
 
+async def start_blocked(harness: Harness, client: durably.Client, n: int, width: int, block: int) -> durably.Run:
+    """A run of ``n`` steps returning all results, once its step ``s<block>`` has started (and waits)."""
+    [event_id] = await client.send(
+        durably.Event(name="transfer/seq", data={"n": n, "width": width, "block": block, "return_all": True})
+    )
+    run = await find_run(client, event_id)
+    await await_until(
+        lambda: harness.observations("step", run=run.id, name=f"s{block}", phase="started"),
+        timeout=30,
+        what=f"step s{block} to start",
+    )
+    return run
+
+
 def raw_run(address: str, run_id: str) -> api_pb2.Run:
     with grpc.insecure_channel(address) as channel:
         return api_pb2_grpc.ApiServiceStub(channel).GetRun(api_pb2.GetRunRequest(run_id=run_id), timeout=30).run
@@ -69,15 +83,7 @@ async def test_a_worker_killed_mid_run_is_replaced_by_one_with_no_cache(
 ) -> None:
     first = harness.start_worker(TRANSFER)
     async with open_client(harness.address) as client:
-        [event_id] = await client.send(
-            durably.Event(name="transfer/seq", data={"n": n, "width": width, "block": block, "return_all": True})
-        )
-        run = await find_run(client, event_id)
-        await await_until(
-            lambda: harness.observations("step", run=run.id, name=f"s{block}", phase="started"),
-            timeout=30,
-            what=f"step s{block} to start",
-        )
+        run = await start_blocked(harness, client, n, width, block)
         first.kill9()
         second = harness.start_worker(TRANSFER, wait=False)
         harness.release(f"release-{run.id}")
@@ -108,15 +114,7 @@ async def test_a_restarted_daemon_reads_back_the_big_results_it_does_not_hold(ha
     n, width, block = 6, HELD_PAYLOAD_BYTES + 1000, 3
     worker = harness.start_worker(TRANSFER)
     async with open_client(harness.address) as client:
-        [event_id] = await client.send(
-            durably.Event(name="transfer/seq", data={"n": n, "width": width, "block": block, "return_all": True})
-        )
-        run = await find_run(client, event_id)
-        await await_until(
-            lambda: harness.observations("step", run=run.id, name=f"s{block}", phase="started"),
-            timeout=30,
-            what=f"step s{block} to start",
-        )
+        run = await start_blocked(harness, client, n, width, block)
     harness.daemon.kill9()
     harness.daemon.start()
     harness.release(f"release-{run.id}")
