@@ -89,8 +89,9 @@ class _RunMemos:
             self.size += _size(outcome)
 
     def keep(self, execution_id: str, step_id: str, data: bytes, scalar: tuple[object] | None) -> None:
+        replaced = self.kept.get((execution_id, step_id))
         self.kept[(execution_id, step_id)] = (data, scalar)
-        self.size += len(data)
+        self.size += len(data) - (len(replaced[0]) if replaced else 0)
 
     def fill_in(self, entries: Iterable[tuple[str, Incoming]]) -> bool:
         """Append the outcomes, each named result taken from what was kept (its value too, if known);

@@ -100,6 +100,7 @@ def test_the_cache_drops_the_least_recently_used_runs_beyond_its_byte_budget_but
         assert cache.receive(run, 0, [("s", b"x" * 300)]) is not None
     assert cache.size == 900
     cache.keep("a", "exec-1", [ran("t", b"y" * 200)])  # a is used again: b is now the oldest
+    cache.keep("a", "exec-1", [ran("t", b"y" * 200)])  # kept again (sent ahead, then in the final result)
     assert cache.size == 1100
     assert cache.receive("d", 0, [("s", b"x" * 300)]) is not None
     assert cache.receive("b", 1, [("t", b"1")]) is None, "b was dropped to stay within 1100 bytes"
