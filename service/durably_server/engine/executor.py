@@ -233,9 +233,14 @@ class Executor:
             self.registry.put(spec)
         self.cron.sync(specs)
         worker = WorkerConn(
-            new_id(), app_id, name, frozenset(s.id for s in specs), capacity, keeps_reported=keeps_reported
+            new_id(),
+            app_id,
+            name,
+            frozenset(s.id for s in specs),
+            capacity,
+            keeps_reported=keeps_reported,
+            last_seen_ms=now,
         )
-        worker.last_seen_ms = now
         self.scheduler.attach(worker)
         self._workers.add(worker)
         log.info("worker %s (%s) connected for app %s: %d functions", worker.id, name, app_id, len(specs))

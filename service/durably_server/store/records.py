@@ -304,24 +304,10 @@ def _json_list(values: Sequence[str]) -> str:
     return json.dumps(list(values))
 
 
-def load_steps(conn: sqlite3.Connection, run_id: str, ids: Sequence[str] | None = None) -> list[StepRecord]:
-    """The run's steps in record order (only those with these ids, if given)."""
-    where, args = "run_id = ?", [run_id]
-    if ids is not None:
-        where += f" AND id {_IN_LIST}"
-        args.append(_json_list(ids))
-    rows = conn.execute(f"SELECT {_STEP_COLUMNS} FROM steps WHERE {where} ORDER BY seq", args)
-    return [_step(run_id, row) for row in rows]
-
-
-def load_run(conn: sqlite3.Connection, run_id: str, with_steps: bool = True) -> RunRecord | None:
-    row = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
-    if row is None:
-        return None
-    run = _run(row)
-    if with_steps:
-        run.steps = load_steps(conn, run_id)
-    return run
+def load_steps(conn: sqlite3.Connection, run_id: str, ids: Sequence[str]) -> list[StepRecord]:
+    """The run's steps with these ids, in record order."""
+    query = f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id = ? AND id {_IN_LIST} ORDER BY seq"
+    return [_step(run_id, row) for row in conn.execute(query, (run_id, _json_list(ids)))]
 
 
 def load_runs(conn: sqlite3.Connection, run_ids: Sequence[str]) -> list[RunRecord]:
@@ -333,6 +319,11 @@ def load_runs(conn: sqlite3.Connection, run_ids: Sequence[str]) -> list[RunRecor
     for row in conn.execute(steps, (ids,)):
         runs[row[0]].steps.append(_step(row[0], row[1:]))
     return list(runs.values())
+
+
+def load_run(conn: sqlite3.Connection, run_id: str) -> RunRecord | None:
+    """The run with its steps, or None."""
+    return next(iter(load_runs(conn, [run_id])), None)
 
 
 def run_items(conn: sqlite3.Connection, run_ids: Sequence[str]) -> list[tuple[str, str, str]]:
