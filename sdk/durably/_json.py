@@ -8,7 +8,10 @@ fix, a silently changed value on replay is not.
 
 The check walks the value with an explicit stack (no recursion, so deep values cannot overflow the
 interpreter stack), visits each node once and only builds a path string when it refuses something.
-Encoding then uses the C encoder of :mod:`json` with compact separators.
+Encoding then uses orjson, which writes a 4 MB result in a fraction of a millisecond where the
+C encoder of :mod:`json` takes several; what orjson declines (an int over 64 bits, a float
+subclass, a lone surrogate, nesting past its 254 levels) goes to :mod:`json`'s encoder with
+compact separators, which decides as before. Both write compact UTF-8 JSON of the same value.
 
 ``output_type=`` support lives here too: instances of a dataclass or of a pydantic model are turned
 into plain JSON values on the way in, and saved JSON is rebuilt into that type on the way out.
@@ -28,6 +31,8 @@ import math
 import types
 import typing
 from typing import Any
+
+import orjson
 
 MAX_DEPTH = 500
 """Deepest nesting accepted. Deeper values would make :mod:`json` (which recurses) fail on load."""
@@ -107,6 +112,10 @@ def check(value: object) -> None:
 def encode(value: object) -> bytes:
     """``value`` as compact UTF-8 JSON, after :func:`check`; raises :class:`JsonValueError`."""
     check(value)
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        pass
     try:
         text = _ENCODER.encode(value)
     except (ValueError, TypeError, RecursionError) as exc:  # e.g. an int over the 4300-digit limit

@@ -162,3 +162,27 @@ def test_rehydrate_ignores_unknown_keys_and_reports_missing_ones() -> None:
     with pytest.raises(TypeError, match="does not fit output_type=Inner"):
         rehydrate({}, Inner)
     assert rehydrate(None, Inner) is None
+
+
+class Ratio(float):
+    pass
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        [1e-07, 1e16, 0.1, -0.0, 5e-324, 1.7976931348623157e308, 123456789.123456789],
+        [2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63), -(2**63) - 1],
+        'tab\tnewline\nquote"backslash\\ nul\x00 del\x7f é ☃ 😀 \u2028',
+        {"ünï": ["\x1f", "/"], "": {"nested": [True, False, None]}},
+        Ratio(0.25),
+        {"ratio": Ratio(2.5), "level": Level.HIGH, "mode": Mode.FAST},
+    ],
+)
+def test_encode_writes_what_the_stdlib_encoder_reads_back_the_same(value: Any) -> None:
+    """orjson writes most values and the stdlib encoder the rest (big ints, float subclasses): either
+    way the bytes decode to the value the stdlib's own encoding decodes to, floats bit for bit."""
+    ours = json.loads(encode(value))
+    stdlib = json.loads(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+    assert ours == stdlib
+    assert repr(ours) == repr(stdlib)  # -0.0 and float digits included
