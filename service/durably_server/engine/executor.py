@@ -152,6 +152,7 @@ class Executor:
             if run is not None:
                 self._ended(run, status, error)
             else:
+                self.runs.changed(run_id)
                 self.watch.changed(run_id, ended=True)
         for unit in fx.units:
             self.scheduler.add(unit)
@@ -169,6 +170,8 @@ class Executor:
                 run.discovery = Discovery.QUEUED
             elif run.discovery is Discovery.LEASED:
                 run.rediscover = True
+        else:
+            self.runs.changed(step.run_id)
         self.metrics.steps_recorded += 1
         if resolved.discovery is not None:
             self.scheduler.add([resolved.discovery])  # a parked run is read back when dispatched

@@ -10,6 +10,7 @@ reader thread for up to `LOAD_BATCH` runs.
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -84,6 +85,9 @@ class ActiveRuns:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._runs: dict[str, ActiveRun] = {}
+        # Runs being read now, and those of them changed in the store meanwhile (see `changed`).
+        self._reading: set[str] = set()
+        self._moved: set[str] = set()
 
     def __len__(self) -> int:
         return len(self._runs)
@@ -97,13 +101,29 @@ class ActiveRuns:
     def evict(self, run_id: str) -> None:
         self._runs.pop(run_id, None)
 
+    def changed(self, run_id: str) -> None:
+        """A change to a run not held (a step completed, the run ended) was committed: a read of it in
+        flight may have been taken before the commit, and is read again."""
+        if run_id in self._reading:
+            self._moved.add(run_id)
+
     async def load_many(self, run_ids: list[str]) -> None:
-        """Hold these runs (those not held yet and still in the store), read in one trip."""
+        """Hold these runs (those not held yet and still in the store), read in one trip; runs changed
+        while the read was in flight are read once more, so what is held is never older than what a
+        change applied to memory in the meantime assumed (it found the run not held and left it)."""
         missing = [run_id for run_id in run_ids if run_id not in self._runs]
-        if not missing:
-            return
-        for run in await self._store.read(lambda conn: _load(conn, missing)):
-            self._runs.setdefault(run.id, run)
+        while missing:
+            self._reading.update(missing)
+            try:
+                loaded = await self._store.read(functools.partial(_load, run_ids=missing))
+            finally:
+                self._reading.difference_update(missing)
+            moved = self._moved.intersection(missing)
+            self._moved -= moved
+            for run in loaded:
+                if run.id not in moved:
+                    self._runs.setdefault(run.id, run)
+            missing = [run_id for run_id in missing if run_id in moved and run_id not in self._runs]
 
 
 def _load(conn: sqlite3.Connection, run_ids: list[str]) -> list[ActiveRun]:
