@@ -32,6 +32,10 @@ log = logging.getLogger("durably.scheduler")
 FunctionKey = tuple[str, str]
 Unit = list[QueueItem]
 
+RETRY_DISPATCH_S = 1.0
+"""After a dispatch failed (the store could not be read), the next try comes this much later even if
+nothing else wakes the dispatcher: the work it was about to lease is still queued."""
+
 MAX_WRITE_BACKLOG = 512
 """Changes waiting for the store's writer beyond which the dispatcher leases nothing more until they
 commit. Each lease soon brings a report that waits for its commit (a task, its run, futures, closures);
@@ -235,7 +239,8 @@ class Scheduler:
             try:
                 await self._dispatch()
             except Exception:  # one bad run must not stop dispatching for everyone
-                log.exception("dispatch failed")
+                log.exception("dispatch failed; trying again in %g s", RETRY_DISPATCH_S)
+                asyncio.get_running_loop().call_later(RETRY_DISPATCH_S, self._wake.set)
 
     def _arm_timer(self) -> None:
         if not self._delayed:
@@ -284,7 +289,11 @@ class Scheduler:
             if run is None:
                 # Not in memory: read it and the next ones this queue will want in one trip.
                 ahead = queue.ahead(LOAD_BATCH - 1)
-                await self._runs.load_many([unit[0].run_id, *(u[0].run_id for u in ahead)])
+                try:
+                    await self._runs.load_many([unit[0].run_id, *(u[0].run_id for u in ahead)])
+                except Exception:
+                    queue.put_back(unit)  # still owed: it goes first when dispatching resumes
+                    raise
                 run = self._runs.cached(unit[0].run_id)
             if run is None or run.status.ended:
                 continue

@@ -1,0 +1,55 @@
+"""The dispatcher: work it could not lease because the store failed is leased later, not dropped."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+from durably_server.engine import scheduler as scheduler_module
+from durably_server.engine.runs import ActiveRuns
+from durably_server.engine.scheduler import Lease, Scheduler, WorkerConn
+from durably_server.model import Event, QueueItem, RunRecord, RunStatus
+from durably_server.store import Store
+from durably_server.store import records as sql
+
+
+class RunsFailingOnce(ActiveRuns):
+    """The store's first read of runs fails, as a disk error would."""
+
+    failures = 1
+
+    async def load_many(self, run_ids: list[str]) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise sqlite3.OperationalError("disk I/O error")
+        await super().load_many(run_ids)
+
+
+def _seed(conn: sqlite3.Connection) -> QueueItem:
+    sql.insert_event(conn, Event("ev-1", "demo/start", b"{}", 1), 1)
+    return sql.insert_run(conn, RunRecord("run-1", "app", "fn", "ev-1", RunStatus.QUEUED, 1))
+
+
+async def _no_payloads(lease: Lease) -> bool:
+    return True
+
+
+async def test_work_whose_run_could_not_be_read_is_leased_once_the_store_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(scheduler_module, "RETRY_DISPATCH_S", 0.05)
+    store = Store(tmp_path / "sched.db", asyncio.get_running_loop())
+    scheduler = Scheduler(RunsFailingOnce(store), store, lambda lease: None, lambda key: None, _no_payloads)
+    try:
+        item = await store.write(_seed)
+        worker = WorkerConn("w1", "app", "worker", frozenset({"fn"}), capacity=1)
+        scheduler.attach(worker)
+        scheduler.start()
+        scheduler.add([item], new_run=True)
+        lease = await asyncio.wait_for(worker.outbox.get(), 5)
+        assert isinstance(lease, Lease) and lease.run.id == "run-1" and lease.items == [item]
+    finally:
+        await scheduler.stop()
+        store.close()
