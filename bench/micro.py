@@ -21,6 +21,7 @@ from bench.settings import Profile
 from bench.stats import median
 
 STEPS = 1000
+GATHER = 200  # W3's smaller gather
 PAYLOAD = b"1795619350.1664124"  # what a W2 step saves: a time.time() float as JSON
 MAX_PASSES = 100_000
 
@@ -107,11 +108,34 @@ def check_agreement() -> list[str]:
             partial(py_state.record, hashed, name, index, payload, False),
         )
     same("RunState.memos()", rust_state.memos, py_state.memos)
+    _check_batches(same)
     if hasattr(rust_state, "memos_from"):
         for start in [0, 2, 3, 4, -1]:
             what = f"RunState.memos_from({start})"
             same(what, partial(rust_state.memos_from, start), partial(py_state.memos_from, start))
     return problems
+
+
+def _check_batches(same: Callable[[str, Callable[[], Any], Callable[[], Any]], None]) -> None:
+    """``record_batch`` on both: all or none, each item checked as if those before it were recorded."""
+    limits = {"max_steps": 4, "max_step_bytes": 10, "max_state_bytes": 30}
+    rust_state, py_state = _core.RunState(**limits), pyref.RunState(**limits)
+
+    def item(name: str, index: int, payload: bytes) -> tuple[str, str, int, bytes, bool]:
+        return (_core.hash_step_id(_core.pre_hash_id(name, index)), name, index, payload, False)
+
+    batches = [
+        [item("p", 0, b"1"), item("p", 1, b"2")],  # recorded
+        [item("p", 2, b"3"), item("p", 2, b"3")],  # repeated within the batch
+        [item("p", 2, b"x" * 10), item("p", 3, b"x" * 10)],  # the second crosses max_state_bytes
+        [item("p", 2, b"3"), item("p", 3, b"4"), item("p", 4, b"5")],  # the third is step 5 of 4
+        [item("p", 2, b"3"), item("q", 0, b"x" * 11)],  # one payload over max_step_bytes
+        [item("p", 2, b"3"), item("p", 3, b"4")],  # recorded: nothing before was
+    ]
+    for n, batch in enumerate(batches):
+        what = f"RunState.record_batch(#{n})"
+        same(what, partial(rust_state.record_batch, batch), partial(py_state.record_batch, batch))
+    same("RunState.memos() after batches", rust_state.memos, py_state.memos)
 
 
 # ---- timing -------------------------------------------------------------------------------------
@@ -196,6 +220,22 @@ def _check_pass(core: Any) -> Callable[[], Callable[[], int]]:
     return lambda: one
 
 
+def _batch_pass(core: Any) -> Callable[[], Callable[[], int]]:
+    """One op: a gather's GATHER results merged into a fresh run at once (``record_batch``)."""
+    batch = [(hashed, name, index, PAYLOAD, False) for hashed, name, index in _ids(_core)[:GATHER]]
+
+    def make() -> Callable[[], int]:
+        state = core.RunState()
+
+        def one() -> int:
+            state.record_batch(batch)
+            return 1
+
+        return one
+
+    return make
+
+
 def _memos_from_pass(core: Any, start: int, calls: int) -> Callable[[], Callable[[], int]]:
     state = _filled(core, _ids(_core), STEPS)
 
@@ -231,6 +271,12 @@ def run(profile: Profile) -> tuple[list[MicroResult], list[str]]:
         ("StepIdCounter.next", "next id of a repeated name (count + hash)", _counter_pass, True),
         ("RunState.record", f"record one outcome (id check, limits) into a run of up to {STEPS}", _record_pass, True),
         ("RunState.check", f"check one outcome against a run of {STEPS // 2}", _check_pass, True),
+        (
+            "RunState.record_batch",
+            f"merge a gather's {GATHER} results at once (checked together, all or none)",
+            _batch_pass,
+            True,
+        ),
         (
             "RunState.memos_from",
             f"the 1 newest memo of a {STEPS}-step run (what a delta ships)",
