@@ -51,6 +51,8 @@ class Result:
     """Handler executions per repetition (GetMetrics executions_dispatched delta, median)."""
     memo_bytes: int | None = None
     """Memo payload bytes the daemon sent to workers per repetition (memo_bytes_sent delta, median)."""
+    result_bytes: int | None = None
+    """Result payload bytes workers sent to the daemon per repetition (result_bytes_received delta, median)."""
     commits: int | None = None
     daemon_rss: int | None = None
     """Peak RSS (VmHWM) of the daemon over the measured repetitions, bytes."""

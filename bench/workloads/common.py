@@ -149,6 +149,7 @@ def summarize(result: Result, reps: Sequence[Rep], peaks: Peaks | None, floors: 
         result.latency = latency
     result.executions = int(median([rep.metrics.executions_dispatched for rep in reps]))
     result.memo_bytes = int(median([rep.metrics.memo_bytes_sent for rep in reps]))
+    result.result_bytes = int(median([rep.metrics.result_bytes_received for rep in reps]))
     result.commits = int(median([rep.metrics.commits for rep in reps]))
     if peaks is not None:
         result.daemon_rss = peaks.daemon

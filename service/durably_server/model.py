@@ -254,6 +254,11 @@ class ExecutionReport:
     # (see worker.proto).
     partial: bool = False
 
+    @property
+    def payload_bytes(self) -> int:
+        """Bytes of the step results and the output it carries."""
+        return sum(len(op.data_json) for op in self.ops) + len(self.output_json or b"")
+
 
 @dataclass(frozen=True, slots=True)
 class Checkpointed:

@@ -71,6 +71,9 @@ async def test_a_500_step_run_on_one_worker_sends_it_none_of_its_own_results_bac
     # (each step checked it got the previous step's result, see the worker) and sent no data.
     assert not harness.observations("bad-input", run=done.id), "a step got the wrong previous result"
     assert sent_bytes == 0, f"sent {sent_bytes} B of memos for a state of {state_bytes} B made by this worker"
+    # The other direction: each result reached the daemon once, and so did the output.
+    received = after.result_bytes_received - before.result_bytes_received
+    assert received == state_bytes + len(run.output_json), f"received {received} B for {state_bytes} B of results"
 
 
 @pytest.mark.parametrize(

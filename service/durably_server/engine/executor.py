@@ -348,6 +348,7 @@ class Executor:
     async def report(self, worker: WorkerConn, report: ExecutionReport) -> None:
         """Merge a worker's report into its run, commit, and queue what comes next."""
         worker.last_seen_ms = now_ms()
+        self.metrics.result_bytes_received += report.payload_bytes
         if report.partial:
             lease = worker.inflight.get(report.execution_id)
         else:

@@ -1,7 +1,7 @@
 """Counters of what the engine did since start-up, served by GetMetrics.
 
 Benchmarks and tests judge the engine by these (handler executions, bytes shipped to
-workers), so they count at the point where the thing happens, not where it is asked for.
+and from workers), so they count at the point where the thing happens, not where it is asked for.
 """
 
 from __future__ import annotations
@@ -19,3 +19,4 @@ class Metrics:
     steps_recorded: int = 0
     runs_completed: int = 0
     runs_failed: int = 0
+    result_bytes_received: int = 0

@@ -490,6 +490,7 @@ class GetMetricsResponse(_message.Message):
     COMMITS_FIELD_NUMBER: _builtins.int
     RUNS_COMPLETED_FIELD_NUMBER: _builtins.int
     RUNS_FAILED_FIELD_NUMBER: _builtins.int
+    RESULT_BYTES_RECEIVED_FIELD_NUMBER: _builtins.int
     events_received: _builtins.int
     runs_created: _builtins.int
     executions_dispatched: _builtins.int
@@ -503,6 +504,10 @@ class GetMetricsResponse(_message.Message):
     """Transactions the store committed (each may hold many changes)."""
     runs_completed: _builtins.int
     runs_failed: _builtins.int
+    result_bytes_received: _builtins.int
+    """Payload bytes workers reported: step results and handler outputs, in final and early reports
+    and checkpoints (memo_bytes_sent is the other direction).
+    """
     def __init__(
         self,
         *,
@@ -515,10 +520,11 @@ class GetMetricsResponse(_message.Message):
         commits: _builtins.int = ...,
         runs_completed: _builtins.int = ...,
         runs_failed: _builtins.int = ...,
+        result_bytes_received: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["commits", b"commits", "events_received", b"events_received", "executions_dispatched", b"executions_dispatched", "memo_bytes_sent", b"memo_bytes_sent", "memos_sent", b"memos_sent", "runs_completed", b"runs_completed", "runs_created", b"runs_created", "runs_failed", b"runs_failed", "steps_recorded", b"steps_recorded"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commits", b"commits", "events_received", b"events_received", "executions_dispatched", b"executions_dispatched", "memo_bytes_sent", b"memo_bytes_sent", "memos_sent", b"memos_sent", "result_bytes_received", b"result_bytes_received", "runs_completed", b"runs_completed", "runs_created", b"runs_created", "runs_failed", b"runs_failed", "steps_recorded", b"steps_recorded"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
