@@ -85,54 +85,48 @@ class RunState:
         self._max_state_bytes = max_state_bytes
 
     def check(self, id: str, name: str, index: int, payload_len: int) -> None:
-        if not name:
-            raise InvalidStepId("the step name is empty")
-        if id != hash_step_id(pre_hash_id(name, index)):
-            raise InvalidStepId(f"step {name!r}[{index}]: id {id} is not the hash of its name and index")
-        if id in self._ids:
-            raise DuplicateStep(f"step {name!r} ({id}) is already recorded")
-        if len(self._memos) >= self._max_steps:
-            raise StepLimitExceeded(f"step {name!r} ({id}) would be step {len(self._memos) + 1} of {self._max_steps}")
-        if payload_len > self._max_step_bytes:
-            raise StepOutputTooLarge(f"step {name!r} ({id}): {payload_len} bytes > {self._max_step_bytes}")
-        if self._size + payload_len > self._max_state_bytes:
-            raise StateTooLarge(f"step {name!r} ({id}): state {self._size + payload_len} > {self._max_state_bytes}")
+        self._check(id, name, index, payload_len, len(self._memos), self._size, id in self._ids)
 
     def record(self, id: str, name: str, index: int, payload: bytes, is_error: bool) -> int:
         self.check(id, name, index, len(payload))
-        self._ids.add(id)
-        self._memos.append((id, payload, is_error))
-        self._size += len(payload)
+        self._add(id, payload, is_error)
         return self._size
 
     def check_batch(self, items: list[tuple[str, str, int, int]]) -> None:
         """Each item checked as if the ones before it were recorded (see the Rust core's ``.pyi``)."""
         seen: set[str] = set()
-        size = self._size
-        for n, (id, name, index, payload_len) in enumerate(items):
-            if not name:
-                raise InvalidStepId("the step name is empty")
-            if id != hash_step_id(pre_hash_id(name, index)):
-                raise InvalidStepId(f"step {name!r}[{index}]: id {id} is not the hash of its name and index")
-            if id in self._ids or id in seen:
-                raise DuplicateStep(f"step {name!r} ({id}) is already recorded")
-            count = len(self._memos) + n
-            if count >= self._max_steps:
-                raise StepLimitExceeded(f"step {name!r} ({id}) would be step {count + 1} of {self._max_steps}")
-            if payload_len > self._max_step_bytes:
-                raise StepOutputTooLarge(f"step {name!r} ({id}): {payload_len} bytes > {self._max_step_bytes}")
-            if size + payload_len > self._max_state_bytes:
-                raise StateTooLarge(f"step {name!r} ({id}): state {size + payload_len} > {self._max_state_bytes}")
+        count, size = len(self._memos), self._size
+        for id, name, index, payload_len in items:
+            self._check(id, name, index, payload_len, count, size, id in self._ids or id in seen)
             seen.add(id)
+            count += 1
             size += payload_len
 
     def record_batch(self, items: list[tuple[str, str, int, bytes, bool]]) -> int:
         self.check_batch([(id, name, index, len(payload)) for id, name, index, payload, _ in items])
         for id, _, _, payload, is_error in items:
-            self._ids.add(id)
-            self._memos.append((id, payload, is_error))
-            self._size += len(payload)
+            self._add(id, payload, is_error)
         return self._size
+
+    def _check(self, id: str, name: str, index: int, payload_len: int, count: int, size: int, known: bool) -> None:
+        """`record`'s checks, in its order, against a state of `count` outcomes and `size` bytes."""
+        if not name:
+            raise InvalidStepId("the step name is empty")
+        if id != hash_step_id(pre_hash_id(name, index)):
+            raise InvalidStepId(f"step {name!r}[{index}]: id {id} is not the hash of its name and index")
+        if known:
+            raise DuplicateStep(f"step {name!r} ({id}) is already recorded")
+        if count >= self._max_steps:
+            raise StepLimitExceeded(f"step {name!r} ({id}) would be step {count + 1} of {self._max_steps}")
+        if payload_len > self._max_step_bytes:
+            raise StepOutputTooLarge(f"step {name!r} ({id}): {payload_len} bytes > {self._max_step_bytes}")
+        if size + payload_len > self._max_state_bytes:
+            raise StateTooLarge(f"step {name!r} ({id}): state {size + payload_len} > {self._max_state_bytes}")
+
+    def _add(self, id: str, payload: bytes, is_error: bool) -> None:
+        self._ids.add(id)
+        self._memos.append((id, payload, is_error))
+        self._size += len(payload)
 
     def memos(self) -> list[tuple[str, bytes, bool]]:
         return list(self._memos)
