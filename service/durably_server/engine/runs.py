@@ -116,10 +116,10 @@ class ActiveRuns:
             self._reading.update(missing)
             try:
                 loaded = await self._store.read(functools.partial(_load, run_ids=missing))
-            finally:
+            finally:  # a failed read leaves no marks behind either
                 self._reading.difference_update(missing)
-            moved = self._moved.intersection(missing)
-            self._moved -= moved
+                moved = self._moved.intersection(missing)
+                self._moved -= moved
             for run in loaded:
                 if run.id not in moved:
                     self._runs.setdefault(run.id, run)
