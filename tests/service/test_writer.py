@@ -50,6 +50,24 @@ async def test_a_failing_change_is_refused_alone_and_the_batch_commits(tmp_path:
     assert _rows(path) == [1, 3]  # the failing change's own insert is rolled back too
 
 
+async def test_a_change_failing_in_sqlite_is_refused_alone_and_so_is_a_lone_one(tmp_path: Path) -> None:
+    writer, path = await _writer(tmp_path)
+    await asyncio.to_thread(writer._conn.execute, "CREATE UNIQUE INDEX t_v ON t (v)")
+    loop = asyncio.get_running_loop()
+    futures = [loop.create_future() for _ in range(4)]
+    # The third repeats the first's value: SQLite refuses it, which must not undo the others.
+    batch = [(_insert(1), futures[0]), (_insert(2), futures[1]), (_insert(1), futures[2]), (_insert(4), futures[3])]
+    await asyncio.to_thread(writer._commit, batch)
+    assert [await futures[0], await futures[1], await futures[3]] == [1, 2, 4]
+    with pytest.raises(sqlite3.IntegrityError):
+        await futures[2]
+    with pytest.raises(ValueError, match="bad change"):
+        await writer.submit(_boom)
+    assert await writer.submit(_insert(5)) == 5
+    writer.close()
+    assert _rows(path) == [1, 2, 4, 5]
+
+
 async def test_submitted_changes_are_committed_before_their_futures_resolve(tmp_path: Path) -> None:
     writer, path = await _writer(tmp_path)
     results = await asyncio.gather(*(writer.submit(_insert(n)) for n in range(50)), return_exceptions=True)

@@ -6,7 +6,8 @@ functions, satisfies the waits it matches and cancels the runs it should, in the
 commit that stores it. These functions run on the writer thread and return `Effects`:
 what the executor must then do in memory (hold new runs, schedule work, arm timers).
 Effects are built inside the operation and returned only when it succeeds, so nothing
-rolled back is ever applied.
+rolled back is ever applied (and an operation the writer runs again after a neighbour
+failed applies nothing twice).
 """
 
 from __future__ import annotations
