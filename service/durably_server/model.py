@@ -146,7 +146,8 @@ class QueueItem:
     """One execution the run needs: the durable unit the scheduler dispatches.
 
     `target` is the hashed id of a planned step this execution must run; empty for a
-    discovery (replay the handler and see what comes next).
+    discovery (replay the handler and see what comes next). `wake`: the sleep this discovery
+    completes, stored with its report (engine/wakes.py); such an item has no row of its own.
     """
 
     id: int
@@ -156,6 +157,7 @@ class QueueItem:
     attempt: int = 0
     available_ms: int = 0
     target: str = ""
+    wake: StepRecord | None = None
 
     @property
     def function_key(self) -> tuple[str, str]:

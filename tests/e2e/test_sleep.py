@@ -19,7 +19,7 @@ from durably.protocol.v1 import worker_pb2, worker_pb2_grpc
 
 from .harness import CAPACITY_ONE, Harness, WorkerSpec, await_until, describe, find_run, open_client
 
-SLEEP = WorkerSpec("coord_sleep.py", ("nap", "nap-until", "bad-sleep"))
+SLEEP = WorkerSpec("coord_sleep.py", ("nap", "nap-until", "bad-sleep", "nap-hold"))
 WORKERS = [SLEEP]
 
 DAY_MS = 86_400_000
@@ -264,6 +264,42 @@ async def test_timer_survives_kill9_of_the_daemon_and_wakes_on_time(harness: Har
     assert woke >= due_ms / 1000, f"the run woke {due_ms / 1000 - woke:.3f} s early"
     assert woke < due_ms / 1000 + 4.0, f"the run woke {woke - due_ms / 1000:.3f} s late"
     assert [s.name for s in done.steps] == ["before", "nap", "after"], describe(done)
+    assert harness.count("step", run=run.id, name="before") == 1, "a recorded step ran again"
+    assert worker.alive(), worker.report()
+
+
+async def test_daemon_killed_while_a_woken_run_runs_wakes_it_again_and_stores_the_sleep_once(
+    harness: Harness,
+) -> None:
+    """A run asleep on nothing but its sleep is woken by leasing it, and the sleep's completion is
+    stored with what that execution reports (engine/wakes.py). Killed in between, the daemon has
+    stored neither: the timer fires again after the restart, and the sleep is stored once."""
+    worker = harness.start_worker(SLEEP)
+    async with open_client(harness.address) as client:
+        run = await start(client, "coord/nap-hold", {"seconds": 0.5})
+        await await_until(
+            lambda: harness.observations("step", run=run.id, name="held", phase="started"),
+            timeout=20,
+            what="the step after the sleep to start",
+        )
+        woken = await client.get_run(run.id)
+        assert [s.name for s in woken.steps] == ["before"], describe(woken)
+    assert [(name, kind) for name, kind, _ in timers(harness, run.id)] == [("nap", "sleep")]
+
+    harness.daemon.kill9()
+    harness.daemon.start()  # same db file, same port
+    async with open_client(harness.address) as client:
+        # The timer fired again: the run was leased again and the step after the sleep runs again.
+        await await_until(
+            lambda: len(harness.observations("step", run=run.id, name="held", phase="started")) == 2,
+            timeout=20,
+            what="the run to be woken again after the restart",
+        )
+        harness.release(f"wake-{run.id}")
+        done = await client.wait_for_run(run.id, timeout=30)
+        assert done.status == "completed", describe(done)
+        assert [s.name for s in done.steps] == ["before", "nap", "held"], describe(done)
+    assert timers(harness, run.id) == []
     assert harness.count("step", run=run.id, name="before") == 1, "a recorded step ran again"
     assert worker.alive(), worker.report()
 

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import durably
-from observe import client, record, serve
+from observe import client, record, serve, wait_for_file
 
 
 def duration_of(spec: dict[str, Any]) -> str | float | timedelta:
@@ -80,5 +80,26 @@ async def bad_sleep(ctx: durably.Context) -> dict[str, float]:
     return await _around(ctx, lambda: ctx.step.sleep("bad", duration))
 
 
+@client.function(id="nap-hold", trigger=durably.on_event("coord/nap-hold"), retries=0)
+async def nap_hold(ctx: durably.Context) -> dict[str, float]:
+    """Step `before`, a sleep of <event.data.seconds>, then step `held`, which blocks until control
+    file `wake-<run>` exists (the daemon is killed while it runs)."""
+    run = ctx.run_id
+
+    def before() -> float:
+        record("step", run=run, name="before")
+        return time.time()
+
+    async def held() -> float:
+        record("step", run=run, name="held", phase="started")
+        await wait_for_file(f"wake-{run}")
+        record("step", run=run, name="held", phase="finished")
+        return time.time()
+
+    started = await ctx.step.run("before", before)
+    await ctx.step.sleep("nap", float(ctx.event.data["seconds"]))
+    return {"before": started, "held": await ctx.step.run("held", held)}
+
+
 if __name__ == "__main__":
-    serve(nap, nap_until, bad_sleep)
+    serve(nap, nap_until, bad_sleep, nap_hold)

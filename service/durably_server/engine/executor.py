@@ -22,8 +22,17 @@ from durably_server.engine.merge import Merge, merge_checkpoint, merge_report
 from durably_server.engine.metrics import Metrics
 from durably_server.engine.registry import Registry
 from durably_server.engine.retry import RetryPolicy
-from durably_server.engine.runs import MAX_HELD_NEW, ActiveRun, ActiveRuns, Discovery, new_state, record_steps
+from durably_server.engine.runs import (
+    MAX_HELD_NEW,
+    MAX_HELD_WOKEN,
+    ActiveRun,
+    ActiveRuns,
+    Discovery,
+    new_state,
+    record_steps,
+)
 from durably_server.engine.scheduler import Lease, Scheduler, WorkerConn
+from durably_server.engine.wakes import hold_wakes, store_wakes, wake_item
 from durably_server.engine.watch import RunWatch
 from durably_server.engine.writes import Created, Effects, Writes
 from durably_server.ids import new_id, now_ms
@@ -179,10 +188,14 @@ class Executor:
 
     async def _timers_fired(self, timer_ids: list[int]) -> None:
         now = now_ms()
+        woken = await self._wake_lone_sleepers(timer_ids, now)
+        rest = [timer_id for timer_id in timer_ids if timer_id not in woken]
+        if not rest:
+            return
 
         def write(conn: sqlite3.Connection) -> Effects:
             fx = Effects()
-            for timer_id in timer_ids:
+            for timer_id in rest:
                 timer = sql.timer_by_id(conn, timer_id)
                 if timer is None:
                     continue  # its step completed otherwise: a wait matched, an invoked run ended
@@ -196,6 +209,27 @@ class Executor:
             return fx
 
         self._apply(await self.store.write(write))
+
+    async def _wake_lone_sleepers(self, timer_ids: list[int], now: int) -> set[int]:
+        """Queue the wake-up of each parked run asleep on nothing but one of these timers, its sleep
+        completed with what the wake-up reports (engine/wakes.py); the ids of those timers. The other
+        timers complete their steps in a commit of their own."""
+        try:
+            lone = await self.store.read(lambda conn: sql.lone_sleeps(conn, timer_ids, SLEEP))
+        except Exception:
+            log.exception("could not read %d due timers; they complete in a commit of their own", len(timer_ids))
+            return set()
+        lone = [
+            (timer_id, app, fn, timer) for timer_id, app, fn, timer in lone if self.runs.cached(timer.run_id) is None
+        ]
+        room = max(0, MAX_HELD_WOKEN - len(self.runs))
+        try:
+            await self.runs.load_many([timer.run_id for _, _, _, timer in lone[:room]])
+        except Exception:  # the dispatcher reads them when their turn comes
+            log.exception("could not read %d woken runs back ahead of their dispatch", len(lone))
+        for timer_id, app_id, function_id, timer in lone:
+            self.scheduler.add([wake_item(timer_id, app_id, function_id, timer, now)])
+        return {timer_id for timer_id, _, _, _ in lone}
 
     async def _cron_tick(self, spec: FunctionSpec, event: Event) -> None:
         await self._store_events([(event, [spec])])
@@ -280,6 +314,7 @@ class Executor:
     def _leased(self, lease: Lease) -> None:
         """Fill in what the execution carries: only the memos this worker has not been sent."""
         run, worker = lease.run, lease.worker
+        hold_wakes(run, lease.items)
         lease.memo_base = worker.memos_held.get(run.id, 0)
         lease.memos = run.state.memos_from(lease.memo_base)
         worker.memos_held[run.id] = lease.memo_base + len(lease.memos)
@@ -413,6 +448,7 @@ class Executor:
                     _unlease(lease)
                 self.scheduler.add(items)
                 return
+            self._woken(run, fx.woken)
             if merge.steps:
                 record_steps(run.state, merge.steps)
                 run.pending.difference_update(step.id for step in merge.steps)
@@ -440,18 +476,31 @@ class Executor:
             still_leased = worker.inflight.get(lease.execution_id) is lease and not run.status.ended
             steps = merge_checkpoint(run, lease.items[0], report.ops) if still_leased and report.ops else None
             if steps:
+
+                def write(conn: sqlite3.Connection) -> int:
+                    woken = store_wakes(conn, lease.items)
+                    sql.insert_steps(conn, run.id, steps)
+                    return woken
+
                 try:
-                    await self.store.write(lambda conn: sql.insert_steps(conn, run.id, steps))
+                    woken = await self.store.write(write)
                 except Exception:
                     log.exception("could not commit a checkpoint of run %s; the worker will report it again", run.id)
                 else:
                     committed = True
+                    self._woken(run, woken)
                     lease.checkpoints += 1
                     record_steps(run.state, steps)
                     _keep_reported(worker, run.id, report.execution_id, steps)
                     self.metrics.steps_recorded += len(steps)
                     self.watch.changed(run.id)
         worker.outbox.put_nowait(Checkpointed(report.execution_id, committed))
+
+    def _woken(self, run: ActiveRun, stored: int) -> None:
+        """`stored` sleeps the run woke from were committed with what it reported."""
+        if stored:
+            self.metrics.steps_recorded += stored
+            self.watch.changed(run.id)
 
     def _plan_coordination(self, run: ActiveRun, merge: Merge, was_discovery: bool, now: int) -> Planned:
         """Turn the sleeps, waits, invokes and sent events a discovery reported into rows."""

@@ -22,6 +22,7 @@ from functools import lru_cache
 from durably_server.engine.coordination import CANCEL, SLEEP, Planned, Resolved, WaitIndex, event_object, resolve, rule
 from durably_server.engine.merge import Merge
 from durably_server.engine.runs import ActiveRun
+from durably_server.engine.wakes import store_wakes
 from durably_server.expressions import Expression, ExpressionError, parse
 from durably_server.ids import new_id
 from durably_server.model import Event, Failure, FunctionSpec, QueueItem, RunRecord, RunStatus
@@ -39,6 +40,7 @@ class Effects:
     ended: list[tuple[str, RunStatus, Failure | None]] = field(default_factory=list)
     timers: list[tuple[int, int]] = field(default_factory=list)  # (due time, row id)
     units: list[list[QueueItem]] = field(default_factory=list)
+    woken: int = 0  # sleeps completed by the report's wake-up (engine/wakes.py)
 
 
 @lru_cache(maxsize=1024)
@@ -156,6 +158,7 @@ class Writes:
     ) -> Effects:
         """The whole effect of one report, in one transaction."""
         fx = Effects()
+        fx.woken = store_wakes(conn, items)
         sql.dequeue(conn, [item.id for item in items])
         if merge.steps:
             sql.insert_steps(conn, run.id, merge.steps)

@@ -204,6 +204,24 @@ def take_timer(conn: sqlite3.Connection, run_id: str, step_id: str) -> Timer | N
     return Timer(*row)
 
 
+def lone_sleeps(conn: sqlite3.Connection, timer_ids: Sequence[int], kind: str) -> list[tuple[int, str, str, Timer]]:
+    """Of these timers, those of `kind` (the sleeps) whose run is asleep on nothing else: no other timer, no
+    wait, no queued execution. As (timer id, app id, function id, timer)."""
+    rows = conn.execute(
+        # CROSS JOIN keeps this order (the ids, then their timers): the planner would otherwise walk
+        # every sleeping run by the status index.
+        "SELECT t.id, r.app_id, r.function_id, t.run_id, t.step_id, t.name, t.idx, t.kind, t.due_ms"
+        " FROM json_each(?) j CROSS JOIN timers t ON t.id = j.value CROSS JOIN runs r ON r.id = t.run_id"
+        " WHERE t.kind = ?"
+        " AND r.status = 'sleeping'"
+        " AND NOT EXISTS (SELECT 1 FROM timers o WHERE o.run_id = t.run_id AND o.id != t.id)"
+        " AND NOT EXISTS (SELECT 1 FROM waits w WHERE w.run_id = t.run_id)"
+        " AND NOT EXISTS (SELECT 1 FROM queue q WHERE q.run_id = t.run_id)",
+        (_json_list(timer_ids), kind),
+    )
+    return [(row[0], row[1], row[2], Timer(*row[3:])) for row in rows]
+
+
 def load_timers(conn: sqlite3.Connection) -> list[tuple[int, int]]:
     """(due time, row id) of every timer."""
     return conn.execute("SELECT due_ms, id FROM timers").fetchall()
@@ -300,7 +318,7 @@ _IN_LIST = "IN (SELECT value FROM json_each(?))"
 SQLite and the statement cache of each connection hold one prepared statement, not one per length."""
 
 
-def _json_list(values: Sequence[str]) -> str:
+def _json_list(values: Sequence[str] | Sequence[int]) -> str:
     return json.dumps(list(values))
 
 

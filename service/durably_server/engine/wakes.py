@@ -1,0 +1,60 @@
+"""Sleeps that end without a commit of their own.
+
+When a sleep's timer fires and its run sleeps on nothing else (no other timer, no wait, nothing
+queued: most sleeping runs), the run is leased at once with the sleep completed in its memory, and
+the completion is stored in the transaction that stores what that execution reports, not in one of
+its own before it. That takes a commit off the path from a deadline to the handler's next step,
+and under load every commit on that path waits for the writer's backlog.
+
+Nothing is lost if the daemon stops in between: the timer is still in the store, so it fires again
+at start-up and the run is woken again. The worker may have run the steps after the sleep by then;
+their results were not committed either, so they run again, as after any crash before a commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Iterable
+
+from durably_server._core import CoreError
+from durably_server.engine.runs import ActiveRun, record_steps
+from durably_server.model import QueueItem, StepRecord, StepStatus
+from durably_server.store import records as sql
+
+log = logging.getLogger("durably.executor")
+
+
+def wake_item(timer_id: int, app_id: str, function_id: str, timer: sql.Timer, now: int) -> QueueItem:
+    """The discovery that wakes a run from the sleep `timer`, completed at `now`. Its id is the
+    timer's, negated: it has no queue row, and no queue row has a negative id."""
+    step = StepRecord(
+        timer.run_id, timer.step_id, timer.name, timer.index, StepStatus.COMPLETED, b"null", None, 1, now, now
+    )
+    return QueueItem(-timer_id, timer.run_id, app_id, function_id, 0, now, wake=step)
+
+
+def hold_wakes(run: ActiveRun, items: Iterable[QueueItem]) -> None:
+    """On lease: the completed sleeps go into the run's memory (once), so that the execution carries them."""
+    for item in items:
+        step = item.wake
+        if step is None or run.state.contains(step.id):
+            continue
+        try:
+            record_steps(run.state, [step])
+        except CoreError as exc:  # as for a sleep completed by a commit of its own (Executor._resolved)
+            log.error("run %s: sleep %s completed but not held in memory: %s", run.id, step.name, exc)
+        run.pending.discard(step.id)
+
+
+def store_wakes(conn: sqlite3.Connection, items: Iterable[QueueItem]) -> int:
+    """In a report's transaction, before its own steps: store the sleeps its items completed. Only
+    the first transaction to take a sleep's timer stores it (a discovery may report in several
+    checkpoints). Returns how many were stored."""
+    stored = 0
+    for item in items:
+        step = item.wake
+        if step is not None and sql.take_timer(conn, step.run_id, step.id) is not None:
+            sql.insert_steps(conn, step.run_id, [step])
+            stored += 1
+    return stored

@@ -1,0 +1,93 @@
+"""Sleeps that end with the report of the execution they wake (engine/wakes.py), on a real SQLite file:
+which due timers may wake their run that way, how fast they are found, and that a sleep is stored once."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from durably_server.engine.coordination import SLEEP, WAIT
+from durably_server.engine.wakes import store_wakes, wake_item
+from durably_server.model import Event, RunRecord, RunStatus
+from durably_server.store import records as sql
+from durably_server.store.schema import migrate
+
+
+@pytest.fixture
+def conn(tmp_path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(tmp_path / "wakes.db", isolation_level=None)
+    migrate(conn)
+    sql.insert_event(conn, Event("ev", "demo/start", b"{}", 1), 1)
+    return conn
+
+
+def _run(conn: sqlite3.Connection, run_id: str, status: RunStatus = RunStatus.SLEEPING, queued: bool = False) -> None:
+    item = sql.insert_run(conn, RunRecord(run_id, "app", "fn", "ev", status, 1))
+    if not queued:
+        sql.dequeue(conn, [item.id])
+
+
+def _timer(conn: sqlite3.Connection, run_id: str, name: str = "nap", kind: str = SLEEP) -> int:
+    return sql.insert_timer(conn, sql.Timer(run_id, f"{run_id}-{name}", name, 0, kind, 5_000))
+
+
+def test_only_a_sleep_its_run_sleeps_on_alone_wakes_it_with_the_report(conn: sqlite3.Connection) -> None:
+    timers = {}
+    _run(conn, "lone")
+    timers["lone"] = _timer(conn, "lone")
+    _run(conn, "two-sleeps")  # a gather of two sleeps: the other one is still pending
+    timers["two-sleeps"] = _timer(conn, "two-sleeps")
+    _timer(conn, "two-sleeps", "other")
+    _run(conn, "and-a-wait")  # a sleep beside a wait_for_event without timeout
+    timers["and-a-wait"] = _timer(conn, "and-a-wait")
+    sql.insert_wait(conn, sql.Wait("and-a-wait", "w", "wait", "demo/e", "", "", ""))
+    _run(conn, "and-queued", queued=True)  # something else to execute already
+    timers["and-queued"] = _timer(conn, "and-queued")
+    _run(conn, "a-wait-timeout", RunStatus.WAITING)
+    timers["a-wait-timeout"] = _timer(conn, "a-wait-timeout", kind=WAIT)
+    _run(conn, "running", RunStatus.RUNNING)  # not asleep (any more)
+    timers["running"] = _timer(conn, "running")
+
+    lone = sql.lone_sleeps(conn, list(timers.values()), SLEEP)
+
+    assert [(timer_id, app, fn, timer.run_id, timer.name) for timer_id, app, fn, timer in lone] == [
+        (timers["lone"], "app", "fn", "lone", "nap")
+    ]
+
+
+def test_finding_lone_sleeps_reads_the_timers_asked_for_not_every_sleeping_run(conn: sqlite3.Connection) -> None:
+    conn.execute("BEGIN")
+    ids = []
+    for n in range(3000):
+        _run(conn, f"r{n:05}")
+        ids.append(_timer(conn, f"r{n:05}"))
+    conn.execute("COMMIT")
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    conn.set_progress_handler(count, 100)  # called every 100 virtual-machine instructions
+    assert len(sql.lone_sleeps(conn, ids[:2], SLEEP)) == 2
+    conn.set_progress_handler(None, 0)
+    # A few hundred instructions for two timers; walking 3,000 sleeping runs would take tens of thousands.
+    assert steps < 20, f"{steps * 100} instructions to look at two timers among 3,000"
+
+
+def test_a_woken_sleep_is_stored_once_whatever_reports_it(conn: sqlite3.Connection) -> None:
+    _run(conn, "lone")
+    timer_id = _timer(conn, "lone")
+    [(_, app, fn, timer)] = sql.lone_sleeps(conn, [timer_id], SLEEP)
+    item = wake_item(timer_id, app, fn, timer, now=7_000)
+    assert item.id < 0 and item.wake is not None and item.target == ""
+
+    assert store_wakes(conn, [item]) == 1  # the first checkpoint or report of the woken execution
+    assert store_wakes(conn, [item]) == 0  # a later one of the same execution
+    [record] = sql.load_runs(conn, ["lone"])
+    assert [(s.name, s.status.value, s.output_json, s.ended_ms) for s in record.steps] == [
+        ("nap", "completed", b"null", 7_000)
+    ]
+    assert sql.load_timers(conn) == []
