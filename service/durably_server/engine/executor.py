@@ -32,7 +32,7 @@ from durably_server.engine.runs import (
     record_steps,
 )
 from durably_server.engine.scheduler import Lease, Scheduler, WorkerConn
-from durably_server.engine.wakes import hold_wakes, store_wakes, wake_item
+from durably_server.engine.wakes import hold_wakes, take_wakes, wake_item
 from durably_server.engine.watch import RunWatch
 from durably_server.engine.writes import Created, Effects, Writes
 from durably_server.ids import new_id, now_ms
@@ -478,9 +478,9 @@ class Executor:
             if steps:
 
                 def write(conn: sqlite3.Connection) -> int:
-                    woken = store_wakes(conn, lease.items)
-                    sql.insert_steps(conn, run.id, steps)
-                    return woken
+                    woken = take_wakes(conn, lease.items)
+                    sql.insert_steps(conn, run.id, [*woken, *steps])
+                    return len(woken)
 
                 try:
                     woken = await self.store.write(write)

@@ -47,14 +47,10 @@ def hold_wakes(run: ActiveRun, items: Iterable[QueueItem]) -> None:
         run.pending.discard(step.id)
 
 
-def store_wakes(conn: sqlite3.Connection, items: Iterable[QueueItem]) -> int:
-    """In a report's transaction, before its own steps: store the sleeps its items completed. Only
-    the first transaction to take a sleep's timer stores it (a discovery may report in several
-    checkpoints). Returns how many were stored."""
-    stored = 0
-    for item in items:
-        step = item.wake
-        if step is not None and sql.take_timer(conn, step.run_id, step.id) is not None:
-            sql.insert_steps(conn, step.run_id, [step])
-            stored += 1
-    return stored
+def take_wakes(conn: sqlite3.Connection, items: Iterable[QueueItem]) -> list[StepRecord]:
+    """In a report's transaction: the sleeps its items completed, to be stored before its own steps.
+    Only the first transaction to take a sleep's timer gets it (a discovery may report in several
+    checkpoints)."""
+    return [
+        item.wake for item in items if item.wake is not None and sql.drop_timer(conn, item.wake.run_id, item.wake.id)
+    ]

@@ -22,7 +22,7 @@ from functools import lru_cache
 from durably_server.engine.coordination import CANCEL, SLEEP, Planned, Resolved, WaitIndex, event_object, resolve, rule
 from durably_server.engine.merge import Merge
 from durably_server.engine.runs import ActiveRun
-from durably_server.engine.wakes import store_wakes
+from durably_server.engine.wakes import take_wakes
 from durably_server.expressions import Expression, ExpressionError, parse
 from durably_server.ids import new_id
 from durably_server.model import Event, Failure, FunctionSpec, QueueItem, RunRecord, RunStatus
@@ -112,11 +112,11 @@ class Writes:
         error: Failure | None = None,
     ) -> bool:
         """End a run that has not ended; an invoking parent gets its output or error."""
-        if not sql.finish_run(conn, run_id, status, now, output_json, error):
+        parent = sql.finish_run(conn, run_id, status, now, output_json, error)
+        if parent is False:
             return False
         fx.ended.append((run_id, status, error))
-        parent = sql.parent_of(conn, run_id)
-        if parent is not None:
+        if isinstance(parent, tuple):
             if status is RunStatus.COMPLETED:
                 self.resolve(conn, *parent, output_json or b"null", None, now, fx)
             else:
@@ -158,10 +158,11 @@ class Writes:
     ) -> Effects:
         """The whole effect of one report, in one transaction."""
         fx = Effects()
-        fx.woken = store_wakes(conn, items)
+        woken = take_wakes(conn, items)
+        fx.woken = len(woken)
         sql.dequeue(conn, [item.id for item in items])
-        if merge.steps:
-            sql.insert_steps(conn, run.id, merge.steps)
+        if woken or merge.steps:
+            sql.insert_steps(conn, run.id, [*woken, *merge.steps])
         if merge.status is not None:
             if self.finish(conn, run.id, merge.status, now, fx, merge.output_json, merge.error) and failed:
                 self.insert_event(conn, *failed, now, fx)

@@ -102,7 +102,10 @@ def has_pending(conn: sqlite3.Connection, run_id: str) -> bool:
 
 
 def dequeue(conn: sqlite3.Connection, item_ids: Sequence[int]) -> None:
-    conn.executemany("DELETE FROM queue WHERE id = ?", [(item_id,) for item_id in item_ids])
+    """Remove these queued executions (ids of no row, as a wake-up's negative one, are skipped)."""
+    rows = [(item_id,) for item_id in item_ids if item_id > 0]
+    if rows:
+        conn.executemany("DELETE FROM queue WHERE id = ?", rows)
 
 
 def mark_started(conn: sqlite3.Connection, run_id: str, now: int) -> None:
@@ -141,18 +144,20 @@ def finish_run(
     now: int,
     output_json: bytes | None = None,
     error: Failure | None = None,
-) -> bool:
-    """Move a run that has not ended to its final status; drop the work it still had queued."""
-    cur = conn.execute(
+) -> tuple[str, str] | bool:
+    """Move a run that has not ended to its final status and drop the work it still had queued: the
+    invoking run and step it reports to, True if none, False if the run had ended already."""
+    row = conn.execute(
         "UPDATE runs SET status = ?, output = ?, error = ?, ended_ms = ?,"
-        " started_ms = COALESCE(started_ms, ?) WHERE id = ? AND status NOT IN ('completed', 'failed', 'cancelled')",
+        " started_ms = COALESCE(started_ms, ?) WHERE id = ? AND status NOT IN ('completed', 'failed', 'cancelled')"
+        " RETURNING parent_run_id, parent_step",
         (status.value, output_json, error.to_json() if error else None, now, now, run_id),
-    )
-    if cur.rowcount != 1:
+    ).fetchone()
+    if row is None:
         return False
     for table in ("queue", "timers", "waits"):
         conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
-    return True
+    return (row[0], row[1]) if row[0] else True
 
 
 def set_status(conn: sqlite3.Connection, run_id: str, status: RunStatus) -> None:
@@ -220,6 +225,11 @@ def lone_sleeps(conn: sqlite3.Connection, timer_ids: Sequence[int], kind: str) -
         (_json_list(timer_ids), kind),
     )
     return [(row[0], row[1], row[2], Timer(*row[3:])) for row in rows]
+
+
+def drop_timer(conn: sqlite3.Connection, run_id: str, step_id: str) -> bool:
+    """Remove the timer of a step that has no wait (a sleep); whether there was one to remove."""
+    return conn.execute("DELETE FROM timers WHERE run_id = ? AND step_id = ?", (run_id, step_id)).rowcount > 0
 
 
 def load_timers(conn: sqlite3.Connection) -> list[tuple[int, int]]:
@@ -353,11 +363,6 @@ def run_items(conn: sqlite3.Connection, run_ids: Sequence[str]) -> list[tuple[st
         f" UNION ALL SELECT run_id, 'timer', step_id FROM timers WHERE run_id {_IN_LIST}",
         (ids, ids),
     ).fetchall()
-
-
-def parent_of(conn: sqlite3.Connection, run_id: str) -> tuple[str, str] | None:
-    row = conn.execute("SELECT parent_run_id, parent_step FROM runs WHERE id = ?", (run_id,)).fetchone()
-    return (row[0], row[1]) if row and row[0] else None
 
 
 def load_unfinished_runs(conn: sqlite3.Connection) -> list[RunRecord]:
