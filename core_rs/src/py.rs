@@ -4,7 +4,7 @@
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyList, PyTuple};
 
 use crate::ids;
 use crate::limits::{self, Limits};
@@ -138,19 +138,36 @@ impl PyStepIdCounter {
 struct PyPayload {
     bytes: Option<Py<PyBytes>>,
     size: u64,
+    /// The memo as `memos()` and `memos_from()` hand it out, `(id, bytes or None, is_error)`: built
+    /// once here, not on every call (a new `str` and tuple per memo made `memos()` slower than
+    /// copying a Python list).
+    memo: Py<PyTuple>,
 }
 
 impl PyPayload {
     /// Keeps the reference to `bytes`; the bytes themselves are never copied.
-    fn new(bytes: Bound<'_, PyBytes>) -> Self {
-        Self {
+    fn new(id: &str, bytes: Bound<'_, PyBytes>, is_error: bool) -> PyResult<Self> {
+        let memo = (id, &bytes, is_error).into_pyobject(bytes.py())?.unbind();
+        Ok(Self {
             size: bytes.as_bytes().len() as u64,
             bytes: Some(bytes.unbind()),
-        }
+            memo,
+        })
     }
 
     fn bind<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
         self.bytes.as_ref().map(|bytes| bytes.bind(py).clone())
+    }
+
+    /// Drops the bytes (the store has them); false if they were dropped already.
+    fn forget(&mut self, py: Python<'_>) -> PyResult<bool> {
+        if self.bytes.take().is_none() {
+            return Ok(false);
+        }
+        let memo = self.memo.bind(py);
+        let forgotten = (memo.get_item(0)?, py.None(), memo.get_item(2)?);
+        self.memo = forgotten.into_pyobject(py)?.unbind();
+        Ok(true)
     }
 }
 
@@ -160,15 +177,10 @@ impl Payload for PyPayload {
     }
 }
 
-/// `(id, payload, is_error)` for each memo, the payload being the recorded object itself (or None).
-fn memo_tuples<'a, 'py>(py: Python<'py>, memos: &'a [Memo<PyPayload>]) -> Vec<MemoTuple<'a, 'py>> {
-    memos
-        .iter()
-        .map(|m| (m.id.as_str(), m.payload.bind(py), m.is_error))
-        .collect()
+/// Each memo's `(id, payload, is_error)`, the payload being the recorded object itself (or None).
+fn memo_tuples<'py>(py: Python<'py>, memos: &[Memo<PyPayload>]) -> PyResult<Bound<'py, PyList>> {
+    PyList::new(py, memos.iter().map(|m| m.payload.memo.bind(py)))
 }
-
-type MemoTuple<'a, 'py> = (&'a str, Option<Bound<'py, PyBytes>>, bool);
 
 fn out_of_range(start: i64, count: usize) -> PyErr {
     PyValueError::new_err(format!(
@@ -212,9 +224,13 @@ impl PyRunState {
         is_error: bool,
     ) -> PyResult<u64> {
         let index = step_index(name, index)?;
-        Ok(self
-            .0
-            .record(id, name, index, PyPayload::new(payload), is_error)?)
+        Ok(self.0.record(
+            id,
+            name,
+            index,
+            PyPayload::new(id, payload, is_error)?,
+            is_error,
+        )?)
     }
 
     fn record_batch(&mut self, items: Vec<RecordItem<'_>>) -> PyResult<u64> {
@@ -228,7 +244,7 @@ impl PyRunState {
                 id,
                 name,
                 index: step_index,
-                payload: PyPayload::new(payload.clone()),
+                payload: PyPayload::new(id, payload.clone(), *is_error)?,
                 is_error: *is_error,
             });
         }
@@ -271,19 +287,19 @@ impl PyRunState {
         Some((memo.payload.bind(py), memo.is_error))
     }
 
-    fn memos<'py>(&self, py: Python<'py>) -> Vec<MemoTuple<'_, 'py>> {
+    fn memos<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         memo_tuples(py, self.0.memos())
     }
 
     // Forgetting a payload never changes what the checks see: its size stays counted.
-    fn forget_payloads(&mut self, start: i64, min_size: u64) -> PyResult<usize> {
+    fn forget_payloads(&mut self, py: Python<'_>, start: i64, min_size: u64) -> PyResult<usize> {
         let start = usize::try_from(start)
             .ok()
             .filter(|start| *start <= self.0.step_count())
             .ok_or_else(|| out_of_range(start, self.0.step_count()))?;
         let mut forgotten = 0;
         for memo in self.0.memos_from_mut(start) {
-            if memo.payload.size >= min_size && memo.payload.bytes.take().is_some() {
+            if memo.payload.size >= min_size && memo.payload.forget(py)? {
                 forgotten += 1;
             }
         }
@@ -292,13 +308,13 @@ impl PyRunState {
 
     // A negative `start` is a ValueError like one past the end (not Python's count from the end): a
     // position the caller got wrong must fail, not silently resend the last memos.
-    fn memos_from<'py>(&self, py: Python<'py>, start: i64) -> PyResult<Vec<MemoTuple<'_, 'py>>> {
+    fn memos_from<'py>(&self, py: Python<'py>, start: i64) -> PyResult<Bound<'py, PyList>> {
         let count = self.0.step_count();
         usize::try_from(start)
             .ok()
             .and_then(|start| self.0.memos_from(start))
-            .map(|memos| memo_tuples(py, memos))
             .ok_or_else(|| out_of_range(start, count))
+            .and_then(|memos| memo_tuples(py, memos))
     }
 
     #[getter]
