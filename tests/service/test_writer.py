@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -97,3 +99,33 @@ async def test_below_waits_until_the_backlog_has_shrunk(tmp_path: Path) -> None:
     await asyncio.gather(first, *queued)
     assert _rows(path) == list(range(20))
     writer.close()
+
+
+async def test_a_grown_wal_is_checkpointed_once_the_writer_is_idle_not_for_small_changes(tmp_path: Path) -> None:
+    path = tmp_path / "wal.db"
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    assert conn.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal"
+    conn.execute("CREATE TABLE t (v BLOB)")
+    writer = Writer(conn, asyncio.get_running_loop())
+
+    def insert(size: int) -> Any:
+        return lambda c: c.execute("INSERT INTO t (v) VALUES (?)", (b"x" * size,))
+
+    before = await asyncio.to_thread(os.path.getsize, path)
+    await writer.submit(insert(100))
+    await asyncio.sleep(0.1)
+    # A small change stays in the WAL (SQLite's own checkpoint takes it later): the file did not grow.
+    assert await asyncio.to_thread(os.path.getsize, path) == before
+    await writer.submit(insert(2 * 1024 * 1024))  # 512 pages, over CHECKPOINT_GROWTH_PAGES
+    assert await asyncio.to_thread(_grows_to, path, before + 2 * 1024 * 1024), "not checkpointed"
+    writer.close()
+
+
+def _grows_to(path: Path, size: int, timeout: float = 10) -> bool:
+    """Whether the file at `path` reaches `size` bytes (copied there by a checkpoint) within `timeout`."""
+    deadline = time.monotonic() + timeout
+    while os.path.getsize(path) < size:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
