@@ -129,3 +129,24 @@ def _grows_to(path: Path, size: int, timeout: float = 10) -> bool:
             return False
         time.sleep(0.01)
     return True
+
+
+class _CheckpointFails(sqlite3.Connection):
+    """A connection whose WAL checkpoints fail (a disk error, say)."""
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql.startswith("PRAGMA wal_checkpoint"):
+            raise sqlite3.OperationalError("disk I/O error")
+        return super().execute(sql, *args)
+
+
+async def test_a_failing_checkpoint_does_not_stop_the_writer(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "w.db", isolation_level=None, check_same_thread=False, factory=_CheckpointFails)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("CREATE TABLE t (v BLOB)")
+    writer = Writer(conn, asyncio.get_running_loop())
+    big = 2 * 1024 * 1024  # grows the database past CHECKPOINT_GROWTH_PAGES: a checkpoint is tried
+    await writer.submit(lambda c: c.execute("INSERT INTO t (v) VALUES (?)", (b"x" * big,)))
+    await asyncio.sleep(0.1)
+    assert await asyncio.wait_for(writer.submit(_insert(7)), 5) == 7
+    writer.close()

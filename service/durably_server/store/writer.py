@@ -102,10 +102,13 @@ class Writer:
     def _checkpoint_when_idle(self) -> None:
         """Copy the WAL into the database file once it has grown by `CHECKPOINT_GROWTH_PAGES` and
         nothing waits to be committed: after the callers have their answer, not inside a COMMIT."""
-        pages: int = self._conn.execute("PRAGMA page_count").fetchone()[0]
-        if pages - self._pages_at_checkpoint >= CHECKPOINT_GROWTH_PAGES and self._queue.empty():
-            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            self._pages_at_checkpoint = pages
+        try:
+            pages: int = self._conn.execute("PRAGMA page_count").fetchone()[0]
+            if pages - self._pages_at_checkpoint >= CHECKPOINT_GROWTH_PAGES and self._queue.empty():
+                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                self._pages_at_checkpoint = pages
+        except sqlite3.Error as exc:  # the thread must live on: SQLite's own checkpoint is the backstop
+            log.warning("checkpoint of the WAL failed: %s", exc)
 
     def _commit(self, batch: list[tuple[WriteOp[Any], asyncio.Future[Any]]]) -> None:
         conn = self._conn
