@@ -24,6 +24,9 @@ WriteOp = Callable[[sqlite3.Connection], T]
 log = logging.getLogger("durably.store")
 
 _MAX_BATCH = 1024
+_Batch = list[tuple[WriteOp[Any], asyncio.Future[Any]]]
+_Outcomes = list[tuple[asyncio.Future[Any], Any, BaseException | None]]
+_STOP = object()
 
 CHECKPOINT_GROWTH_PAGES = 256
 """Once the database has grown by this many pages (1 MiB at 4 KiB) since the last checkpoint, the writer
@@ -35,8 +38,6 @@ AUTOCHECKPOINT_PAGES = 2000
 """SQLite's automatic checkpoint stays as the backstop (a WAL grown by rewrites, which do not grow the
 database, or a writer never idle), above its default 1000 pages so that one step of up to 4 MiB alone
 does not trigger it."""
-_Outcomes = list[tuple[asyncio.Future[Any], Any, BaseException | None]]
-_STOP = object()
 
 
 class _Isolate(Exception):
@@ -102,15 +103,17 @@ class Writer:
     def _checkpoint_when_idle(self) -> None:
         """Copy the WAL into the database file once it has grown by `CHECKPOINT_GROWTH_PAGES` and
         nothing waits to be committed: after the callers have their answer, not inside a COMMIT."""
+        if not self._queue.empty():
+            return  # busy: the next idle moment will do (SQLite's own checkpoint if none comes)
         try:
             pages: int = self._conn.execute("PRAGMA page_count").fetchone()[0]
-            if pages - self._pages_at_checkpoint >= CHECKPOINT_GROWTH_PAGES and self._queue.empty():
+            if pages - self._pages_at_checkpoint >= CHECKPOINT_GROWTH_PAGES:
                 self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
                 self._pages_at_checkpoint = pages
         except sqlite3.Error as exc:  # the thread must live on: SQLite's own checkpoint is the backstop
             log.warning("checkpoint of the WAL failed: %s", exc)
 
-    def _commit(self, batch: list[tuple[WriteOp[Any], asyncio.Future[Any]]]) -> None:
+    def _commit(self, batch: _Batch) -> None:
         conn = self._conn
         try:
             # Operations rarely fail, so the batch first runs without a SAVEPOINT around each one (two
@@ -128,7 +131,7 @@ class Writer:
             outcomes = [(future, None, exc) for _, future in batch]
         self._loop.call_soon_threadsafe(self._settle, outcomes)
 
-    def _run_batch(self, batch: list[tuple[WriteOp[Any], asyncio.Future[Any]]], isolated: bool) -> _Outcomes:
+    def _run_batch(self, batch: _Batch, isolated: bool) -> _Outcomes:
         """Run and commit `batch` in one transaction; when an operation fails and the batch is not
         `isolated`, roll it all back and raise `_Isolate`. So an operation may run twice: it must keep
         its effects in the database and in what it returns (or be harmless to repeat, as additions to
