@@ -32,7 +32,7 @@ from durably_server.engine.runs import (
     record_steps,
 )
 from durably_server.engine.scheduler import Lease, Scheduler, WorkerConn
-from durably_server.engine.wakes import hold_wakes, take_wakes, wake_item
+from durably_server.engine.wakes import hold_wakes, store_steps, wake_item
 from durably_server.engine.watch import RunWatch
 from durably_server.engine.writes import Created, Effects, Writes
 from durably_server.ids import new_id, now_ms
@@ -219,17 +219,19 @@ class Executor:
         except Exception:
             log.exception("could not read %d due timers; they complete in a commit of their own", len(timer_ids))
             return set()
-        lone = [
-            (timer_id, app, fn, timer) for timer_id, app, fn, timer in lone if self.runs.cached(timer.run_id) is None
-        ]
+        woken = {  # a run held in memory is not parked: its timers take the other path
+            timer_id: wake_item(timer_id, app_id, function_id, timer, now)
+            for timer_id, app_id, function_id, timer in lone
+            if self.runs.cached(timer.run_id) is None
+        }
         room = max(0, MAX_HELD_WOKEN - len(self.runs))
         try:
-            await self.runs.load_many([timer.run_id for _, _, _, timer in lone[:room]])
+            await self.runs.load_many([item.run_id for item in list(woken.values())[:room]])
         except Exception:  # the dispatcher reads them when their turn comes
-            log.exception("could not read %d woken runs back ahead of their dispatch", len(lone))
-        for timer_id, app_id, function_id, timer in lone:
-            self.scheduler.add([wake_item(timer_id, app_id, function_id, timer, now)])
-        return {timer_id for timer_id, _, _, _ in lone}
+            log.exception("could not read %d woken runs back ahead of their dispatch", len(woken))
+        for item in woken.values():
+            self.scheduler.add([item])
+        return set(woken)
 
     async def _cron_tick(self, spec: FunctionSpec, event: Event) -> None:
         await self._store_events([(event, [spec])])
@@ -476,14 +478,8 @@ class Executor:
             still_leased = worker.inflight.get(lease.execution_id) is lease and not run.status.ended
             steps = merge_checkpoint(run, lease.items[0], report.ops) if still_leased and report.ops else None
             if steps:
-
-                def write(conn: sqlite3.Connection) -> int:
-                    woken = take_wakes(conn, lease.items)
-                    sql.insert_steps(conn, run.id, [*woken, *steps])
-                    return len(woken)
-
                 try:
-                    woken = await self.store.write(write)
+                    woken = await self.store.write(lambda conn: store_steps(conn, run.id, lease.items, steps))
                 except Exception:
                     log.exception("could not commit a checkpoint of run %s; the worker will report it again", run.id)
                 else:

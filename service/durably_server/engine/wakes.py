@@ -54,3 +54,12 @@ def take_wakes(conn: sqlite3.Connection, items: Iterable[QueueItem]) -> list[Ste
     return [
         item.wake for item in items if item.wake is not None and sql.drop_timer(conn, item.wake.run_id, item.wake.id)
     ]
+
+
+def store_steps(conn: sqlite3.Connection, run_id: str, items: Iterable[QueueItem], steps: list[StepRecord]) -> int:
+    """Store what a report or checkpoint of these items recorded: the sleeps they woke from, then
+    `steps`. Returns how many sleeps."""
+    woken = take_wakes(conn, items)
+    if woken or steps:
+        sql.insert_steps(conn, run_id, [*woken, *steps])
+    return len(woken)

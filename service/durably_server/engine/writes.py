@@ -22,7 +22,7 @@ from functools import lru_cache
 from durably_server.engine.coordination import CANCEL, SLEEP, Planned, Resolved, WaitIndex, event_object, resolve, rule
 from durably_server.engine.merge import Merge
 from durably_server.engine.runs import ActiveRun
-from durably_server.engine.wakes import take_wakes
+from durably_server.engine.wakes import store_steps
 from durably_server.expressions import Expression, ExpressionError, parse
 from durably_server.ids import new_id
 from durably_server.model import Event, Failure, FunctionSpec, QueueItem, RunRecord, RunStatus
@@ -158,11 +158,8 @@ class Writes:
     ) -> Effects:
         """The whole effect of one report, in one transaction."""
         fx = Effects()
-        woken = take_wakes(conn, items)
-        fx.woken = len(woken)
         sql.dequeue(conn, [item.id for item in items])
-        if woken or merge.steps:
-            sql.insert_steps(conn, run.id, [*woken, *merge.steps])
+        fx.woken = store_steps(conn, run.id, items, merge.steps)
         if merge.status is not None:
             if self.finish(conn, run.id, merge.status, now, fx, merge.output_json, merge.error) and failed:
                 self.insert_event(conn, *failed, now, fx)
