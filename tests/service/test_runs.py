@@ -76,3 +76,58 @@ async def test_a_read_with_no_change_meanwhile_is_read_once(tmp_path: Path) -> N
         assert held is not None and held.state.contains(STEP) and held.status is RunStatus.WAITING
     finally:
         store.close()
+
+
+def _find_run(conn: sqlite3.Connection) -> tuple[str, list[str]]:
+    return "found", [RUN]
+
+
+async def test_a_run_changed_while_it_is_found_and_read_is_not_held(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """find_and_hold learns which runs to read only in the reader thread, so it cannot mark them as being
+    read beforehand: a run changed while the trip is in flight must be left for the dispatcher to read
+    (held, the snapshot would lack the step committed meanwhile)."""
+    store = Store(tmp_path / "runs.db", asyncio.get_running_loop())
+    try:
+        await store.write(_seed)
+        read_once, release = threading.Event(), threading.Event()
+        real_load = runs_module._load
+
+        def load_then_wait(conn: sqlite3.Connection, run_ids: list[str]) -> list[ActiveRun]:
+            loaded = real_load(conn, run_ids)
+            read_once.set()
+            release.wait(10)
+            return loaded
+
+        monkeypatch.setattr(runs_module, "_load", load_then_wait)
+        runs = ActiveRuns(store)
+        finding = asyncio.create_task(runs.find_and_hold(_find_run, limit=10))
+        assert await asyncio.to_thread(read_once.wait, 10)
+        await store.write(_step_done)
+        runs.changed(RUN)
+        release.set()
+        found, held = await finding
+
+        assert found == "found" and held == set() and runs.cached(RUN) is None
+    finally:
+        store.close()
+
+
+async def test_find_and_hold_reads_the_runs_found_within_its_limit_and_skips_those_held(tmp_path: Path) -> None:
+    store = Store(tmp_path / "runs.db", asyncio.get_running_loop())
+    try:
+        await store.write(_seed)
+        runs = ActiveRuns(store)
+        assert await runs.find_and_hold(_find_run, limit=0) == ("found", set())
+        assert runs.cached(RUN) is None
+
+        runs.changed(RUN)  # a change before the trip starts is in the snapshot: nothing to do
+        found, held = await runs.find_and_hold(_find_run, limit=1)
+        run = runs.cached(RUN)
+        assert (found, held) == ("found", {RUN}) and run is not None and run.status is RunStatus.WAITING
+
+        assert await runs.find_and_hold(_find_run, limit=1) == ("found", set())  # held already: not read again
+        assert runs.cached(RUN) is run
+    finally:
+        store.close()

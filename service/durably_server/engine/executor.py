@@ -214,21 +214,21 @@ class Executor:
         """Queue the wake-up of each parked run asleep on nothing but one of these timers, its sleep
         completed with what the wake-up reports (engine/wakes.py); the ids of those timers. The other
         timers complete their steps in a commit of their own."""
+
+        def find(conn: sqlite3.Connection) -> tuple[list[tuple[int, str, str, sql.Timer]], list[str]]:
+            lone = sql.lone_sleeps(conn, timer_ids, SLEEP)
+            return lone, [timer.run_id for _, _, _, timer in lone]
+
         try:
-            lone = await self.store.read(lambda conn: sql.lone_sleeps(conn, timer_ids, SLEEP))
+            lone, read = await self.runs.find_and_hold(find, limit=MAX_HELD_WOKEN - len(self.runs))
         except Exception:
             log.exception("could not read %d due timers; they complete in a commit of their own", len(timer_ids))
             return set()
-        woken = {  # a run held in memory is not parked: its timers take the other path
+        woken = {  # a run held in memory but not read now is not parked: its timers take the other path
             timer_id: wake_item(timer_id, app_id, function_id, timer, now)
             for timer_id, app_id, function_id, timer in lone
-            if self.runs.cached(timer.run_id) is None
+            if timer.run_id in read or self.runs.cached(timer.run_id) is None
         }
-        room = max(0, MAX_HELD_WOKEN - len(self.runs))
-        try:
-            await self.runs.load_many([item.run_id for item in list(woken.values())[:room]])
-        except Exception:  # the dispatcher reads them when their turn comes
-            log.exception("could not read %d woken runs back ahead of their dispatch", len(woken))
         for item in woken.values():
             self.scheduler.add([item])
         return set(woken)

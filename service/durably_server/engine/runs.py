@@ -12,15 +12,18 @@ from __future__ import annotations
 import asyncio
 import functools
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TypeVar
 
 from durably_server._core import RunState
 from durably_server.engine.concurrency import Slot
 from durably_server.model import Event, RunStatus, StepRecord
 from durably_server.store import Store
 from durably_server.store import records as sql
+
+T = TypeVar("T")
 
 
 class Discovery(Enum):
@@ -96,6 +99,8 @@ class ActiveRuns:
         # Runs being read now, and those of them changed in the store meanwhile (see `changed`).
         self._reading: set[str] = set()
         self._moved: set[str] = set()
+        # For each `find_and_hold` in flight (its runs are unknown until it returns): every run changed since.
+        self._changed_during: list[set[str]] = []
 
     def __len__(self) -> int:
         return len(self._runs)
@@ -114,6 +119,8 @@ class ActiveRuns:
         flight may have been taken before the commit, and is read again."""
         if run_id in self._reading:
             self._moved.add(run_id)
+        for changed in self._changed_during:
+            changed.add(run_id)
 
     async def load_many(self, run_ids: list[str]) -> None:
         """Hold these runs (those not held yet and still in the store), read in one trip; runs changed
@@ -132,6 +139,39 @@ class ActiveRuns:
                 if run.id not in moved:
                     self._runs.setdefault(run.id, run)
             missing = [run_id for run_id in missing if run_id in moved and run_id not in self._runs]
+
+    async def find_and_hold(
+        self, find: Callable[[sqlite3.Connection], tuple[T, list[str]]], limit: int
+    ) -> tuple[T, set[str]]:
+        """Run `find` (what it found, and runs to hold) and read back up to `limit` of those runs not
+        held yet, in one trip to a reader thread: a woken run is then ready for dispatch one trip
+        sooner. What `find` found, and the ids of the runs this read put in memory. The runs are known
+        only once the trip returns, so a run changed in the meantime is not held (the dispatcher reads
+        it when its turn comes), where `load_many` would read it again."""
+        changed: set[str] = set()
+        self._changed_during.append(changed)
+        try:
+            found, loaded = await self._store.read(
+                functools.partial(_find_and_load, find=find, held=self._runs, limit=limit)
+            )
+        finally:
+            self._changed_during = [other for other in self._changed_during if other is not changed]
+        held: set[str] = set()
+        for run in loaded:
+            if run.id not in changed and run.id not in self._runs:
+                self._runs[run.id] = run
+                held.add(run.id)
+        return found, held
+
+
+def _find_and_load(
+    conn: sqlite3.Connection,
+    find: Callable[[sqlite3.Connection], tuple[T, list[str]]],
+    held: dict[str, ActiveRun],
+    limit: int,
+) -> tuple[T, list[ActiveRun]]:
+    found, run_ids = find(conn)
+    return found, _load(conn, [run_id for run_id in run_ids if run_id not in held][:limit]) if limit > 0 else []
 
 
 def _load(conn: sqlite3.Connection, run_ids: list[str]) -> list[ActiveRun]:
