@@ -30,7 +30,10 @@ class Alarms(Generic[T]):
         self._fire = fire
         self._heap: list[tuple[int, int, T]] = []
         self._seq = itertools.count()
-        self._changed = asyncio.Event()
+        # What the task awaits: resolved by the clock or by a new earliest due time. A future and a
+        # loop timer, not `wait_for` on an Event: that costs a task and a raised TimeoutError per wait,
+        # and under a stream of sleeps ending (W6) the task waits about once per millisecond.
+        self._wakeup: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._firing: set[asyncio.Task[None]] = set()
 
@@ -38,7 +41,7 @@ class Alarms(Generic[T]):
         # Only a new earliest due time shortens the wait: waking the loop for every later one
         # (10,000 sleeps queued in a burst) would cost a wake-up and a new wait each.
         if not self._heap or due_ms < self._heap[0][0]:
-            self._changed.set()
+            _wake(self._wakeup)
         heapq.heappush(self._heap, (due_ms, next(self._seq), payload))
 
     def __len__(self) -> int:
@@ -52,17 +55,18 @@ class Alarms(Generic[T]):
             self._task.cancel()
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            self._changed.clear()
-            if not self._heap:
-                await self._changed.wait()
-                continue
-            wait_s = (self._heap[0][0] - now_ms()) / 1000
-            if wait_s > 0:
+            wait_s = (self._heap[0][0] - now_ms()) / 1000 if self._heap else None
+            if wait_s is None or wait_s > 0:
+                self._wakeup = wakeup = loop.create_future()
+                timer = None if wait_s is None else loop.call_later(wait_s, _wake, wakeup)
                 try:
-                    await asyncio.wait_for(self._changed.wait(), wait_s)
-                except TimeoutError:
-                    pass
+                    await wakeup
+                finally:
+                    self._wakeup = None
+                    if timer is not None:
+                        timer.cancel()
                 continue
             # Everything due fires now, in batches that run concurrently.
             now = now_ms()
@@ -78,3 +82,8 @@ class Alarms(Generic[T]):
         self._firing.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("an alarm failed", exc_info=task.exception())
+
+
+def _wake(wakeup: asyncio.Future[None] | None) -> None:
+    if wakeup is not None and not wakeup.done():
+        wakeup.set_result(None)

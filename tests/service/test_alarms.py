@@ -1,0 +1,58 @@
+"""Alarms: one task sleeps until the earliest due time; a new earliest shortens the wait."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from durably_server.engine import alarms as alarms_module
+from durably_server.engine.alarms import Alarms
+from durably_server.ids import now_ms
+
+
+async def test_due_payloads_fire_in_due_order_in_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(alarms_module, "FIRE_BATCH", 3)
+    fired: list[list[int]] = []
+
+    async def fire(due: list[int]) -> None:
+        fired.append(due)
+
+    alarms: Alarms[int] = Alarms(fire)
+    alarms.start()
+    try:
+        past = now_ms() - 1000
+        for n in (4, 2, 0, 3, 1):
+            alarms.add(past + n, n)
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if sum(map(len, fired)) == 5:
+                break
+        assert fired == [[0, 1, 2], [3, 4]] and len(alarms) == 0
+    finally:
+        alarms.stop()
+
+
+async def test_an_earlier_due_time_added_while_waiting_fires_on_time() -> None:
+    fired: dict[str, float] = {}
+
+    async def fire(due: list[str]) -> None:
+        for name in due:
+            fired[name] = time.monotonic()
+
+    alarms: Alarms[str] = Alarms(fire)
+    alarms.start()
+    try:
+        started = time.monotonic()
+        alarms.add(now_ms() + 60_000, "in a minute")
+        await asyncio.sleep(0.05)  # the task now waits for the minute
+        alarms.add(now_ms() + 100, "soon")
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if "soon" in fired:
+                break
+        assert list(fired) == ["soon"]
+        assert 0.14 <= fired["soon"] - started < 1.0
+        assert len(alarms) == 1
+    finally:
+        alarms.stop()
