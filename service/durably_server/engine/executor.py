@@ -220,14 +220,14 @@ class Executor:
             return lone, [timer.run_id for _, _, _, timer in lone]
 
         try:
-            lone, read = await self.runs.find_and_hold(find, limit=MAX_HELD_WOKEN - len(self.runs))
+            lone, just_read = await self.runs.find_and_hold(find, limit=MAX_HELD_WOKEN - len(self.runs))
         except Exception:
             log.exception("could not read %d due timers; they complete in a commit of their own", len(timer_ids))
             return set()
         woken = {  # a run held in memory but not read now is not parked: its timers take the other path
             timer_id: wake_item(timer_id, app_id, function_id, timer, now)
             for timer_id, app_id, function_id, timer in lone
-            if timer.run_id in read or self.runs.cached(timer.run_id) is None
+            if timer.run_id in just_read or self.runs.cached(timer.run_id) is None
         }
         for item in woken.values():
             self.scheduler.add([item])

@@ -171,6 +171,8 @@ def _find_and_load(
     limit: int,
 ) -> tuple[T, list[ActiveRun]]:
     found, run_ids = find(conn)
+    # `held` is the loop's dict, looked up from this reader thread: a membership test is atomic under
+    # the GIL, and a run held by someone else meanwhile is kept as it is (`find_and_hold`).
     return found, _load(conn, [run_id for run_id in run_ids if run_id not in held][:limit]) if limit > 0 else []
 
 
