@@ -123,6 +123,43 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+THREAD_GROUPS = {"durably-writer": "writer", "durably-reader": "readers"}
+"""The daemon's threads by the names it gives them (store/writer.py, store/database.py); its event loop is the
+main thread; everything else (gRPC's event engine, its poller, timers) counts as "gRPC and other"."""
+LOOP, OTHER = "event loop", "gRPC and other"
+
+
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """User + system CPU time of the process's threads, summed by kind (`THREAD_GROUPS`); threads that
+    ended are not counted (the daemon's last as long as it does)."""
+    out: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat", encoding="ascii", errors="replace") as stat:
+                text = stat.read()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue  # ended meanwhile
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text.rsplit(")", 1)[1].split()
+        kind = LOOP if tid == str(pid) else THREAD_GROUPS.get(name, OTHER)
+        out[kind] = out.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+@dataclass(frozen=True)
+class CpuMark:
+    """CPU seconds used so far: the daemon, all workers together, and the daemon by kind of thread."""
+
+    daemon: float
+    workers: float
+    daemon_threads: dict[str, float]
+
+
 # ---- processes -------------------------------------------------------------------------------
 
 
@@ -436,11 +473,11 @@ class Cluster:
         for worker in self.workers:
             worker.check_alive()
 
-    def cpu(self) -> tuple[float, float]:
-        """CPU seconds used so far by the daemon and by all workers together."""
+    def cpu(self) -> CpuMark:
+        """CPU seconds used so far by the daemon (also by kind of thread) and by all workers together."""
         daemon = cpu_seconds(self.daemon.pid) or 0.0
         workers = sum(cpu_seconds(w.pid) or 0.0 for w in self.workers)
-        return daemon, workers
+        return CpuMark(daemon, workers, thread_cpu_seconds(self.daemon.pid))
 
     def reset_peaks(self) -> Peaks:
         """Start a new peak-RSS window (after warm-up); returns the RSS at its start."""

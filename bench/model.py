@@ -63,6 +63,9 @@ class Result:
     daemon_cpu_pct: float | None = None
     """CPU the daemon used while the repetitions ran, in % of one core; near 100: it is the bottleneck."""
     worker_cpu_pct: float | None = None
+    daemon_thread_us_per_step: dict[str, float] = field(default_factory=dict)
+    """The daemon's CPU per step by kind of thread (event loop, writer, readers, gRPC and other), summed
+    over the repetitions: which thread a step's cost lands on."""
     floor_ratio: float | None = None
     """``per_step_ms`` divided by the floor of one step (one gRPC round trip + one SQLite commit)."""
     other_cores: float | None = None

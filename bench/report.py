@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.floors import Floors
+from bench.harness import LOOP, OTHER
 from bench.micro import MicroResult
 from bench.model import Result
 
@@ -111,6 +112,20 @@ def results_table(results: Sequence[Result]) -> str:
         )
     right = [False, False, False] + [True] * (len(header) - 3)
     return _table(header, rows, right)
+
+
+def threads_table(results: Sequence[Result]) -> str | None:
+    """The daemon's CPU per step by kind of thread: the writer and the readers share the GIL with the
+    event loop, so their cost is the loop's latency too."""
+    kinds = [LOOP, "writer", "readers", OTHER]
+    shown = [r for r in results if r.daemon_thread_us_per_step]
+    if not shown:
+        return None
+    rows = []
+    for r in shown:
+        per = r.daemon_thread_us_per_step
+        rows.append([r.key, *(_num(per.get(kind), 1) for kind in kinds), _num(sum(per.values()), 1)])
+    return _table(["id", *kinds, "all threads"], rows, [False] + [True] * (len(kinds) + 1))
 
 
 def targets_table(results: Sequence[Result]) -> str:
@@ -213,6 +228,11 @@ def render(
         floors_table(floors),
         "### Workloads (medians over the repetitions; '÷ floor' = ms/step ÷ one step's floor)",
         results_table(results),
+    ]
+    threads = threads_table(results)
+    if threads:
+        parts += ["### The daemon's CPU per step by thread (µs, all repetitions)", threads]
+    parts += [
         "### Targets",
         targets_table(results),
     ]

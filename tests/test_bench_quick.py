@@ -31,4 +31,7 @@ def test_bench_quick_runs_every_workload(tmp_path: Path) -> None:
     expected = {"W1", "W1c", "W2-10", "W2c-10", "W3-200-opt", "W4", "W4c", "W5", "W6"}
     assert expected <= statuses.keys(), statuses
     assert all(status == "ok" for status in statuses.values()), statuses
+    # The daemon's CPU by thread finds its named threads (the writer commits every W1 step, and runs).
+    by_thread = {r["key"]: r["daemon_thread_us_per_step"] for r in results["results"]}
+    assert {"event loop", "writer"} <= by_thread["W1"].keys(), by_thread["W1"]
     assert results["micro"] and not results["micro_disagreements"], results["micro_disagreements"]

@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 
 from bench.floors import Floors
-from bench.harness import BenchError, BenchTimeout, Cluster, Metrics, Peaks, RunFailed, RunView
+from bench.harness import BenchError, BenchTimeout, Cluster, CpuMark, Metrics, Peaks, RunFailed, RunView
 from bench.model import Result
 from bench.progress import say
 from bench.settings import Profile
@@ -42,6 +42,8 @@ class Rep:
     daemon_cpu: float | None = None
     """CPU seconds the daemon used during the repetition (all threads)."""
     worker_cpu: float | None = None
+    daemon_threads_cpu: dict[str, float] = field(default_factory=dict)
+    """CPU seconds the daemon used during the repetition, by kind of thread (bench.harness.THREAD_GROUPS)."""
 
     def to_json(self) -> dict[str, Any]:
         lat = self.latencies_ms
@@ -55,14 +57,18 @@ class Rep:
             "latency_p99_ms": percentile(lat, 99) if lat else None,
             "daemon_cpu_seconds": self.daemon_cpu,
             "worker_cpu_seconds": self.worker_cpu,
+            "daemon_threads_cpu_seconds": self.daemon_threads_cpu,
             **self.extra,
         }
 
 
-def with_cpu(rep: Rep, group: Cluster, start: tuple[float, float], end: tuple[float, float]) -> Rep:
+def with_cpu(rep: Rep, group: Cluster, start: CpuMark, end: CpuMark) -> Rep:
     """``rep`` with the CPU seconds the daemon and the workers used between two ``group.cpu()`` marks."""
-    rep.daemon_cpu = end[0] - start[0]
-    rep.worker_cpu = end[1] - start[1]
+    rep.daemon_cpu = end.daemon - start.daemon
+    rep.worker_cpu = end.workers - start.workers
+    rep.daemon_threads_cpu = {
+        kind: seconds - start.daemon_threads.get(kind, 0.0) for kind, seconds in end.daemon_threads.items()
+    }
     return rep
 
 
@@ -164,3 +170,9 @@ def summarize(result: Result, reps: Sequence[Rep], peaks: Peaks | None, floors: 
         result.daemon_cpu_pct = 100 * sum(rep.daemon_cpu or 0.0 for rep in reps) / wall
     if all(rep.worker_cpu is not None for rep in reps):
         result.worker_cpu_pct = 100 * sum(rep.worker_cpu or 0.0 for rep in reps) / wall
+    all_steps = sum(rep.steps for rep in reps)
+    if all_steps:
+        kinds = sorted({kind for rep in reps for kind in rep.daemon_threads_cpu})
+        result.daemon_thread_us_per_step = {
+            kind: 1e6 * sum(rep.daemon_threads_cpu.get(kind, 0.0) for rep in reps) / all_steps for kind in kinds
+        }

@@ -12,6 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, TypeVar
 
+from setproctitle import setthreadtitle
+
 from durably_server.store.schema import migrate
 from durably_server.store.writer import WriteOp, Writer
 
@@ -35,6 +37,9 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 CACHE_KIB = 512
 
+READER_NAME = "durably-reader"
+"""The reader threads' name, for the OS too (as the writer's, store/writer.py)."""
+
 
 def _reader(path: Path) -> sqlite3.Connection:
     conn = _connect(path)
@@ -56,7 +61,9 @@ class Store:
         migrate(conn)
         self.writer = Writer(conn, loop)
         self._local = threading.local()
-        self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="durably-reader")
+        self._readers = ThreadPoolExecutor(
+            max_workers=2, thread_name_prefix=READER_NAME, initializer=setthreadtitle, initargs=(READER_NAME,)
+        )
 
     def write(self, op: WriteOp[T]) -> asyncio.Future[T]:
         """Commit `op` (grouped with others); await the result to know it is durable."""

@@ -18,6 +18,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from setproctitle import setthreadtitle
+
 T = TypeVar("T")
 WriteOp = Callable[[sqlite3.Connection], T]
 
@@ -38,6 +40,11 @@ AUTOCHECKPOINT_PAGES = 2000
 """SQLite's automatic checkpoint stays as the backstop (a WAL grown by rewrites, which do not grow the
 database, or a writer never idle), above its default 1000 pages so that one step of up to 4 MiB alone
 does not trigger it."""
+
+
+THREAD_NAME = "durably-writer"
+"""The writer thread's name for the OS too (Python 3.11 keeps its thread names to itself): `top -H`,
+`ps -L`, perf and the bench's CPU per thread tell it from the event loop and the readers by it."""
 
 
 class _Isolate(Exception):
@@ -80,6 +87,7 @@ class Writer:
         self._conn.close()
 
     def _run(self) -> None:
+        setthreadtitle(THREAD_NAME)
         while True:
             first = self._queue.get()
             if first is _STOP:
