@@ -119,7 +119,12 @@ def cpu_seconds(pid: int) -> float | None:
             text = stat.read()
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
-    fields = text.rsplit(")", 1)[1].split()  # the command name may hold spaces; it ends at the last ')'
+    return _stat_cpu(text)
+
+
+def _stat_cpu(stat: str) -> float:
+    """utime + stime of a ``/proc/.../stat`` line, in seconds."""
+    fields = stat.rsplit(")", 1)[1].split()  # the command name may hold spaces; it ends at the last ')'
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -127,13 +132,13 @@ THREAD_GROUPS = {"durably-writer": "writer", "durably-reader": "readers"}
 """The daemon's threads by the names it gives them (store/writer.py, store/database.py); its event loop is the
 main thread; everything else (gRPC's event engine, its poller, timers) counts as "gRPC and other"."""
 LOOP, OTHER = "event loop", "gRPC and other"
+THREAD_KINDS = (LOOP, *THREAD_GROUPS.values(), OTHER)
 
 
 def thread_cpu_seconds(pid: int) -> dict[str, float]:
     """User + system CPU time of the process's threads, summed by kind (`THREAD_GROUPS`); threads that
     ended are not counted (the daemon's last as long as it does)."""
     out: dict[str, float] = {}
-    tick = os.sysconf("SC_CLK_TCK")
     try:
         tids = os.listdir(f"/proc/{pid}/task")
     except (FileNotFoundError, ProcessLookupError, PermissionError):
@@ -145,9 +150,8 @@ def thread_cpu_seconds(pid: int) -> dict[str, float]:
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue  # ended meanwhile
         name = text[text.index("(") + 1 : text.rindex(")")]
-        fields = text.rsplit(")", 1)[1].split()
         kind = LOOP if tid == str(pid) else THREAD_GROUPS.get(name, OTHER)
-        out[kind] = out.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+        out[kind] = out.get(kind, 0.0) + _stat_cpu(text)
     return out
 
 

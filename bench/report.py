@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.floors import Floors
-from bench.harness import LOOP, OTHER
+from bench.harness import THREAD_KINDS
 from bench.micro import MicroResult
 from bench.model import Result
 
@@ -117,7 +117,7 @@ def results_table(results: Sequence[Result]) -> str:
 def threads_table(results: Sequence[Result]) -> str | None:
     """The daemon's CPU per step by kind of thread: the writer and the readers share the GIL with the
     event loop, so their cost is the loop's latency too."""
-    kinds = [LOOP, "writer", "readers", OTHER]
+    kinds = list(THREAD_KINDS)
     shown = [r for r in results if r.daemon_thread_us_per_step]
     if not shown:
         return None
