@@ -10,9 +10,10 @@ Loads come in batches (`load_many`): one trip to a reader thread for up to `LOAD
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TypeVar
@@ -96,10 +97,7 @@ class ActiveRuns:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._runs: dict[str, ActiveRun] = {}
-        # Runs being read now, and those of them changed in the store meanwhile (see `changed`).
-        self._reading: set[str] = set()
-        self._moved: set[str] = set()
-        # For each `find_and_hold` in flight (its runs are unknown until it returns): every run changed since.
+        # For each read of runs in flight: the runs changed in the store since it started (see `changed`).
         self._changed_during: list[set[str]] = []
 
     def __len__(self) -> int:
@@ -116,11 +114,19 @@ class ActiveRuns:
 
     def changed(self, run_id: str) -> None:
         """A change to a run not held (a step completed, the run ended) was committed: a read of it in
-        flight may have been taken before the commit, and is read again."""
-        if run_id in self._reading:
-            self._moved.add(run_id)
+        flight may have been taken before the commit, and must not become what is held."""
         for changed in self._changed_during:
             changed.add(run_id)
+
+    @contextlib.contextmanager
+    def _changes(self) -> Iterator[set[str]]:
+        """The runs changed while the block runs (a read in flight)."""
+        changed: set[str] = set()
+        self._changed_during.append(changed)
+        try:
+            yield changed
+        finally:
+            self._changed_during = [other for other in self._changed_during if other is not changed]
 
     async def load_many(self, run_ids: list[str]) -> None:
         """Hold these runs (those not held yet and still in the store), read in one trip; runs changed
@@ -128,17 +134,12 @@ class ActiveRuns:
         change applied to memory in the meantime assumed (it found the run not held and left it)."""
         missing = [run_id for run_id in run_ids if run_id not in self._runs]
         while missing:
-            self._reading.update(missing)
-            try:
+            with self._changes() as changed:
                 loaded = await self._store.read(functools.partial(_load, run_ids=missing))
-            finally:  # a failed read leaves no marks behind either
-                self._reading.difference_update(missing)
-                moved = self._moved.intersection(missing)
-                self._moved -= moved
             for run in loaded:
-                if run.id not in moved:
+                if run.id not in changed:
                     self._runs.setdefault(run.id, run)
-            missing = [run_id for run_id in missing if run_id in moved and run_id not in self._runs]
+            missing = [run_id for run_id in missing if run_id in changed and run_id not in self._runs]
 
     async def find_and_hold(
         self, find: Callable[[sqlite3.Connection], tuple[T, list[str]]], limit: int
@@ -148,14 +149,10 @@ class ActiveRuns:
         sooner. What `find` found, and the ids of the runs this read put in memory. The runs are known
         only once the trip returns, so a run changed in the meantime is not held (the dispatcher reads
         it when its turn comes), where `load_many` would read it again."""
-        changed: set[str] = set()
-        self._changed_during.append(changed)
-        try:
+        with self._changes() as changed:
             found, loaded = await self._store.read(
                 functools.partial(_find_and_load, find=find, held=self._runs, limit=limit)
             )
-        finally:
-            self._changed_during = [other for other in self._changed_during if other is not changed]
         held: set[str] = set()
         for run in loaded:
             if run.id not in changed and run.id not in self._runs:

@@ -204,7 +204,7 @@ def take_timer(conn: sqlite3.Connection, run_id: str, step_id: str) -> Timer | N
     ).fetchone()
     if row is None:
         return None
-    conn.execute("DELETE FROM timers WHERE run_id = ? AND step_id = ?", (run_id, step_id))
+    drop_timer(conn, run_id, step_id)
     conn.execute("DELETE FROM waits WHERE run_id = ? AND step_id = ?", (run_id, step_id))
     return Timer(*row)
 

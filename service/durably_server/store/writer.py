@@ -56,7 +56,7 @@ class Writer:
         self._conn = conn
         self._loop = loop
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="durably-writer", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
         self.commits = 0
         conn.execute(f"PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT_PAGES}")
         self._pages_at_checkpoint: int = conn.execute("PRAGMA page_count").fetchone()[0]
