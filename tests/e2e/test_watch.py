@@ -22,10 +22,14 @@ async def test_watch_run_streams_each_change_until_the_run_ends(cluster: Harness
     async with grpc.aio.insecure_channel(cluster.daemon.address) as channel:
         api = api_pb2_grpc.ApiServiceStub(channel)
         seen: list[tuple[str, int]] = []
+        steps: list[str] = []
+        first_steps: list[int] = []
 
         async def watch() -> None:
             async for reply in api.WatchRun(api_pb2.GetRunRequest(run_id=run.id), timeout=30):
-                seen.append((api_pb2.RunStatus.Name(reply.run.status), len(reply.run.steps)))
+                first_steps.append(reply.first_step)
+                steps.extend(step.name for step in reply.run.steps)
+                seen.append((api_pb2.RunStatus.Name(reply.run.status), len(steps)))
 
         watching = asyncio.create_task(watch())
         await await_until(lambda: cluster.observations("step", run=run.id, name="two"), what="step two to start")
@@ -35,7 +39,10 @@ async def test_watch_run_streams_each_change_until_the_run_ends(cluster: Harness
         await asyncio.wait_for(watching, 30)
     assert seen[-1] == ("RUN_STATUS_COMPLETED", 3), seen
     assert any(status == "RUN_STATUS_RUNNING" for status, _ in seen), seen
-    assert [steps for _, steps in seen] == sorted(steps for _, steps in seen), seen  # never goes back
+    # Each step is sent once, in order: a message's first step is the count of those sent before it.
+    final = await client.get_run(run.id)
+    assert steps == [step.name for step in final.steps], (steps, final.steps)
+    assert first_steps == [0, *(count for _, count in seen[:-1])], (first_steps, seen)
 
 
 async def test_watch_of_an_unknown_run_is_not_found(cluster: Harness) -> None:

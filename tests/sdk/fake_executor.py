@@ -98,9 +98,9 @@ class FakeApiService(api_pb2_grpc.ApiServiceServicer):
         self.list_requests.append(request)
         return api_pb2.ListRunsResponse(runs=[_run("r1", function_id=request.function_id)])
 
-    async def WatchRun(self, request: Any, context: Any) -> AsyncIterator[api_pb2.GetRunResponse]:
+    async def WatchRun(self, request: Any, context: Any) -> AsyncIterator[api_pb2.WatchRunResponse]:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not faked")
-        yield api_pb2.GetRunResponse()
+        yield api_pb2.WatchRunResponse()
 
     async def CancelRun(self, request: Any, context: Any) -> api_pb2.CancelRunResponse:
         return api_pb2.CancelRunResponse(run=_run(request.run_id, api_pb2.RUN_STATUS_CANCELLED), cancelled=True)

@@ -80,12 +80,12 @@ class ApiService(api_pb2_grpc.ApiServiceServicer):
 
     async def WatchRun(
         self, request: api_pb2.GetRunRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[api_pb2.GetRunResponse]:
+    ) -> AsyncIterator[api_pb2.WatchRunResponse]:
         run_id = await _run_id(context, request.run_id)
         seen = False
-        async for run in self._executor.watch_run(run_id):
+        async for run, first_step in self._executor.watch_run(run_id):
             seen = True
-            yield api_pb2.GetRunResponse(run=convert.run_out(run))
+            yield api_pb2.WatchRunResponse(run=convert.run_out(run), first_step=first_step)
         if not seen:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no run with id {run_id!r}")
 

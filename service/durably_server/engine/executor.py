@@ -7,6 +7,7 @@ reports merged -> runs finished. Every state change is committed before anyone i
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import sqlite3
@@ -593,17 +594,19 @@ class Executor:
             except TimeoutError:
                 pass
 
-    async def watch_run(self, run_id: str) -> AsyncIterator[RunRecord]:
-        """Yield the run now and after each change, until it has ended."""
-        last: tuple[RunStatus, int] | None = None
+    async def watch_run(self, run_id: str) -> AsyncIterator[tuple[RunRecord, int]]:
+        """Yield the run now, then at each change the run with only the steps recorded since, each
+        time with the index of its first step, until it has ended: every step is read and sent once."""
+        sent = 0
+        status: RunStatus | None = None
         while True:
             changed = self.watch.subscribe(run_id)
-            run = await self.get_run(run_id)
+            run = await self.store.read(functools.partial(sql.load_run, run_id=run_id, first_step=sent))
             if run is None:
                 return
-            if (run.status, len(run.steps)) != last:
-                last = (run.status, len(run.steps))
-                yield run
+            if run.status is not status or run.steps:
+                yield run, sent
+                status, sent = run.status, sent + len(run.steps)
             if run.status.ended:
                 return
             await changed.wait()

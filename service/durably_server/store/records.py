@@ -349,9 +349,15 @@ def load_runs(conn: sqlite3.Connection, run_ids: Sequence[str]) -> list[RunRecor
     return list(runs.values())
 
 
-def load_run(conn: sqlite3.Connection, run_id: str) -> RunRecord | None:
-    """The run with its steps, or None."""
-    return next(iter(load_runs(conn, [run_id])), None)
+def load_run(conn: sqlite3.Connection, run_id: str, first_step: int = 0) -> RunRecord | None:
+    """The run with its steps from the `first_step`-th on (a watcher has those before), or None."""
+    row = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
+    if row is None:
+        return None
+    run = _run(row)
+    query = f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id = ? AND seq >= ? ORDER BY seq"
+    run.steps.extend(_step(run_id, step) for step in conn.execute(query, (run_id, first_step)))
+    return run
 
 
 def run_items(conn: sqlite3.Connection, run_ids: Sequence[str]) -> list[tuple[str, str, str]]:

@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from durably.protocol.v1 import common_pb2 as durably_dot_protocol_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x64urably/protocol/v1/api.proto\x12\x13\x64urably.protocol.v1\x1a durably/protocol/v1/common.proto\"?\n\x11SendEventsRequest\x12*\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1a.durably.protocol.v1.Event\"2\n\x12SendEventsResponse\x12\x0b\n\x03ids\x18\x01 \x03(\t\x12\x0f\n\x07run_ids\x18\x02 \x03(\t\"\xe0\x01\n\x04Step\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05index\x18\x03 \x01(\x05\x12/\n\x06status\x18\x04 \x01(\x0e\x32\x1f.durably.protocol.v1.StepStatus\x12\x13\n\x0boutput_json\x18\x05 \x01(\x0c\x12+\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x1c.durably.protocol.v1.Failure\x12\x10\n\x08\x61ttempts\x18\x07 \x01(\x05\x12\x15\n\rstarted_at_ms\x18\x08 \x01(\x03\x12\x13\n\x0b\x65nded_at_ms\x18\t \x01(\x03\"\xa7\x02\n\x03Run\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12\x13\n\x0b\x66unction_id\x18\x03 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x04 \x01(\t\x12.\n\x06status\x18\x05 \x01(\x0e\x32\x1e.durably.protocol.v1.RunStatus\x12\x13\n\x0boutput_json\x18\x06 \x01(\x0c\x12+\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x1c.durably.protocol.v1.Failure\x12\x15\n\rcreated_at_ms\x18\x08 \x01(\x03\x12\x15\n\rstarted_at_ms\x18\t \x01(\x03\x12\x13\n\x0b\x65nded_at_ms\x18\n \x01(\x03\x12(\n\x05steps\x18\x0b \x03(\x0b\x32\x19.durably.protocol.v1.Step\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"7\n\x0eGetRunResponse\x12%\n\x03run\x18\x01 \x01(\x0b\x32\x18.durably.protocol.v1.Run\"\x8b\x01\n\x0fListRunsRequest\x12\x13\n\x0b\x66unction_id\x18\x01 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12.\n\x06status\x18\x03 \x01(\x0e\x32\x1e.durably.protocol.v1.RunStatus\x12\r\n\x05limit\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"S\n\x10ListRunsResponse\x12&\n\x04runs\x18\x01 \x03(\x0b\x32\x18.durably.protocol.v1.Run\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"7\n\x11WaitForRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x12\n\ntimeout_ms\x18\x02 \x01(\x03\"\"\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"M\n\x11\x43\x61ncelRunResponse\x12%\n\x03run\x18\x01 \x01(\x0b\x32\x18.durably.protocol.v1.Run\x12\x11\n\tcancelled\x18\x02 \x01(\x08\"&\n\x14ListFunctionsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\"\x91\x02\n\x0c\x46unctionInfo\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x16\n\x0e\x65vent_triggers\x18\x03 \x03(\t\x12\x0f\n\x07retries\x18\x04 \x01(\x05\x12\x1c\n\x14optimize_parallelism\x18\x05 \x01(\x08\x12\x19\n\x11\x63onnected_workers\x18\x06 \x01(\x05\x12\x18\n\x10start_timeout_ms\x18\x07 \x01(\x03\x12\x19\n\x11\x66inish_timeout_ms\x18\x08 \x01(\x03\x12:\n\x0b\x63oncurrency\x18\t \x03(\x0b\x32%.durably.protocol.v1.ConcurrencyLimit\x12\x12\n\non_failure\x18\n \x01(\t\"M\n\x15ListFunctionsResponse\x12\x34\n\tfunctions\x18\x01 \x03(\x0b\x32!.durably.protocol.v1.FunctionInfo\"\x13\n\x11GetMetricsRequest\"\x84\x02\n\x12GetMetricsResponse\x12\x17\n\x0f\x65vents_received\x18\x01 \x01(\x03\x12\x14\n\x0cruns_created\x18\x02 \x01(\x03\x12\x1d\n\x15\x65xecutions_dispatched\x18\x03 \x01(\x03\x12\x12\n\nmemos_sent\x18\x04 \x01(\x03\x12\x17\n\x0fmemo_bytes_sent\x18\x05 \x01(\x03\x12\x16\n\x0esteps_recorded\x18\x06 \x01(\x03\x12\x0f\n\x07\x63ommits\x18\x07 \x01(\x03\x12\x16\n\x0eruns_completed\x18\x08 \x01(\x03\x12\x13\n\x0bruns_failed\x18\t \x01(\x03\x12\x1d\n\x15result_bytes_received\x18\n \x01(\x03*\xd2\x01\n\tRunStatus\x12\x1a\n\x16RUN_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11RUN_STATUS_QUEUED\x10\x01\x12\x16\n\x12RUN_STATUS_RUNNING\x10\x02\x12\x17\n\x13RUN_STATUS_SLEEPING\x10\x03\x12\x16\n\x12RUN_STATUS_WAITING\x10\x04\x12\x18\n\x14RUN_STATUS_COMPLETED\x10\x05\x12\x15\n\x11RUN_STATUS_FAILED\x10\x06\x12\x18\n\x14RUN_STATUS_CANCELLED\x10\x07*\\\n\nStepStatus\x12\x1b\n\x17STEP_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15STEP_STATUS_COMPLETED\x10\x01\x12\x16\n\x12STEP_STATUS_FAILED\x10\x02\x32\xec\x05\n\nApiService\x12]\n\nSendEvents\x12&.durably.protocol.v1.SendEventsRequest\x1a\'.durably.protocol.v1.SendEventsResponse\x12Q\n\x06GetRun\x12\".durably.protocol.v1.GetRunRequest\x1a#.durably.protocol.v1.GetRunResponse\x12W\n\x08ListRuns\x12$.durably.protocol.v1.ListRunsRequest\x1a%.durably.protocol.v1.ListRunsResponse\x12Y\n\nWaitForRun\x12&.durably.protocol.v1.WaitForRunRequest\x1a#.durably.protocol.v1.GetRunResponse\x12U\n\x08WatchRun\x12\".durably.protocol.v1.GetRunRequest\x1a#.durably.protocol.v1.GetRunResponse0\x01\x12Z\n\tCancelRun\x12%.durably.protocol.v1.CancelRunRequest\x1a&.durably.protocol.v1.CancelRunResponse\x12\x66\n\rListFunctions\x12).durably.protocol.v1.ListFunctionsRequest\x1a*.durably.protocol.v1.ListFunctionsResponse\x12]\n\nGetMetrics\x12&.durably.protocol.v1.GetMetricsRequest\x1a\'.durably.protocol.v1.GetMetricsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x64urably/protocol/v1/api.proto\x12\x13\x64urably.protocol.v1\x1a durably/protocol/v1/common.proto\"?\n\x11SendEventsRequest\x12*\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1a.durably.protocol.v1.Event\"2\n\x12SendEventsResponse\x12\x0b\n\x03ids\x18\x01 \x03(\t\x12\x0f\n\x07run_ids\x18\x02 \x03(\t\"\xe0\x01\n\x04Step\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05index\x18\x03 \x01(\x05\x12/\n\x06status\x18\x04 \x01(\x0e\x32\x1f.durably.protocol.v1.StepStatus\x12\x13\n\x0boutput_json\x18\x05 \x01(\x0c\x12+\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x1c.durably.protocol.v1.Failure\x12\x10\n\x08\x61ttempts\x18\x07 \x01(\x05\x12\x15\n\rstarted_at_ms\x18\x08 \x01(\x03\x12\x13\n\x0b\x65nded_at_ms\x18\t \x01(\x03\"\xa7\x02\n\x03Run\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12\x13\n\x0b\x66unction_id\x18\x03 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x04 \x01(\t\x12.\n\x06status\x18\x05 \x01(\x0e\x32\x1e.durably.protocol.v1.RunStatus\x12\x13\n\x0boutput_json\x18\x06 \x01(\x0c\x12+\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x1c.durably.protocol.v1.Failure\x12\x15\n\rcreated_at_ms\x18\x08 \x01(\x03\x12\x15\n\rstarted_at_ms\x18\t \x01(\x03\x12\x13\n\x0b\x65nded_at_ms\x18\n \x01(\x03\x12(\n\x05steps\x18\x0b \x03(\x0b\x32\x19.durably.protocol.v1.Step\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"7\n\x0eGetRunResponse\x12%\n\x03run\x18\x01 \x01(\x0b\x32\x18.durably.protocol.v1.Run\"M\n\x10WatchRunResponse\x12%\n\x03run\x18\x01 \x01(\x0b\x32\x18.durably.protocol.v1.Run\x12\x12\n\nfirst_step\x18\x02 \x01(\x05\"\x8b\x01\n\x0fListRunsRequest\x12\x13\n\x0b\x66unction_id\x18\x01 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12.\n\x06status\x18\x03 \x01(\x0e\x32\x1e.durably.protocol.v1.RunStatus\x12\r\n\x05limit\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"S\n\x10ListRunsResponse\x12&\n\x04runs\x18\x01 \x03(\x0b\x32\x18.durably.protocol.v1.Run\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"7\n\x11WaitForRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x12\n\ntimeout_ms\x18\x02 \x01(\x03\"\"\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"M\n\x11\x43\x61ncelRunResponse\x12%\n\x03run\x18\x01 \x01(\x0b\x32\x18.durably.protocol.v1.Run\x12\x11\n\tcancelled\x18\x02 \x01(\x08\"&\n\x14ListFunctionsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\"\x91\x02\n\x0c\x46unctionInfo\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x16\n\x0e\x65vent_triggers\x18\x03 \x03(\t\x12\x0f\n\x07retries\x18\x04 \x01(\x05\x12\x1c\n\x14optimize_parallelism\x18\x05 \x01(\x08\x12\x19\n\x11\x63onnected_workers\x18\x06 \x01(\x05\x12\x18\n\x10start_timeout_ms\x18\x07 \x01(\x03\x12\x19\n\x11\x66inish_timeout_ms\x18\x08 \x01(\x03\x12:\n\x0b\x63oncurrency\x18\t \x03(\x0b\x32%.durably.protocol.v1.ConcurrencyLimit\x12\x12\n\non_failure\x18\n \x01(\t\"M\n\x15ListFunctionsResponse\x12\x34\n\tfunctions\x18\x01 \x03(\x0b\x32!.durably.protocol.v1.FunctionInfo\"\x13\n\x11GetMetricsRequest\"\x84\x02\n\x12GetMetricsResponse\x12\x17\n\x0f\x65vents_received\x18\x01 \x01(\x03\x12\x14\n\x0cruns_created\x18\x02 \x01(\x03\x12\x1d\n\x15\x65xecutions_dispatched\x18\x03 \x01(\x03\x12\x12\n\nmemos_sent\x18\x04 \x01(\x03\x12\x17\n\x0fmemo_bytes_sent\x18\x05 \x01(\x03\x12\x16\n\x0esteps_recorded\x18\x06 \x01(\x03\x12\x0f\n\x07\x63ommits\x18\x07 \x01(\x03\x12\x16\n\x0eruns_completed\x18\x08 \x01(\x03\x12\x13\n\x0bruns_failed\x18\t \x01(\x03\x12\x1d\n\x15result_bytes_received\x18\n \x01(\x03*\xd2\x01\n\tRunStatus\x12\x1a\n\x16RUN_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11RUN_STATUS_QUEUED\x10\x01\x12\x16\n\x12RUN_STATUS_RUNNING\x10\x02\x12\x17\n\x13RUN_STATUS_SLEEPING\x10\x03\x12\x16\n\x12RUN_STATUS_WAITING\x10\x04\x12\x18\n\x14RUN_STATUS_COMPLETED\x10\x05\x12\x15\n\x11RUN_STATUS_FAILED\x10\x06\x12\x18\n\x14RUN_STATUS_CANCELLED\x10\x07*\\\n\nStepStatus\x12\x1b\n\x17STEP_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15STEP_STATUS_COMPLETED\x10\x01\x12\x16\n\x12STEP_STATUS_FAILED\x10\x02\x32\xee\x05\n\nApiService\x12]\n\nSendEvents\x12&.durably.protocol.v1.SendEventsRequest\x1a\'.durably.protocol.v1.SendEventsResponse\x12Q\n\x06GetRun\x12\".durably.protocol.v1.GetRunRequest\x1a#.durably.protocol.v1.GetRunResponse\x12W\n\x08ListRuns\x12$.durably.protocol.v1.ListRunsRequest\x1a%.durably.protocol.v1.ListRunsResponse\x12Y\n\nWaitForRun\x12&.durably.protocol.v1.WaitForRunRequest\x1a#.durably.protocol.v1.GetRunResponse\x12W\n\x08WatchRun\x12\".durably.protocol.v1.GetRunRequest\x1a%.durably.protocol.v1.WatchRunResponse0\x01\x12Z\n\tCancelRun\x12%.durably.protocol.v1.CancelRunRequest\x1a&.durably.protocol.v1.CancelRunResponse\x12\x66\n\rListFunctions\x12).durably.protocol.v1.ListFunctionsRequest\x1a*.durably.protocol.v1.ListFunctionsResponse\x12]\n\nGetMetrics\x12&.durably.protocol.v1.GetMetricsRequest\x1a\'.durably.protocol.v1.GetMetricsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'durably.protocol.v1.api_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RUNSTATUS']._serialized_start=1899
-  _globals['_RUNSTATUS']._serialized_end=2109
-  _globals['_STEPSTATUS']._serialized_start=2111
-  _globals['_STEPSTATUS']._serialized_end=2203
+  _globals['_RUNSTATUS']._serialized_start=1978
+  _globals['_RUNSTATUS']._serialized_end=2188
+  _globals['_STEPSTATUS']._serialized_start=2190
+  _globals['_STEPSTATUS']._serialized_end=2282
   _globals['_SENDEVENTSREQUEST']._serialized_start=88
   _globals['_SENDEVENTSREQUEST']._serialized_end=151
   _globals['_SENDEVENTSRESPONSE']._serialized_start=153
@@ -48,26 +48,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETRUNREQUEST']._serialized_end=761
   _globals['_GETRUNRESPONSE']._serialized_start=763
   _globals['_GETRUNRESPONSE']._serialized_end=818
-  _globals['_LISTRUNSREQUEST']._serialized_start=821
-  _globals['_LISTRUNSREQUEST']._serialized_end=960
-  _globals['_LISTRUNSRESPONSE']._serialized_start=962
-  _globals['_LISTRUNSRESPONSE']._serialized_end=1045
-  _globals['_WAITFORRUNREQUEST']._serialized_start=1047
-  _globals['_WAITFORRUNREQUEST']._serialized_end=1102
-  _globals['_CANCELRUNREQUEST']._serialized_start=1104
-  _globals['_CANCELRUNREQUEST']._serialized_end=1138
-  _globals['_CANCELRUNRESPONSE']._serialized_start=1140
-  _globals['_CANCELRUNRESPONSE']._serialized_end=1217
-  _globals['_LISTFUNCTIONSREQUEST']._serialized_start=1219
-  _globals['_LISTFUNCTIONSREQUEST']._serialized_end=1257
-  _globals['_FUNCTIONINFO']._serialized_start=1260
-  _globals['_FUNCTIONINFO']._serialized_end=1533
-  _globals['_LISTFUNCTIONSRESPONSE']._serialized_start=1535
-  _globals['_LISTFUNCTIONSRESPONSE']._serialized_end=1612
-  _globals['_GETMETRICSREQUEST']._serialized_start=1614
-  _globals['_GETMETRICSREQUEST']._serialized_end=1633
-  _globals['_GETMETRICSRESPONSE']._serialized_start=1636
-  _globals['_GETMETRICSRESPONSE']._serialized_end=1896
-  _globals['_APISERVICE']._serialized_start=2206
-  _globals['_APISERVICE']._serialized_end=2954
+  _globals['_WATCHRUNRESPONSE']._serialized_start=820
+  _globals['_WATCHRUNRESPONSE']._serialized_end=897
+  _globals['_LISTRUNSREQUEST']._serialized_start=900
+  _globals['_LISTRUNSREQUEST']._serialized_end=1039
+  _globals['_LISTRUNSRESPONSE']._serialized_start=1041
+  _globals['_LISTRUNSRESPONSE']._serialized_end=1124
+  _globals['_WAITFORRUNREQUEST']._serialized_start=1126
+  _globals['_WAITFORRUNREQUEST']._serialized_end=1181
+  _globals['_CANCELRUNREQUEST']._serialized_start=1183
+  _globals['_CANCELRUNREQUEST']._serialized_end=1217
+  _globals['_CANCELRUNRESPONSE']._serialized_start=1219
+  _globals['_CANCELRUNRESPONSE']._serialized_end=1296
+  _globals['_LISTFUNCTIONSREQUEST']._serialized_start=1298
+  _globals['_LISTFUNCTIONSREQUEST']._serialized_end=1336
+  _globals['_FUNCTIONINFO']._serialized_start=1339
+  _globals['_FUNCTIONINFO']._serialized_end=1612
+  _globals['_LISTFUNCTIONSRESPONSE']._serialized_start=1614
+  _globals['_LISTFUNCTIONSRESPONSE']._serialized_end=1691
+  _globals['_GETMETRICSREQUEST']._serialized_start=1693
+  _globals['_GETMETRICSREQUEST']._serialized_end=1712
+  _globals['_GETMETRICSRESPONSE']._serialized_start=1715
+  _globals['_GETMETRICSRESPONSE']._serialized_end=1975
+  _globals['_APISERVICE']._serialized_start=2285
+  _globals['_APISERVICE']._serialized_end=3035
 # @@protoc_insertion_point(module_scope)

@@ -57,7 +57,7 @@ class ApiServiceStub:
         self.WatchRun = channel.unary_stream(
                 '/durably.protocol.v1.ApiService/WatchRun',
                 request_serializer=durably_dot_protocol_dot_v1_dot_api__pb2.GetRunRequest.SerializeToString,
-                response_deserializer=durably_dot_protocol_dot_v1_dot_api__pb2.GetRunResponse.FromString,
+                response_deserializer=durably_dot_protocol_dot_v1_dot_api__pb2.WatchRunResponse.FromString,
                 _registered_method=True)
         self.CancelRun = channel.unary_unary(
                 '/durably.protocol.v1.ApiService/CancelRun',
@@ -106,7 +106,8 @@ class ApiServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchRun(self, request, context):
-        """Streams the run now and after every status change; ends once the run has ended.
+        """Streams the run now and after each change (a status, steps recorded); ends once the run
+        has ended. Each step is sent once: see WatchRunResponse.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -157,7 +158,7 @@ def add_ApiServiceServicer_to_server(servicer, server):
             'WatchRun': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchRun,
                     request_deserializer=durably_dot_protocol_dot_v1_dot_api__pb2.GetRunRequest.FromString,
-                    response_serializer=durably_dot_protocol_dot_v1_dot_api__pb2.GetRunResponse.SerializeToString,
+                    response_serializer=durably_dot_protocol_dot_v1_dot_api__pb2.WatchRunResponse.SerializeToString,
             ),
             'CancelRun': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelRun,
@@ -309,7 +310,7 @@ class ApiService:
             target,
             '/durably.protocol.v1.ApiService/WatchRun',
             durably_dot_protocol_dot_v1_dot_api__pb2.GetRunRequest.SerializeToString,
-            durably_dot_protocol_dot_v1_dot_api__pb2.GetRunResponse.FromString,
+            durably_dot_protocol_dot_v1_dot_api__pb2.WatchRunResponse.FromString,
             options,
             channel_credentials,
             insecure,

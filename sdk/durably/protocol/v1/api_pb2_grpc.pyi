@@ -39,8 +39,10 @@ class ApiServiceStub:
     ListRuns: _grpc.UnaryUnaryMultiCallable[_api_pb2.ListRunsRequest, _api_pb2.ListRunsResponse]
     WaitForRun: _grpc.UnaryUnaryMultiCallable[_api_pb2.WaitForRunRequest, _api_pb2.GetRunResponse]
     """Answers when the run has ended or `timeout_ms` has passed (then the run as it is)."""
-    WatchRun: _grpc.UnaryStreamMultiCallable[_api_pb2.GetRunRequest, _api_pb2.GetRunResponse]
-    """Streams the run now and after every status change; ends once the run has ended."""
+    WatchRun: _grpc.UnaryStreamMultiCallable[_api_pb2.GetRunRequest, _api_pb2.WatchRunResponse]
+    """Streams the run now and after each change (a status, steps recorded); ends once the run
+    has ended. Each step is sent once: see WatchRunResponse.
+    """
     CancelRun: _grpc.UnaryUnaryMultiCallable[_api_pb2.CancelRunRequest, _api_pb2.CancelRunResponse]
     ListFunctions: _grpc.UnaryUnaryMultiCallable[_api_pb2.ListFunctionsRequest, _api_pb2.ListFunctionsResponse]
     GetMetrics: _grpc.UnaryUnaryMultiCallable[_api_pb2.GetMetricsRequest, _api_pb2.GetMetricsResponse]
@@ -55,8 +57,10 @@ class ApiServiceAsyncStub(ApiServiceStub):
     ListRuns: _aio.UnaryUnaryMultiCallable[_api_pb2.ListRunsRequest, _api_pb2.ListRunsResponse]  # type: ignore[assignment]
     WaitForRun: _aio.UnaryUnaryMultiCallable[_api_pb2.WaitForRunRequest, _api_pb2.GetRunResponse]  # type: ignore[assignment]
     """Answers when the run has ended or `timeout_ms` has passed (then the run as it is)."""
-    WatchRun: _aio.UnaryStreamMultiCallable[_api_pb2.GetRunRequest, _api_pb2.GetRunResponse]  # type: ignore[assignment]
-    """Streams the run now and after every status change; ends once the run has ended."""
+    WatchRun: _aio.UnaryStreamMultiCallable[_api_pb2.GetRunRequest, _api_pb2.WatchRunResponse]  # type: ignore[assignment]
+    """Streams the run now and after each change (a status, steps recorded); ends once the run
+    has ended. Each step is sent once: see WatchRunResponse.
+    """
     CancelRun: _aio.UnaryUnaryMultiCallable[_api_pb2.CancelRunRequest, _api_pb2.CancelRunResponse]  # type: ignore[assignment]
     ListFunctions: _aio.UnaryUnaryMultiCallable[_api_pb2.ListFunctionsRequest, _api_pb2.ListFunctionsResponse]  # type: ignore[assignment]
     GetMetrics: _aio.UnaryUnaryMultiCallable[_api_pb2.GetMetricsRequest, _api_pb2.GetMetricsResponse]  # type: ignore[assignment]
@@ -98,8 +102,10 @@ class ApiServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _api_pb2.GetRunRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_api_pb2.GetRunResponse], _abc.AsyncIterator[_api_pb2.GetRunResponse]]:
-        """Streams the run now and after every status change; ends once the run has ended."""
+    ) -> _typing.Union[_abc.Iterator[_api_pb2.WatchRunResponse], _abc.AsyncIterator[_api_pb2.WatchRunResponse]]:
+        """Streams the run now and after each change (a status, steps recorded); ends once the run
+        has ended. Each step is sent once: see WatchRunResponse.
+        """
 
     @_abc_1.abstractmethod
     def CancelRun(
