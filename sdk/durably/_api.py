@@ -7,13 +7,15 @@ one), so the conversions and the checks cannot drift apart.
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from durably import _convert
 from durably._grpc import CALL_TIMEOUT
-from durably._types import Event, FunctionInfo, Run, RunStatus
+from durably._types import Event, FunctionInfo, Run, RunStatus, RunStep
 from durably.errors import DurablyError, ServiceError
 
 R = TypeVar("R")
@@ -64,6 +66,46 @@ def cancel_run(run_id: str) -> Call[Run]:
 
 def list_functions(app_id: str) -> Call[list[FunctionInfo]]:
     return Call("ListFunctions", _convert.list_functions_request(app_id), _convert.functions_from_response)
+
+
+def watch_run_request(run_id: str) -> Any:
+    return _convert.get_run_request(run_id)
+
+
+@dataclass(slots=True)
+class WatchedRun:
+    """Whole runs rebuilt from WatchRun's messages, each of which after the first carries only the
+    steps recorded since the one before (so a step crosses the wire once however long the run)."""
+
+    run_id: str
+    timeout: float | None
+    deadline: float | None = None
+    steps: list[RunStep] = field(default_factory=list)
+    last: Run | None = None
+
+    def __post_init__(self) -> None:
+        if self.timeout is not None:
+            self.deadline = time.monotonic() + check_timeout(self.timeout)
+
+    def remaining(self) -> float | None:
+        """Seconds left for the next stream (None: no limit); raises TimeoutError once none are left."""
+        if self.deadline is None:
+            return None
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise wait_timeout_error(self.run_id, self.timeout or 0.0, self.last)
+        return remaining
+
+    def update(self, response: Any) -> Run | None:
+        """The run as of this message, or None if it shows nothing new (a stream opened again after
+        the executor was unreachable starts over with the whole run)."""
+        run = _convert.run_from_pb(response.run)
+        del self.steps[response.first_step :]
+        self.steps.extend(run.steps)
+        if self.last is not None and (self.last.status, len(self.last.steps)) == (run.status, len(self.steps)):
+            return None
+        self.last = dataclasses.replace(run, steps=list(self.steps))
+        return self.last
 
 
 def check_timeout(timeout: float) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -166,6 +166,30 @@ class Client:
             if time.monotonic() - started < 0.05:  # the executor answered at once: don't spin
                 await asyncio.sleep(0.05)
         raise _api.wait_timeout_error(run_id, timeout, last)
+
+    async def watch_run(self, run_id: str, timeout: float | None = None) -> AsyncIterator[Run]:
+        """The run now, then again at each change (a new status, steps recorded); the last one yielded
+        has ended. Each step crosses the wire once, however long the run.
+
+        Raises ``RunNotFoundError`` for an unknown id, the built-in ``TimeoutError`` if the run has not
+        ended within ``timeout`` seconds (``None``: no limit). An executor that is briefly unreachable
+        (restarting) is watched again once it answers.
+        """
+        watched = _api.WatchedRun(run_id, timeout)
+        while True:
+            call = self._api_stub().WatchRun(_api.watch_run_request(run_id), timeout=watched.remaining())
+            try:
+                async for response in call:
+                    if (run := watched.update(response)) is not None:
+                        yield run
+                return
+            except grpc.RpcError as exc:
+                error = map_rpc_error(exc, address=self.address, run_id=run_id)
+                if not _api.is_transient(error):
+                    raise error from exc
+            finally:
+                call.cancel()
+            await asyncio.sleep(_api.RETRY_DELAY)
 
     async def cancel_run(self, run_id: str) -> Run:
         """Cancel a run that has not ended; returns the run as it is afterwards."""

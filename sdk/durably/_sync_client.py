@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -77,6 +77,25 @@ class SyncClient:
             if time.monotonic() - started < 0.05:  # the executor answered at once: don't spin
                 time.sleep(0.05)
         raise _api.wait_timeout_error(run_id, timeout, last)
+
+    def watch_run(self, run_id: str, timeout: float | None = None) -> Iterator[Run]:
+        """The run now, then again at each change; the last one yielded has ended (see
+        :meth:`durably.Client.watch_run`)."""
+        watched = _api.WatchedRun(run_id, timeout)
+        while True:
+            call = self._api_stub().WatchRun(_api.watch_run_request(run_id), timeout=watched.remaining())
+            try:
+                for response in call:
+                    if (run := watched.update(response)) is not None:
+                        yield run
+                return
+            except grpc.RpcError as exc:
+                error = map_rpc_error(exc, address=self.address, run_id=run_id)
+                if not _api.is_transient(error):
+                    raise error from exc
+            finally:
+                call.cancel()
+            time.sleep(_api.RETRY_DELAY)
 
     def cancel_run(self, run_id: str) -> Run:
         """Cancel a run that has not ended; returns the run as it is afterwards."""

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+import durably
 import grpc
 import pytest
 from durably.protocol.v1 import api_pb2, api_pb2_grpc
 
-from .harness import CRASH, Harness, await_until, find_run
+from .harness import CRASH, Harness, await_until, find_run, open_client, wait_until
 
 WORKERS = [CRASH]
 
@@ -52,6 +53,77 @@ async def test_watch_of_an_unknown_run_is_not_found(cluster: Harness) -> None:
             async for _ in api.WatchRun(api_pb2.GetRunRequest(run_id="01NOSUCHRUN0000000000000000"), timeout=10):
                 pass
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def _watch_to_the_end(client: durably.Client, run_id: str, snapshots: list[durably.Run]) -> None:
+    async for run in client.watch_run(run_id, timeout=60):
+        snapshots.append(run)
+
+
+def _check_snapshots(snapshots: list[durably.Run], final: durably.Run) -> None:
+    """Whole runs, each step once and in order, ending with the ended run."""
+    assert snapshots[-1].status == "completed" and snapshots[-1] == final, (snapshots[-1], final)
+    names = [step.name for step in final.steps]
+    assert names == ["one", "two", "three"], names
+    for run in snapshots:
+        assert [step.name for step in run.steps] == names[: len(run.steps)], run.steps
+    counts = [len(run.steps) for run in snapshots]
+    assert counts == sorted(counts), counts
+
+
+async def test_client_watch_run_yields_the_whole_run_at_each_change(cluster: Harness, client: durably.Client) -> None:
+    [event_id] = await client.send(durably.Event(name="demo/crash-between", data={}))
+    run = await find_run(client, event_id)
+    snapshots: list[durably.Run] = []
+    watching = asyncio.create_task(_watch_to_the_end(client, run.id, snapshots))
+    await await_until(
+        lambda: any(len(r.steps) == 1 and r.status == "running" for r in snapshots),
+        what=f"a running run with step one in {snapshots}",
+    )
+    cluster.release(f"go-{run.id}")
+    await asyncio.wait_for(watching, 30)
+    _check_snapshots(snapshots, await client.get_run(run.id))
+
+
+async def test_client_watch_run_times_out_and_knows_unknown_runs(cluster: Harness, client: durably.Client) -> None:
+    [event_id] = await client.send(durably.Event(name="demo/crash-between", data={}))
+    run = await find_run(client, event_id)
+    seen: list[durably.Run] = []
+    with pytest.raises(TimeoutError, match="has not ended"):
+        async for snapshot in client.watch_run(run.id, timeout=0.5):
+            seen.append(snapshot)
+    assert seen and seen[-1].status in ("queued", "running"), seen
+    with pytest.raises(durably.RunNotFoundError):
+        async for _ in client.watch_run("01NOSUCHRUN0000000000000000"):
+            pass
+    cluster.release(f"go-{run.id}")
+    await client.wait_for_run(run.id, timeout=30)
+
+
+def test_sync_client_watch_run_of_an_ended_run_yields_it_once(cluster: Harness) -> None:
+    with durably.SyncClient(app_id="tests", address=cluster.address) as client:
+        [event_id] = client.send(durably.Event(name="demo/echo", data={"x": 1}))
+        [run] = wait_until(lambda: client.list_runs(event_id=event_id), what=f"a run for event {event_id}")
+        run_id = run.id
+        done = client.wait_for_run(run_id, timeout=30)
+        assert list(client.watch_run(run_id)) == [done]
+        with pytest.raises(durably.RunNotFoundError):
+            list(client.watch_run("01NOSUCHRUN0000000000000000"))
+
+
+async def test_client_watch_run_goes_on_across_a_daemon_restart(harness: Harness) -> None:
+    harness.start_worker(CRASH)
+    async with open_client(harness.address) as client:
+        [event_id] = await client.send(durably.Event(name="demo/crash-between", data={}))
+        run = await find_run(client, event_id)
+        snapshots: list[durably.Run] = []
+        watching = asyncio.create_task(_watch_to_the_end(client, run.id, snapshots))
+        await await_until(lambda: any(len(r.steps) == 1 for r in snapshots), what=f"step one in {snapshots}")
+        harness.daemon.kill9()
+        harness.daemon.start()  # same db file, same port: the watch reconnects and starts over
+        harness.release(f"go-{run.id}")
+        await asyncio.wait_for(watching, 60)
+        _check_snapshots(snapshots, await client.get_run(run.id))
 
 
 async def test_list_functions_and_metrics_describe_the_daemon(cluster: Harness, client: object) -> None:
