@@ -8,6 +8,10 @@ import os
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from durably import Run, RunStep, SyncClient
 
 DEV_DB = Path(".durably/dev.db")
 DEV_LISTEN = "127.0.0.1:7070"
@@ -60,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", parents=[address], help="show one run and its step timeline")
     run.add_argument("run_id")
+    run.add_argument(
+        "--follow", "-f", action="store_true", help="show each step and status as it happens, until the run ends"
+    )
     return parser
 
 
@@ -106,21 +113,56 @@ def _run(args: argparse.Namespace) -> int:
 
     with durably.SyncClient(app_id="cli", address=args.address) as client:
         try:
+            if args.follow:
+                return _follow(client, args.run_id)
             run = client.get_run(args.run_id)
         except durably.RunNotFoundError:
             print(f"durably: no run {args.run_id}", file=sys.stderr)
             return 1
-        print(f"run       {run.id}\nfunction  {run.app_id}/{run.function_id}\nevent     {run.event_id}")
-        print(f"status    {run.status}\ncreated   {_time(run.created_at)}\nended     {_time(run.ended_at)}")
+        _show_start(run)
+        print(f"status    {run.status}\nended     {_time(run.ended_at)}")
         for step in run.steps:
-            took = (step.ended_at - step.started_at).total_seconds() * 1000 if step.ended_at and step.started_at else 0
-            shown = json.dumps(step.output) if step.error is None else f"{step.error.name}: {step.error.message}"
-            print(f"  {step.name}[{step.index}]  {step.status:<9} x{step.attempts} {took:7.1f} ms  {shown[:80]}")
-        if run.error is not None:
-            print(f"error     {run.error.name}: {run.error.message}")
-        elif run.status == "completed":
-            print(f"output    {json.dumps(run.output)}")
+            _show_step(step)
+        _show_end(run)
     return 0
+
+
+def _follow(client: SyncClient, run_id: str) -> int:
+    """Print the run as `durably run` does, but each step and status as it happens (WatchRun)."""
+    shown, last = 0, None
+    try:
+        for run in client.watch_run(run_id):
+            if last is None:
+                _show_start(run)
+            if last is None or run.status != last.status:
+                print(f"status    {run.status}", flush=True)
+            for step in run.steps[shown:]:
+                _show_step(step)
+            shown, last = len(run.steps), run
+    except KeyboardInterrupt:
+        return 130
+    if last is not None:
+        print(f"ended     {_time(last.ended_at)}")
+        _show_end(last)
+    return 0
+
+
+def _show_start(run: Run) -> None:
+    print(f"run       {run.id}\nfunction  {run.app_id}/{run.function_id}\nevent     {run.event_id}")
+    print(f"created   {_time(run.created_at)}", flush=True)
+
+
+def _show_step(step: RunStep) -> None:
+    took = (step.ended_at - step.started_at).total_seconds() * 1000 if step.ended_at and step.started_at else 0
+    shown = json.dumps(step.output) if step.error is None else f"{step.error.name}: {step.error.message}"
+    print(f"  {step.name}[{step.index}]  {step.status:<9} x{step.attempts} {took:7.1f} ms  {shown[:80]}", flush=True)
+
+
+def _show_end(run: Run) -> None:
+    if run.error is not None:
+        print(f"error     {run.error.name}: {run.error.message}")
+    elif run.status == "completed":
+        print(f"output    {json.dumps(run.output)}")
 
 
 def main(argv: list[str] | None = None) -> None:

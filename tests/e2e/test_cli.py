@@ -1,7 +1,8 @@
-"""A smoke test of the human CLI: `durably send`, `durably runs`, `durably run`."""
+"""A smoke test of the human CLI: `durably send`, `durably runs`, `durably run [--follow]`."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -9,18 +10,21 @@ import uuid
 
 import durably
 
-from .harness import STEPS, Harness, describe, find_run
+from .harness import CRASH, STEPS, Harness, await_until, describe, find_run
 
-WORKERS = [STEPS]
+WORKERS = [STEPS, CRASH]
 
 
 def _cli(cluster: Harness, *args: str) -> str:
-    env = {**os.environ, "DURABLY_ADDRESS": cluster.address}
     done = subprocess.run(
-        [sys.executable, "-m", "durably_server", *args], capture_output=True, text=True, env=env, timeout=30
+        [sys.executable, "-m", "durably_server", *args], capture_output=True, text=True, env=_env(cluster), timeout=30
     )
     assert done.returncode == 0, f"durably {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
     return done.stdout
+
+
+def _env(cluster: Harness) -> dict[str, str]:
+    return {**os.environ, "DURABLY_ADDRESS": cluster.address}
 
 
 async def test_send_then_show_the_run(cluster: Harness, client: durably.Client) -> None:
@@ -42,3 +46,40 @@ async def test_send_then_show_the_run(cluster: Harness, client: durably.Client) 
     assert run.id in shown and "completed" in shown, shown
     for name in ("step-one", "step-two", "step-three"):
         assert name in shown, shown
+
+
+async def test_run_follow_shows_each_step_as_it_happens(cluster: Harness, client: durably.Client) -> None:
+    [event_id] = await client.send(durably.Event(name="demo/crash-between", data={}))
+    run = await find_run(client, event_id)
+    follow = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "durably_server", "run", run.id, "--follow"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=_env(cluster),
+    )
+    assert follow.stdout is not None and follow.stderr is not None
+    lines: list[str] = []
+
+    async def read() -> None:
+        assert follow.stdout is not None
+        while line := await follow.stdout.readline():
+            lines.append(line.decode())
+
+    try:
+        reading = asyncio.create_task(read())
+        # Step one is shown while step two is still blocked: the output follows the run.
+        await await_until(lambda: any(line.startswith("  one[") for line in lines), what=f"step one in {lines}")
+        assert not any(line.startswith("  two[") for line in lines), lines
+        cluster.release(f"go-{run.id}")
+        await asyncio.wait_for(reading, 30)
+        assert await asyncio.wait_for(follow.wait(), 10) == 0, (lines, await follow.stderr.read())
+    finally:
+        if follow.returncode is None:
+            follow.kill()
+            await follow.wait()
+    steps = [line.split("[")[0].strip() for line in lines if line.startswith("  ")]
+    assert steps == ["one", "two", "three"], lines
+    statuses = [line.split()[1] for line in lines if line.startswith("status")]
+    assert statuses[0] in ("queued", "running") and statuses[-1] == "completed", lines
+    assert any(line.startswith("output") for line in lines), lines
