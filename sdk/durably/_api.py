@@ -13,8 +13,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+import grpc
+
 from durably import _convert
-from durably._grpc import CALL_TIMEOUT
+from durably._grpc import CALL_TIMEOUT, map_rpc_error
 from durably._types import Event, FunctionInfo, Run, RunStatus, RunStep
 from durably.errors import DurablyError, ServiceError
 
@@ -95,6 +97,13 @@ class WatchedRun:
         if remaining <= 0:
             raise wait_timeout_error(self.run_id, self.timeout or 0.0, self.last)
         return remaining
+
+    def failed(self, exc: grpc.RpcError, address: str) -> None:
+        """Raise the SDK's error for a stream that broke, unless watching again may work (an executor
+        restarting; a stream cut by the deadline, which ``remaining()`` then turns into TimeoutError)."""
+        error = map_rpc_error(exc, address=address, run_id=self.run_id)
+        if not is_transient(error):
+            raise error from exc
 
     def update(self, response: Any) -> Run | None:
         """The run as of this message, or None if it shows nothing new (a stream opened again after

@@ -184,9 +184,7 @@ class Client:
                         yield run
                 return
             except grpc.RpcError as exc:
-                error = map_rpc_error(exc, address=self.address, run_id=run_id)
-                if not _api.is_transient(error):
-                    raise error from exc
+                watched.failed(exc, self.address)
             finally:
                 call.cancel()
             await asyncio.sleep(_api.RETRY_DELAY)
