@@ -1,0 +1,49 @@
+"""Worker: functions with every kind of step, for the kill -9 soak (tests/e2e/test_chaos.py).
+
+Each step body returns a fresh random token, so a step whose body ran again after a crash would show
+as a different result: a run's output (made of the results its handler got) must equal the step
+results the daemon recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import durably
+from observe import client, record, serve
+
+
+def _body(run: str, name: str) -> Callable[[], Awaitable[str]]:
+    async def token() -> str:
+        record("body", run=run, name=name)
+        await asyncio.sleep(0.02)  # long enough for kills to find bodies in flight
+        return uuid.uuid4().hex
+
+    return token
+
+
+@client.function(id="chaos-child", retries=5)
+async def chaos_child(ctx: durably.Context) -> dict[str, Any]:
+    """Invoked by chaos-mix: one step."""
+    return {"n": ctx.event.data["n"], "token": await ctx.step.run("child-step", _body(ctx.run_id, "child-step"))}
+
+
+@client.function(id="chaos-mix", trigger=durably.on_event("chaos/mix"), retries=5)
+async def chaos_mix(ctx: durably.Context) -> dict[str, Any]:
+    """A step, a gather of three, a short sleep, a wait for its `chaos/go` event, an invoke, a last step."""
+    run = ctx.run_id
+    first = await ctx.step.run("first", _body(run, "first"))
+    parts = await asyncio.gather(*(ctx.step.run(f"part-{i}", _body(run, f"part-{i}")) for i in range(3)))
+    await ctx.step.sleep("nap", "100ms")
+    go = await ctx.step.wait_for_event("go", event="chaos/go", timeout="120s", match="data.n")
+    child = await ctx.step.invoke("child", function=chaos_child, data={"n": ctx.event.data["n"]})
+    last = await ctx.step.run("last", _body(run, "last"))
+    tokens = {"first": first, **{f"part-{i}": part for i, part in enumerate(parts)}, "last": last}
+    return {"n": ctx.event.data["n"], "tokens": tokens, "go": go and go.data, "child": child}
+
+
+if __name__ == "__main__":
+    serve(chaos_mix, chaos_child)
