@@ -1,9 +1,10 @@
 """kill -9 under load: the daemon and workers are killed at random while runs of every step kind go on.
 
 What must hold afterwards (the engine's guarantees, README "Guarantees"): every acknowledged event has
-exactly one run, every run completes, each step is recorded once, the results a handler went on with are
-the ones recorded (a step body that ran again after a crash never replaces a result in use), each waiting
-run gets its own event, and each invoke makes one child run whose output the parent gets.
+exactly one run, every run completes (with and without checkpointing), each step is recorded once, the
+results a handler went on with are the ones recorded (a step body that ran again after a crash never
+replaces a result in use), each waiting run gets its own event, and each invoke makes one child run
+whose output the parent gets.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from durably.errors import ServiceError, UnavailableError
 
 from .harness import Harness, WorkerProcess, WorkerSpec, describe, open_client
 
-CHAOS = WorkerSpec("chaos.py", ("chaos-mix", "chaos-child"))
+CHAOS = WorkerSpec("chaos.py", ("chaos-mix", "chaos-mix-c", "chaos-child"))
 RUNS = 200
 BODIES = ["first", "part-0", "part-1", "part-2", "last"]
 STEPS = [*BODIES, "nap", "go", "child"]
@@ -39,7 +40,8 @@ async def _drive(client: durably.Client, acked: list[str]) -> None:
     """Start the runs; once each waits for its `chaos/go` event, send it. Every send is retried with
     the same event id until acknowledged (a send cut by a kill may have been stored: the id dedupes)."""
     for n in range(RUNS):
-        event = durably.Event(name="chaos/mix", data={"n": n}, id=f"chaos-{n}")
+        name = "chaos/mix-c" if n % 2 else "chaos/mix"  # half of them with checkpointing=True
+        event = durably.Event(name=name, data={"n": n}, id=f"chaos-{n}")
         [event_id] = await _until_answered(lambda event=event: client.send(event))
         acked.append(event_id)
         await asyncio.sleep(0.01)  # spread the runs over the kills

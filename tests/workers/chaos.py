@@ -31,8 +31,7 @@ async def chaos_child(ctx: durably.Context) -> dict[str, Any]:
     return {"n": ctx.event.data["n"], "token": await ctx.step.run("child-step", _body(ctx.run_id, "child-step"))}
 
 
-@client.function(id="chaos-mix", trigger=durably.on_event("chaos/mix"), retries=5)
-async def chaos_mix(ctx: durably.Context) -> dict[str, Any]:
+async def mix(ctx: durably.Context) -> dict[str, Any]:
     """A step, a gather of three, a short sleep, a wait for its `chaos/go` event, an invoke, a last step."""
     run = ctx.run_id
     first = await ctx.step.run("first", _body(run, "first"))
@@ -45,5 +44,11 @@ async def chaos_mix(ctx: durably.Context) -> dict[str, Any]:
     return {"n": ctx.event.data["n"], "tokens": tokens, "go": go and go.data, "child": child}
 
 
+chaos_mix = client.function(id="chaos-mix", trigger=durably.on_event("chaos/mix"), retries=5)(mix)
+chaos_mix_checkpointed = client.function(
+    id="chaos-mix-c", trigger=durably.on_event("chaos/mix-c"), retries=5, checkpointing=True
+)(mix)
+
+
 if __name__ == "__main__":
-    serve(chaos_mix, chaos_child)
+    serve(chaos_mix, chaos_mix_checkpointed, chaos_child)
