@@ -19,6 +19,7 @@ from durably import _convert
 from durably._grpc import CALL_TIMEOUT, map_rpc_error
 from durably._types import Event, FunctionInfo, Run, RunStatus, RunStep
 from durably.errors import DurablyError, ServiceError
+from durably.protocol.v1 import api_pb2
 
 R = TypeVar("R")
 
@@ -70,7 +71,7 @@ def list_functions(app_id: str) -> Call[list[FunctionInfo]]:
     return Call("ListFunctions", _convert.list_functions_request(app_id), _convert.functions_from_response)
 
 
-def watch_run_request(run_id: str) -> Any:
+def watch_run_request(run_id: str) -> api_pb2.GetRunRequest:
     return _convert.get_run_request(run_id)
 
 
@@ -105,7 +106,7 @@ class WatchedRun:
         if not is_transient(error):
             raise error from exc
 
-    def update(self, response: Any) -> Run | None:
+    def update(self, response: api_pb2.WatchRunResponse) -> Run | None:
         """The run as of this message, or None if it shows nothing new (a stream opened again after
         the executor was unreachable starts over with the whole run)."""
         run = _convert.run_from_pb(response.run)
