@@ -19,7 +19,7 @@ import durably
 import pytest
 from durably.errors import ServiceError, UnavailableError
 
-from .harness import Harness, WorkerProcess, WorkerSpec, describe, open_client
+from .harness import Harness, WorkerProcess, WorkerSpec, await_until, describe, open_client
 
 CHAOS = WorkerSpec("chaos.py", ("chaos-mix", "chaos-mix-c", "chaos-child"))
 RUNS = 200
@@ -47,11 +47,12 @@ async def _drive(client: durably.Client, acked: list[str]) -> None:
         acked.append(event_id)
         await asyncio.sleep(0.01)  # spread the runs over the kills
     for n, event_id in enumerate(acked):
-        while True:
-            runs = await _until_answered(lambda event_id=event_id: client.list_runs(event_id=event_id))
-            if runs and runs[0].status == "waiting":
-                break
-            await asyncio.sleep(0.02)
+
+        async def waiting(event_id: str = event_id) -> bool:
+            runs = await _until_answered(lambda: client.list_runs(event_id=event_id))
+            return bool(runs) and runs[0].status == "waiting"
+
+        await await_until(waiting, timeout=60, what=f"the run of {event_id} to wait for its event")
         go = durably.Event(name="chaos/go", data={"n": n}, id=f"go-{n}")
         await _until_answered(lambda go=go: client.send(go))
 
