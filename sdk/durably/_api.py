@@ -82,9 +82,11 @@ class WatchedRun:
 
     run_id: str
     timeout: float | None
-    deadline: float | None = None
-    steps: list[RunStep] = field(default_factory=list)
-    last: Run | None = None
+    deadline: float | None = field(init=False, default=None)
+    steps: list[RunStep] = field(init=False, default_factory=list)
+    """Every step the stream has shown, in order."""
+    last: Run | None = field(init=False, default=None)
+    """The run last yielded."""
 
     def __post_init__(self) -> None:
         if self.timeout is not None:

@@ -7,7 +7,6 @@ reports merged -> runs finished. Every state change is committed before anyone i
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import sqlite3
@@ -574,8 +573,9 @@ class Executor:
 
     # ---- runs -------------------------------------------------------------------------------
 
-    async def get_run(self, run_id: str) -> RunRecord | None:
-        return await self.store.read(lambda conn: sql.load_run(conn, run_id))
+    async def get_run(self, run_id: str, first_step: int = 0) -> RunRecord | None:
+        """The run with its steps from the `first_step`-th on, or None."""
+        return await self.store.read(lambda conn: sql.load_run(conn, run_id, first_step))
 
     async def list_runs(self, where: sql.RunFilter) -> list[RunRecord]:
         return await self.store.read(lambda conn: sql.list_runs(conn, where))
@@ -601,7 +601,7 @@ class Executor:
         status: RunStatus | None = None
         while True:
             changed = self.watch.subscribe(run_id)
-            run = await self.store.read(functools.partial(sql.load_run, run_id=run_id, first_step=sent))
+            run = await self.get_run(run_id, first_step=sent)
             if run is None:
                 return
             if run.status is not status or run.steps:
