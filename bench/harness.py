@@ -28,6 +28,8 @@ from typing import Any, TypeVar
 
 import grpc
 from durably.protocol.v1 import api_pb2, api_pb2_grpc, common_pb2
+from durably_server.store.database import READER_NAME
+from durably_server.store.writer import THREAD_NAME as WRITER_NAME
 
 from bench.progress import say
 
@@ -128,7 +130,7 @@ def _stat_cpu(stat: str) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-THREAD_GROUPS = {"durably-writer": "writer", "durably-reader": "readers"}
+THREAD_GROUPS = {WRITER_NAME: "writer", READER_NAME: "readers"}
 """The daemon's threads by the names it gives them (store/writer.py, store/database.py); its event loop is the
 main thread; everything else (gRPC's event engine, its poller, timers) counts as "gRPC and other"."""
 LOOP, OTHER = "event loop", "gRPC and other"
