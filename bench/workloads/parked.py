@@ -24,8 +24,8 @@ def daemon_rss(group: Cluster) -> int | None:
     return rss_bytes(group.daemon.pid)
 
 
-def add_checks(result: Result, what: str, per_run_bytes: float | None) -> None:
-    memory_target, lag_target = targets(what)
+def add_checks(result: Result, what: str, per_run_bytes: float | None, lag_target: bool) -> None:
+    memory_target, lag = targets(what)
     result.checks.append(
         Check(
             memory_target,
@@ -33,9 +33,11 @@ def add_checks(result: Result, what: str, per_run_bytes: float | None) -> None:
             None if per_run_bytes is None else per_run_bytes <= BYTES_PER_PARKED_RUN,
         )
     )
+    if not lag_target:
+        return
     p99 = result.p99_ms if result.ok else None
     result.checks.append(
-        Check(lag_target, "-" if p99 is None else f"p99 {p99:.1f} ms", None if p99 is None else p99 <= LAG_P99_MS)
+        Check(lag, "-" if p99 is None else f"p99 {p99:.1f} ms", None if p99 is None else p99 <= LAG_P99_MS)
     )
 
 
@@ -43,11 +45,22 @@ ParkedRep = Callable[[Cluster, int, str, int | None], tuple[Rep, float | None]]
 """One repetition: ``(group, runs, tag, base RSS or None for the warm-up) -> (figures, bytes per run)``."""
 
 
-def measure(env: Env, result: Result, function: str, count: int, rep: ParkedRep, what: str, latency: str) -> Result:
+def measure(
+    env: Env,
+    result: Result,
+    function: str,
+    count: int,
+    rep: ParkedRep,
+    what: str,
+    latency: str,
+    *,
+    lag_target: bool = True,
+) -> Result:
     """What W5 and W6 run around their repetitions: a daemon, a 100-run warm-up, the measured
     repetitions, the summary, and the memory figure of the first repetition (later ones reuse memory
     that earlier ones, and the driver's ListRuns of their results, left in the daemon's heap; every
-    repetition's figure is in the samples)."""
+    repetition's figure is in the samples). ``lag_target``: whether the lag target applies (not to a
+    burst, whose lag is its length)."""
     per_run: list[float] = []
 
     def body() -> None:
@@ -66,5 +79,5 @@ def measure(env: Env, result: Result, function: str, count: int, rep: ParkedRep,
     guarded(result, body)
     per_run_bytes = per_run[0] if per_run else None
     result.extra["bytes_per_parked_run"] = per_run_bytes
-    add_checks(result, what, per_run_bytes)
+    add_checks(result, what, per_run_bytes, lag_target)
     return result
