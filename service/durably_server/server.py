@@ -83,7 +83,11 @@ async def serve(settings: Settings) -> None:
         await stop.wait()
     finally:
         log.info("shutting down")
-        await server.stop(GRACE_SECONDS)
+        # The server refuses new calls at once and gives those under way the grace; the executor ends
+        # the workers' streams as soon as what they run has reported (or the grace is over).
+        stopping = asyncio.ensure_future(server.stop(GRACE_SECONDS))
+        await executor.drain(GRACE_SECONDS)
+        await stopping
         await executor.stop()
         store.close()
 

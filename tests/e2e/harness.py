@@ -156,13 +156,17 @@ class Process:
         if self.proc is not None:
             self.proc.wait(timeout=10)
 
+    def terminate(self) -> None:
+        """SIGTERM without waiting: a graceful stop goes on while the test acts."""
+        self._signal_group(signal.SIGTERM)
+        self._signal_group(signal.SIGCONT)  # a paused process acts on SIGTERM only once continued
+
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM, wait up to `timeout` s, then SIGKILL. Returns the exit code."""
         if self.proc is None:
             return None
         if self.proc.poll() is None:
-            self._signal_group(signal.SIGTERM)
-            self._signal_group(signal.SIGCONT)  # a paused process acts on SIGTERM only once continued
+            self.terminate()
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:

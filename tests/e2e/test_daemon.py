@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import durably
+import asyncio
+import time
 
-from .harness import CRASH, Harness, describe, find_run, open_client
+import durably
+from durably_server.server import GRACE_SECONDS
+
+from .harness import CRASH, Harness, await_until, describe, find_run, open_client
 
 
 async def test_sigterm_exits_zero_and_the_db_reopens(harness: Harness) -> None:
@@ -21,6 +25,43 @@ async def test_sigterm_exits_zero_and_the_db_reopens(harness: Harness) -> None:
     async with open_client(harness.address) as client:
         again = await client.get_run(run.id)
         assert again.status == "completed" and again.output == {"echo": {"kept": True}}, describe(again)
+
+
+async def test_sigterm_with_idle_workers_does_not_wait_out_the_grace(harness: Harness) -> None:
+    # A worker's stream never ends by itself: the daemon ends it once nothing is under way.
+    harness.start_worker(CRASH)
+    harness.start_worker(CRASH)
+    started = time.monotonic()
+    assert harness.daemon.stop() == 0, harness.daemon.report()
+    took = time.monotonic() - started
+    assert took < GRACE_SECONDS / 2, f"stopping took {took:.2f} s"
+
+
+async def test_sigterm_lets_a_running_step_report_before_the_streams_end(harness: Harness) -> None:
+    worker = harness.start_worker(CRASH)
+    async with open_client(harness.address) as client:
+        [event_id] = await client.send(durably.Event(name="demo/crash-between", data={}))
+        run = await find_run(client, event_id)
+        await await_until(
+            lambda: harness.observations("step", run=run.id, name="two", phase="started"),
+            timeout=30,
+            what="step two to start",
+        )
+    harness.daemon.terminate()
+    await asyncio.sleep(GRACE_SECONDS / 4)
+    assert harness.daemon.alive(), "the daemon stopped before the step under way reported"
+    harness.release(f"go-{run.id}")
+    assert harness.daemon.wait_exit(timeout=30) == 0, harness.daemon.report()
+    assert harness.count("step", run=run.id, name="two", phase="finished") == 1
+
+    harness.daemon.start()
+    async with open_client(harness.address) as client:
+        done = await client.wait_for_run(run.id, timeout=60)
+    assert done.status == "completed", describe(done)
+    assert done.output == {"one": {"n": 1}, "two": {"n": 2}, "three": {"n": 3}}, describe(done)
+    # Step two's result was committed before the stop: it did not run again after the restart.
+    assert harness.count("step", run=run.id, name="two", phase="started") == 1
+    assert worker.alive()
 
 
 async def test_second_daemon_on_the_same_db_refuses_to_start(harness: Harness) -> None:

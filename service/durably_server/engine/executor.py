@@ -84,6 +84,8 @@ class Executor:
         self.worker_timeout_ms = worker_timeout_ms
         self._workers: set[WorkerConn] = set()
         self._running: list[tuple[str, int | None]] = []  # see _mark_running
+        self._reporting = 0  # reports being merged now (a stop waits for them)
+        self._settled = asyncio.Event()  # set whenever a report was merged or a worker left
         self._watcher: asyncio.Task[None] | None = None
         self.registry = Registry(store.read_now(sql.load_functions))
         self.runs = ActiveRuns(store)
@@ -119,6 +121,22 @@ class Executor:
         self.timers.start()
         self.cron.start()
         self._watcher = asyncio.get_running_loop().create_task(self._expire_silent_workers())
+
+    async def drain(self, grace: float) -> None:
+        """Lease nothing more, give the executions workers hold up to ``grace`` seconds to report
+        and their reports to commit, then end every worker's stream. A worker's stream never ends by
+        itself, so without this a stop always took the gRPC server's whole grace."""
+        await self.scheduler.stop()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self._reporting or any(worker.inflight for worker in self._workers):
+            self._settled.clear()
+            try:
+                await asyncio.wait_for(self._settled.wait(), deadline - loop.time())
+            except TimeoutError:
+                break
+        for worker in self._workers:
+            worker.outbox.put_nowait(None)
 
     async def stop(self) -> None:
         if self._watcher is not None:
@@ -293,6 +311,7 @@ class Executor:
         for lease in lost:
             _unlease(lease)
         worker.outbox.put_nowait(None)
+        self._settled.set()
         log.info("worker %s disconnected; %d executions re-queued", worker.id, len(lost))
 
     async def _expire_silent_workers(self) -> None:
@@ -384,6 +403,14 @@ class Executor:
 
     async def report(self, worker: WorkerConn, report: ExecutionReport) -> None:
         """Merge a worker's report into its run, commit, and queue what comes next."""
+        self._reporting += 1
+        try:
+            await self._report(worker, report)
+        finally:
+            self._reporting -= 1
+            self._settled.set()
+
+    async def _report(self, worker: WorkerConn, report: ExecutionReport) -> None:
         worker.last_seen_ms = now_ms()
         self.metrics.result_bytes_received += report.payload_bytes
         if report.partial:
