@@ -28,7 +28,6 @@ from typing import Any
 import grpc
 
 from durably import _convert
-from durably._batch import batches
 from durably._client import Client
 from durably._execution import execute, failure_from_exception
 from durably._function import Function
@@ -38,6 +37,7 @@ from durably._ops import StepOp
 from durably._types import ErrorInfo
 from durably._version import __version__
 from durably.errors import ErrorCode, StateTooLarge
+from durably.protocol.batching import batches
 from durably.protocol.v1 import worker_pb2, worker_pb2_grpc
 
 _log = logging.getLogger("durably")

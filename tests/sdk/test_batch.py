@@ -1,10 +1,10 @@
-"""``durably._batch.batches``: what is queued goes out in order, several at once only when ready."""
+"""``durably.protocol.batching.batches``: what is queued goes out in order, several at once only when ready."""
 
 from __future__ import annotations
 
 import asyncio
 
-from durably._batch import MAX_BATCH_BYTES, batches
+from durably.protocol.batching import MAX_BATCH_BYTES, batches
 from durably.protocol.v1 import worker_pb2
 
 

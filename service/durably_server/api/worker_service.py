@@ -14,7 +14,7 @@ import logging
 from collections.abc import AsyncIterator
 
 import grpc
-from durably._batch import MAX_BATCH_MESSAGES, Source, batches
+from durably.protocol.batching import MAX_BATCH_MESSAGES, Source, batches
 from durably.protocol.v1 import worker_pb2, worker_pb2_grpc
 
 from durably_server import convert

@@ -4,7 +4,8 @@ Each message on a stream costs both ends a fixed price (a write, a read, callbac
 dwarfs a small message's bytes. A busy sender finds many messages queued while its previous write
 was in flight; sending them as one ``WorkerBatch``/``ExecutorBatch`` pays that price once. An idle
 sender finds one and sends it alone, so batching never delays anything. The worker and the
-executor share this, each with its own wrapper message.
+executor share this, each with its own wrapper message: it is how both ends of the protocol use a
+stream, hence here beside the generated stubs (``v1``), not in either end's private modules.
 """
 
 from __future__ import annotations
