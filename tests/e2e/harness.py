@@ -383,6 +383,14 @@ class Harness:
     def count(self, kind: str, **match: Any) -> int:
         return len(self.observations(kind, **match))
 
+    async def until_started(self, run_id: str, step: str, timeout: float = 30.0) -> None:
+        """Wait until step `step` of run `run_id` recorded that it started (it then blocks on a control file)."""
+        await await_until(
+            lambda: self.observations("step", run=run_id, name=step, phase="started"),
+            timeout=timeout,
+            what=f"step {step} of run {run_id} to start",
+        )
+
     def release(self, name: str) -> None:
         """Create control file `name`: the worker waiting on it proceeds."""
         (self.control / name).touch()

@@ -16,11 +16,7 @@ async def _blocked_in_step_two(harness: Harness, client: durably.Client) -> dura
     """Start a cp-block run and wait until its step two runs (and blocks on its control file)."""
     [event_id] = await client.send(durably.Event(name="cp/block", data={}))
     run = await find_run(client, event_id)
-    await await_until(
-        lambda: harness.observations("step", run=run.id, name="two", phase="started"),
-        timeout=30,
-        what="step two to start",
-    )
+    await harness.until_started(run.id, "two")
     return run
 
 

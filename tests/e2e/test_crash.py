@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import durably
 
-from .harness import CRASH, Harness, await_until, describe, find_run, open_client
+from .harness import CRASH, Harness, describe, find_run, open_client
 
 
 async def test_daemon_killed_between_steps_resumes_after_restart(harness: Harness) -> None:
@@ -13,11 +13,7 @@ async def test_daemon_killed_between_steps_resumes_after_restart(harness: Harnes
         [event_id] = await client.send(durably.Event(name="demo/crash-between", data={}, id="crash-evt-1"))
         run = await find_run(client, event_id)
         # Step two started: the daemon recorded step one and dispatched the next execution.
-        await await_until(
-            lambda: harness.observations("step", run=run.id, name="two", phase="started"),
-            timeout=30,
-            what="step two to start",
-        )
+        await harness.until_started(run.id, "two")
         before = await client.get_run(run.id)
         assert [(s.name, s.status) for s in before.steps] == [("one", "completed")], describe(before)
 
@@ -48,11 +44,7 @@ async def test_worker_killed_mid_step_the_step_runs_again_on_a_new_worker(harnes
     async with open_client(harness.address) as client:
         [event_id] = await client.send(durably.Event(name="demo/worker-crash", data={}))
         run = await find_run(client, event_id)
-        await await_until(
-            lambda: harness.observations("step", run=run.id, name="slow", phase="started"),
-            timeout=30,
-            what="step slow to start",
-        )
+        await harness.until_started(run.id, "slow")
         first.kill9()
         second = harness.start_worker(CRASH, wait=False)
         harness.release(f"release-{run.id}")

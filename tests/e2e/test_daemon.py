@@ -8,7 +8,7 @@ import time
 import durably
 from durably_server.server import GRACE_SECONDS
 
-from .harness import CRASH, Harness, await_until, describe, find_run, open_client
+from .harness import CRASH, Harness, describe, find_run, open_client
 
 
 async def test_sigterm_exits_zero_and_the_db_reopens(harness: Harness) -> None:
@@ -42,11 +42,7 @@ async def test_sigterm_lets_a_running_step_report_before_the_streams_end(harness
     async with open_client(harness.address) as client:
         [event_id] = await client.send(durably.Event(name="demo/crash-between", data={}))
         run = await find_run(client, event_id)
-        await await_until(
-            lambda: harness.observations("step", run=run.id, name="two", phase="started"),
-            timeout=30,
-            what="step two to start",
-        )
+        await harness.until_started(run.id, "two")
     harness.daemon.terminate()
     await asyncio.sleep(GRACE_SECONDS / 4)
     assert harness.daemon.alive(), "the daemon stopped before the step under way reported"
