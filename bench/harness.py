@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
+from durably.protocol.auth import auth_metadata
 from durably.protocol.v1 import api_pb2, api_pb2_grpc, common_pb2
 from durably_server.store.database import READER_NAME
 from durably_server.store.writer import THREAD_NAME as WRITER_NAME
@@ -228,12 +230,16 @@ class Process:
             pass
 
 
+TOKEN = secrets.token_hex(16)
+"""The token of this bench's daemons (``durably serve`` requires one; its workers and driver send it)."""
+
+
 class Daemon(Process):
     """``durably serve --db DB --listen 127.0.0.1:0``; :attr:`address` is known once it is ready."""
 
     def __init__(self, workdir: Path, db: Path, name: str = "daemon") -> None:
         argv = [PYTHON, "-m", "durably_server", "serve", "--db", str(db), "--listen", "127.0.0.1:0"]
-        super().__init__(name, argv, workdir)
+        super().__init__(name, argv, workdir, {"DURABLY_TOKEN": TOKEN})
         self.db = db
         self.address = ""
 
@@ -257,7 +263,7 @@ class Worker(Process):
 
     def __init__(self, workdir: Path, module: str, address: str, name: str, env: dict[str, str] | None = None) -> None:
         argv = [PYTHON, "-m", f"bench.workers.{module}"]
-        super().__init__(name, argv, workdir, {"DURABLY_ADDRESS": address, **(env or {})})
+        super().__init__(name, argv, workdir, {"DURABLY_ADDRESS": address, "DURABLY_TOKEN": TOKEN, **(env or {})})
 
 
 # ---- talking to the daemon -----------------------------------------------------------------------
@@ -324,6 +330,7 @@ class Api:
     def __init__(self, address: str) -> None:
         self._channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
         self._stub = api_pb2_grpc.ApiServiceStub(self._channel)
+        self._metadata = auth_metadata(TOKEN)
 
     def close(self) -> None:
         self._channel.close()
@@ -336,7 +343,7 @@ class Api:
                 common_pb2.Event(name=name, data_json=json.dumps(data).encode())
                 for data in datas[start : start + batch]
             ]
-            reply = self._stub.SendEvents(api_pb2.SendEventsRequest(events=events), timeout=60)
+            reply = self._stub.SendEvents(api_pb2.SendEventsRequest(events=events), timeout=60, metadata=self._metadata)
             run_ids.extend(reply.run_ids)
         return run_ids
 
@@ -349,14 +356,16 @@ class Api:
                 raise BenchTimeout(f"run {run_id} has not ended after {timeout:g} s")
             wait_ms = max(1, int(min(remaining, 600) * 1000))
             reply = self._stub.WaitForRun(
-                api_pb2.WaitForRunRequest(run_id=run_id, timeout_ms=wait_ms), timeout=wait_ms / 1000 + 30
+                api_pb2.WaitForRunRequest(run_id=run_id, timeout_ms=wait_ms),
+                timeout=wait_ms / 1000 + 30,
+                metadata=self._metadata,
             )
             view = _view(reply.run)
             if view.status in ("completed", "failed", "cancelled"):
                 return view
 
     def get_run(self, run_id: str) -> RunView:
-        return _view(self._stub.GetRun(api_pb2.GetRunRequest(run_id=run_id), timeout=60).run)
+        return _view(self._stub.GetRun(api_pb2.GetRunRequest(run_id=run_id), timeout=60, metadata=self._metadata).run)
 
     def list_runs(self, function_id: str, status: str, cap: int = 1_000_000) -> list[RunView]:
         """Runs of ``function_id`` with ``status``, newest first, without steps (ListRuns pages of 1000)."""
@@ -368,6 +377,7 @@ class Api:
             reply = self._stub.ListRuns(
                 api_pb2.ListRunsRequest(function_id=function_id, status=wanted, limit=page, page_token=token),
                 timeout=60,
+                metadata=self._metadata,
             )
             runs.extend(_view(run) for run in reply.runs)
             token = reply.next_page_token
@@ -376,11 +386,13 @@ class Api:
         return runs
 
     def connected(self, app_id: str = APP_ID) -> dict[str, int]:
-        reply = self._stub.ListFunctions(api_pb2.ListFunctionsRequest(app_id=app_id), timeout=10)
+        reply = self._stub.ListFunctions(
+            api_pb2.ListFunctionsRequest(app_id=app_id), timeout=10, metadata=self._metadata
+        )
         return {f.id: f.connected_workers for f in reply.functions}
 
     def metrics(self) -> Metrics:
-        reply = self._stub.GetMetrics(api_pb2.GetMetricsRequest(), timeout=10)
+        reply = self._stub.GetMetrics(api_pb2.GetMetricsRequest(), timeout=10, metadata=self._metadata)
         # A counter the engine under test does not have yet reads as 0 (an older checkout, see README).
         return Metrics(**{f.name: getattr(reply, f.name, 0) for f in fields(Metrics)})
 

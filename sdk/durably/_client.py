@@ -13,9 +13,10 @@ import grpc
 
 from durably import _api
 from durably._function import Concurrency, EventTrigger, Function, Handler, Timeouts, Trigger, make_function
-from durably._grpc import CHANNEL_OPTIONS, map_rpc_error, resolve_address
+from durably._grpc import CHANNEL_OPTIONS, map_rpc_error, resolve_address, resolve_token
 from durably._types import Event, FunctionInfo, Run, RunStatus
 from durably.errors import DurablyError
+from durably.protocol.auth import auth_metadata
 from durably.protocol.v1 import api_pb2_grpc
 
 R = TypeVar("R")
@@ -39,15 +40,21 @@ class Client:
     ``ValueError``), ``RunNotFoundError``, ``UnavailableError`` (also a ``ConnectionError``),
     ``LimitExceeded`` or ``ServiceError``; see ``durably.errors``.
 
+    ``token`` is what a daemon started by ``durably serve`` requires of every call; it defaults to
+    ``$DURABLY_TOKEN`` (a ``durably dev`` daemon needs none). Workers of this client send it too.
+
     ``checkpointing`` is the default of :meth:`function`'s option of that name for the functions
     declared with this client.
     """
 
-    def __init__(self, app_id: str, *, address: str | None = None, checkpointing: bool = False) -> None:
+    def __init__(
+        self, app_id: str, *, address: str | None = None, token: str | None = None, checkpointing: bool = False
+    ) -> None:
         if not isinstance(checkpointing, bool):
             raise TypeError(f"Client(checkpointing=...) must be a bool, got {checkpointing!r}")
         self.app_id = check_app_id(app_id)
         self.address = resolve_address(address)
+        self._metadata = auth_metadata(resolve_token(token))
         self.checkpointing = checkpointing
         self._channel: Any = None
         self._channel_loop: asyncio.AbstractEventLoop | None = None
@@ -177,7 +184,9 @@ class Client:
         """
         watched = _api.WatchedRun(run_id, timeout)
         while True:
-            call = self._api_stub().WatchRun(_api.watch_run_request(run_id), timeout=watched.remaining())
+            call = self._api_stub().WatchRun(
+                _api.watch_run_request(run_id), timeout=watched.remaining(), metadata=self._metadata
+            )
             try:
                 async for response in call:
                     if (run := watched.update(response)) is not None:
@@ -217,7 +226,7 @@ class Client:
     async def _call(self, call: _api.Call[R]) -> R:
         stub = self._api_stub()
         try:
-            response = await getattr(stub, call.method)(call.request, timeout=call.timeout)
+            response = await getattr(stub, call.method)(call.request, timeout=call.timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
             raise map_rpc_error(exc, address=self.address, run_id=call.run_id) from exc
         return call.convert(response)

@@ -7,7 +7,8 @@ Error mapping (documented for users in ``durably.errors``):
 * ``NOT_FOUND`` on a run query -> :class:`RunNotFoundError`;
 * ``UNAVAILABLE`` -> :class:`UnavailableError` (a ``ConnectionError``): executor down or restarting;
 * ``RESOURCE_EXHAUSTED`` -> :class:`LimitExceeded`;
-* anything else -> :class:`ServiceError` carrying the status name and message.
+* anything else -> :class:`ServiceError` carrying the status name and message (e.g. ``UNAUTHENTICATED``:
+  no token, or a wrong one, for a daemon started by ``durably serve``).
 """
 
 from __future__ import annotations
@@ -46,6 +47,13 @@ def resolve_address(address: str | None) -> str:
     if address:
         return address
     return os.environ.get("DURABLY_ADDRESS") or DEFAULT_ADDRESS
+
+
+def resolve_token(token: str | None) -> str | None:
+    """The explicit token, else ``$DURABLY_TOKEN``, else None (a ``durably dev`` daemon needs none)."""
+    if token:
+        return token
+    return os.environ.get("DURABLY_TOKEN") or None
 
 
 def map_rpc_error(exc: grpc.RpcError, *, address: str, run_id: str | None = None) -> DurablyError:

@@ -16,9 +16,10 @@ import grpc
 
 from durably import _api
 from durably._client import check_app_id
-from durably._grpc import CHANNEL_OPTIONS, map_rpc_error, resolve_address
+from durably._grpc import CHANNEL_OPTIONS, map_rpc_error, resolve_address, resolve_token
 from durably._types import Event, FunctionInfo, Run, RunStatus
 from durably.errors import DurablyError
+from durably.protocol.auth import auth_metadata
 from durably.protocol.v1 import api_pb2_grpc
 
 R = TypeVar("R")
@@ -28,12 +29,13 @@ class SyncClient:
     """The blocking twin of :class:`durably.Client`: same methods and errors, no ``await``.
 
     Functions are declared with (and workers run on) the async ``Client``; this one sends events and
-    reads runs.
+    reads runs. ``token`` as for ``Client`` (default ``$DURABLY_TOKEN``).
     """
 
-    def __init__(self, app_id: str, *, address: str | None = None) -> None:
+    def __init__(self, app_id: str, *, address: str | None = None, token: str | None = None) -> None:
         self.app_id = check_app_id(app_id)
         self.address = resolve_address(address)
+        self._metadata = auth_metadata(resolve_token(token))
         self._lock = threading.Lock()
         self._channel: Any = None
         self._stub: Any = None
@@ -83,7 +85,9 @@ class SyncClient:
         :meth:`durably.Client.watch_run`)."""
         watched = _api.WatchedRun(run_id, timeout)
         while True:
-            call = self._api_stub().WatchRun(_api.watch_run_request(run_id), timeout=watched.remaining())
+            call = self._api_stub().WatchRun(
+                _api.watch_run_request(run_id), timeout=watched.remaining(), metadata=self._metadata
+            )
             try:
                 for response in call:
                     if (run := watched.update(response)) is not None:
@@ -121,7 +125,7 @@ class SyncClient:
     def _call(self, call: _api.Call[R]) -> R:
         stub = self._api_stub()
         try:
-            response = getattr(stub, call.method)(call.request, timeout=call.timeout)
+            response = getattr(stub, call.method)(call.request, timeout=call.timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
             raise map_rpc_error(exc, address=self.address, run_id=call.run_id) from exc
         return call.convert(response)

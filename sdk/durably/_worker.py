@@ -374,7 +374,9 @@ class Worker:
             )
         )
         channel = grpc.aio.insecure_channel(self._client.address, options=CHANNEL_OPTIONS)
-        call: Any = worker_pb2_grpc.WorkerServiceStub(channel).Connect(session.requests())
+        call: Any = worker_pb2_grpc.WorkerServiceStub(channel).Connect(
+            session.requests(), metadata=self._client._metadata
+        )
         serve = asyncio.create_task(self._serve(session, call))
         stopping = asyncio.create_task(self._stop_event.wait())
         why = "stopped"

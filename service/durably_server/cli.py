@@ -8,7 +8,7 @@ import os
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
     from durably import Run, RunStep, SyncClient
@@ -35,6 +35,12 @@ def _parser() -> argparse.ArgumentParser:
         default=15_000,
         help="a worker silent this long loses its executions to other workers (default 15s)",
     )
+    daemon.add_argument(
+        "--token-file",
+        type=Path,
+        default=None,
+        help="file holding the token every worker and client must send (serve: default $DURABLY_TOKEN)",
+    )
 
     dev = sub.add_parser(
         "dev", parents=[daemon], help="start the daemon for local development (SQLite file, loopback, no auth)"
@@ -42,7 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--db", type=Path, default=DEV_DB, help=f"SQLite file (default {DEV_DB})")
     dev.add_argument("--listen", default=DEV_LISTEN, help=f"HOST:PORT to serve on (default {DEV_LISTEN})")
 
-    serve = sub.add_parser("serve", parents=[daemon], help="start the daemon with explicit settings")
+    serve = sub.add_parser(
+        "serve", parents=[daemon], help="start the daemon with explicit settings (a token is required)"
+    )
     serve.add_argument("--db", type=Path, required=True, help="SQLite file")
     serve.add_argument("--listen", required=True, help="HOST:PORT to serve on")
 
@@ -50,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     address.add_argument(
         "--address",
         default=os.environ.get("DURABLY_ADDRESS", DEV_LISTEN),
-        help="daemon address (default $DURABLY_ADDRESS or 127.0.0.1:7070)",
+        help="daemon address (default $DURABLY_ADDRESS or 127.0.0.1:7070; the token, if any, is $DURABLY_TOKEN)",
     )
     send = sub.add_parser("send", parents=[address], help="send an event")
     send.add_argument("name", help="event name, e.g. order/placed")
@@ -175,6 +183,44 @@ def main(argv: list[str] | None = None) -> None:
         if args.worker_timeout <= args.heartbeat:
             print("durably: --worker-timeout must be longer than --heartbeat", file=sys.stderr)
             raise SystemExit(2)
-        raise SystemExit(run(Settings(args.db, args.listen, retry, args.heartbeat, args.worker_timeout)))
+        token = _token(args)
+        raise SystemExit(run(Settings(args.db, args.listen, retry, args.heartbeat, args.worker_timeout, token)))
+    import durably
+
     handlers = {"send": _send, "runs": _runs, "run": _run}
-    raise SystemExit(handlers[args.command](args))
+    try:
+        raise SystemExit(handlers[args.command](args))
+    except durably.DurablyError as exc:
+        print(f"durably: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    """The token the daemon will require: ``--token-file``, else (serve only) ``$DURABLY_TOKEN``.
+    ``serve`` refuses to start without one; ``dev`` (loopback, local work) runs open unless given a file."""
+    from durably_server.api.auth import check_token
+
+    if args.token_file is not None:
+        try:
+            text = args.token_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeError) as exc:
+            _fail(f"cannot read --token-file: {exc}")
+        source = str(args.token_file)
+    elif args.command == "serve" and os.environ.get("DURABLY_TOKEN"):
+        text, source = os.environ["DURABLY_TOKEN"], "$DURABLY_TOKEN"
+    elif args.command == "serve":
+        _fail(
+            "durably serve needs a token that workers and clients must send: set $DURABLY_TOKEN or pass "
+            "--token-file PATH (`durably dev` serves loopback without one)"
+        )
+    else:
+        return None
+    try:
+        return check_token(text.strip())
+    except ValueError as exc:
+        _fail(f"the token in {source} {exc}")
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"durably: {message}", file=sys.stderr)
+    raise SystemExit(2)

@@ -14,6 +14,7 @@ import grpc
 from durably.protocol.v1 import api_pb2_grpc, worker_pb2_grpc
 
 from durably_server.api.api_service import ApiService
+from durably_server.api.auth import TokenCheck
 from durably_server.api.worker_service import WorkerService
 from durably_server.engine.executor import Executor
 from durably_server.engine.retry import RetryPolicy
@@ -36,6 +37,8 @@ class Settings:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     heartbeat_ms: int = 5000
     worker_timeout_ms: int = 15_000
+    token: str | None = None
+    """What every call must carry (``authorization: Bearer <token>``); None: anyone may call (dev)."""
 
 
 class PortError(RuntimeError):
@@ -48,6 +51,7 @@ async def serve(settings: Settings) -> None:
     store = Store(settings.db_path, loop)
     executor = Executor(store, settings.retry, settings.heartbeat_ms, settings.worker_timeout_ms)
     server = grpc.aio.server(
+        interceptors=[TokenCheck(settings.token)] if settings.token else None,
         options=[
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -57,7 +61,7 @@ async def serve(settings: Settings) -> None:
             ("grpc.keepalive_timeout_ms", 10_000),
             ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
             ("grpc.keepalive_permit_without_calls", 1),
-        ]
+        ],
     )
     api_pb2_grpc.add_ApiServiceServicer_to_server(ApiService(executor), server)
     worker_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerService(executor), server)

@@ -333,7 +333,7 @@ class Harness:
         try:
             with grpc.insecure_channel(self.address) as channel:
                 reply = api_pb2_grpc.ApiServiceStub(channel).ListFunctions(
-                    api_pb2.ListFunctionsRequest(app_id=app_id), timeout=5
+                    api_pb2.ListFunctionsRequest(app_id=app_id), timeout=5, metadata=env_metadata()
                 )
         except grpc.RpcError as exc:
             if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
@@ -438,6 +438,13 @@ async def run_to_end(client: durably.Client, name: str, data: dict[str, Any], ti
     return await client.wait_for_run(run.id, timeout=timeout)
 
 
+def env_metadata() -> tuple[tuple[str, str], ...]:
+    """What the SDK would send: the token in $DURABLY_TOKEN, if any (tests/e2e/test_auth.py sets it)."""
+    from durably.protocol.auth import auth_metadata
+
+    return auth_metadata(os.environ.get("DURABLY_TOKEN"))
+
+
 def metrics(address: str) -> api_pb2.GetMetricsResponse:
     """The daemon's counters, through the raw generated stubs."""
     import grpc
@@ -445,7 +452,7 @@ def metrics(address: str) -> api_pb2.GetMetricsResponse:
 
     with grpc.insecure_channel(address) as channel:
         response: api_pb2.GetMetricsResponse = api_pb2_grpc.ApiServiceStub(channel).GetMetrics(
-            api_pb2.GetMetricsRequest(), timeout=10
+            api_pb2.GetMetricsRequest(), timeout=10, metadata=env_metadata()
         )
         return response
 

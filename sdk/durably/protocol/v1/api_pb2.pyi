@@ -3,6 +3,11 @@
 isort:skip_file
 The client API: send events and read runs. Any language's generated stubs can
 call it; the Python SDK's Client is one such caller.
+
+A daemon started by `durably serve` requires the gRPC metadata
+`authorization: Bearer <token>` (its token) on every call of this service and of
+WorkerService, and ends any other call with UNAUTHENTICATED before reading it.
+`durably dev` (loopback) requires nothing.
 """
 
 from collections import abc as _abc
