@@ -43,7 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     dev = sub.add_parser(
-        "dev", parents=[daemon], help="start the daemon for local development (SQLite file, loopback, no auth)"
+        "dev",
+        parents=[daemon],
+        help="start the daemon for local development (SQLite file, loopback, no token unless --token-file)",
     )
     dev.add_argument("--db", type=Path, default=DEV_DB, help=f"SQLite file (default {DEV_DB})")
     dev.add_argument("--listen", default=DEV_LISTEN, help=f"HOST:PORT to serve on (default {DEV_LISTEN})")
