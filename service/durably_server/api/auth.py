@@ -16,11 +16,9 @@ import grpc
 from durably.protocol.auth import METADATA_KEY, SCHEME
 
 REFUSAL = (
-    "missing or wrong token: this daemon (durably serve) needs `authorization: Bearer <token>` on every call "
+    "missing or wrong token: this daemon needs `authorization: Bearer <token>` on every call "
     "(the SDK and the CLI send $DURABLY_TOKEN, or Client(token=...))"
 )
-
-
 MIN_TOKEN_CHARS = 16
 
 
