@@ -122,13 +122,9 @@ def _run(args: argparse.Namespace) -> int:
     import durably
 
     with durably.SyncClient(app_id="cli", address=args.address) as client:
-        try:
-            if args.follow:
-                return _follow(client, args.run_id)
-            run = client.get_run(args.run_id)
-        except durably.RunNotFoundError:
-            print(f"durably: no run {args.run_id}", file=sys.stderr)
-            return 1
+        if args.follow:
+            return _follow(client, args.run_id)
+        run = client.get_run(args.run_id)  # an unknown id: main prints the RunNotFoundError
         _show_start(run)
         print(f"status    {run.status}\nended     {_time(run.ended_at)}")
         for step in run.steps:
