@@ -21,6 +21,7 @@ from durably._durations import Duration
 from durably._function import Concurrency, CronTrigger, EventTrigger, Function, Timeouts, on_cron, on_event
 from durably._step import Step
 from durably._sync_client import SyncClient
+from durably._tls import TLSConfig
 from durably._types import ErrorInfo, Event, FunctionInfo, Run, RunStatus, RunStep
 from durably._version import __version__
 from durably._worker import Worker
@@ -63,6 +64,7 @@ __all__ = [
     "StepLimitExceeded",
     "StepOutputTooLarge",
     "SyncClient",
+    "TLSConfig",
     "Timeouts",
     "Worker",
     "__version__",

@@ -13,7 +13,8 @@ import grpc
 
 from durably import _api
 from durably._function import Concurrency, EventTrigger, Function, Handler, Timeouts, Trigger, make_function
-from durably._grpc import CHANNEL_OPTIONS, map_rpc_error, resolve_address, resolve_token
+from durably._grpc import aio_channel, map_rpc_error, resolve_address, resolve_token
+from durably._tls import TLSConfig, resolve_tls
 from durably._types import Event, FunctionInfo, Run, RunStatus
 from durably.errors import DurablyError
 from durably.protocol.auth import auth_metadata
@@ -43,18 +44,31 @@ class Client:
     ``token`` is what a daemon started by ``durably serve`` requires of every call; it defaults to
     ``$DURABLY_TOKEN`` (a ``durably dev`` daemon needs none). Workers of this client send it too.
 
+    ``tls`` is for a daemon serving TLS (``durably serve --tls-cert``): a :class:`durably.TLSConfig`
+    (its CA, and a client certificate if the daemon requires one), ``True`` to trust the system's
+    roots, ``False`` for plain text; the default, None, reads ``$DURABLY_TLS_CA``,
+    ``$DURABLY_TLS_CERT`` and ``$DURABLY_TLS_KEY`` (file paths) and uses plain text if none is set.
+    Workers of this client connect the same way.
+
     ``checkpointing`` is the default of :meth:`function`'s option of that name for the functions
     declared with this client.
     """
 
     def __init__(
-        self, app_id: str, *, address: str | None = None, token: str | None = None, checkpointing: bool = False
+        self,
+        app_id: str,
+        *,
+        address: str | None = None,
+        token: str | None = None,
+        tls: bool | TLSConfig | None = None,
+        checkpointing: bool = False,
     ) -> None:
         if not isinstance(checkpointing, bool):
             raise TypeError(f"Client(checkpointing=...) must be a bool, got {checkpointing!r}")
         self.app_id = check_app_id(app_id)
         self.address = resolve_address(address)
         self._metadata = auth_metadata(resolve_token(token))
+        self._tls = resolve_tls(tls)
         self.checkpointing = checkpointing
         self._channel: Any = None
         self._channel_loop: asyncio.AbstractEventLoop | None = None
@@ -236,7 +250,7 @@ class Client:
         if self._stub is None or self._channel_loop is not loop:
             # A grpc.aio channel belongs to the loop it was made on; a client used from a new loop
             # (one loop per test, a second asyncio.run) gets a new channel.
-            self._channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
+            self._channel = aio_channel(self.address, self._tls)
             self._channel_loop = loop
             self._stub = api_pb2_grpc.ApiServiceStub(self._channel)
         return self._stub

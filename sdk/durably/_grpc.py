@@ -18,6 +18,7 @@ from typing import Any
 
 import grpc
 
+from durably._tls import TLSConfig
 from durably.errors import (
     DurablyError,
     InvalidArgumentError,
@@ -54,6 +55,26 @@ def resolve_token(token: str | None) -> str | None:
     if token:
         return token
     return os.environ.get("DURABLY_TOKEN") or None
+
+
+def _options(tls: TLSConfig | None) -> list[tuple[str, Any]]:
+    if tls is not None and tls.domain:
+        return [*CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", tls.domain)]
+    return CHANNEL_OPTIONS
+
+
+def aio_channel(address: str, tls: TLSConfig | None) -> grpc.aio.Channel:
+    """A channel to the executor for asyncio callers: TLS when ``tls`` is given, else plain text."""
+    if tls is None:
+        return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+    return grpc.aio.secure_channel(address, tls.credentials(), options=_options(tls))
+
+
+def sync_channel(address: str, tls: TLSConfig | None) -> grpc.Channel:
+    """The blocking twin of :func:`aio_channel`."""
+    if tls is None:
+        return grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+    return grpc.secure_channel(address, tls.credentials(), options=_options(tls))
 
 
 def map_rpc_error(exc: grpc.RpcError, *, address: str, run_id: str | None = None) -> DurablyError:

@@ -16,7 +16,8 @@ import grpc
 
 from durably import _api
 from durably._client import check_app_id
-from durably._grpc import CHANNEL_OPTIONS, map_rpc_error, resolve_address, resolve_token
+from durably._grpc import map_rpc_error, resolve_address, resolve_token, sync_channel
+from durably._tls import TLSConfig, resolve_tls
 from durably._types import Event, FunctionInfo, Run, RunStatus
 from durably.errors import DurablyError
 from durably.protocol.auth import auth_metadata
@@ -29,13 +30,21 @@ class SyncClient:
     """The blocking twin of :class:`durably.Client`: same methods and errors, no ``await``.
 
     Functions are declared with (and workers run on) the async ``Client``; this one sends events and
-    reads runs. ``token`` as for ``Client`` (default ``$DURABLY_TOKEN``).
+    reads runs. ``token`` and ``tls`` as for ``Client`` (defaults from the environment).
     """
 
-    def __init__(self, app_id: str, *, address: str | None = None, token: str | None = None) -> None:
+    def __init__(
+        self,
+        app_id: str,
+        *,
+        address: str | None = None,
+        token: str | None = None,
+        tls: bool | TLSConfig | None = None,
+    ) -> None:
         self.app_id = check_app_id(app_id)
         self.address = resolve_address(address)
         self._metadata = auth_metadata(resolve_token(token))
+        self._tls = resolve_tls(tls)
         self._lock = threading.Lock()
         self._channel: Any = None
         self._stub: Any = None
@@ -133,6 +142,6 @@ class SyncClient:
     def _api_stub(self) -> Any:
         with self._lock:
             if self._stub is None:
-                self._channel = grpc.insecure_channel(self.address, options=CHANNEL_OPTIONS)
+                self._channel = sync_channel(self.address, self._tls)
                 self._stub = api_pb2_grpc.ApiServiceStub(self._channel)
             return self._stub

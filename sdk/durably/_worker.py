@@ -31,7 +31,7 @@ from durably import _convert
 from durably._client import Client
 from durably._execution import execute, failure_from_exception
 from durably._function import Function
-from durably._grpc import CHANNEL_OPTIONS, MAX_MESSAGE_BYTES
+from durably._grpc import MAX_MESSAGE_BYTES, aio_channel
 from durably._memos import MemoCache, Memos
 from durably._ops import StepOp
 from durably._types import ErrorInfo
@@ -373,7 +373,7 @@ class Worker:
                 self._client.app_id, self._functions.values(), self._capacity, self.worker_name, __version__
             )
         )
-        channel = grpc.aio.insecure_channel(self._client.address, options=CHANNEL_OPTIONS)
+        channel = aio_channel(self._client.address, self._client._tls)
         call: Any = worker_pb2_grpc.WorkerServiceStub(channel).Connect(
             session.requests(), metadata=self._client._metadata
         )

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, NoReturn
 if TYPE_CHECKING:
     from durably import Run, RunStep, SyncClient
 
+    from durably_server.api.tls import ServerTls
+
 DEV_DB = Path(".durably/dev.db")
 DEV_LISTEN = "127.0.0.1:7070"
 
@@ -41,6 +43,14 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="file holding the token every worker and client must send (serve: default $DURABLY_TOKEN)",
     )
+    daemon.add_argument("--tls-cert", type=Path, default=None, help="serve TLS with this PEM certificate (chain)")
+    daemon.add_argument("--tls-key", type=Path, default=None, help="the PEM private key of --tls-cert")
+    daemon.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        default=None,
+        help="require client certificates signed by this PEM CA (mTLS; serve then needs no token)",
+    )
 
     dev = sub.add_parser(
         "dev",
@@ -51,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--listen", default=DEV_LISTEN, help=f"HOST:PORT to serve on (default {DEV_LISTEN})")
 
     serve = sub.add_parser(
-        "serve", parents=[daemon], help="start the daemon with explicit settings (a token is required)"
+        "serve", parents=[daemon], help="start the daemon with explicit settings (a token or mTLS is required)"
     )
     serve.add_argument("--db", type=Path, required=True, help="SQLite file")
     serve.add_argument("--listen", required=True, help="HOST:PORT to serve on")
@@ -60,7 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     address.add_argument(
         "--address",
         default=os.environ.get("DURABLY_ADDRESS", DEV_LISTEN),
-        help="daemon address (default $DURABLY_ADDRESS or 127.0.0.1:7070; the token, if any, is $DURABLY_TOKEN)",
+        help="daemon address (default $DURABLY_ADDRESS or 127.0.0.1:7070; the token, if any, is $DURABLY_TOKEN;"
+        " TLS: $DURABLY_TLS_CA, $DURABLY_TLS_CERT, $DURABLY_TLS_KEY)",
     )
     send = sub.add_parser("send", parents=[address], help="send an event")
     send.add_argument("name", help="event name, e.g. order/placed")
@@ -181,8 +192,10 @@ def main(argv: list[str] | None = None) -> None:
         if args.worker_timeout <= args.heartbeat:
             print("durably: --worker-timeout must be longer than --heartbeat", file=sys.stderr)
             raise SystemExit(2)
-        token = _token(args)
-        raise SystemExit(run(Settings(args.db, args.listen, retry, args.heartbeat, args.worker_timeout, token)))
+        tls = _tls(args)
+        token = _token(args, mtls=tls is not None and tls.requires_client_cert)
+        settings = Settings(args.db, args.listen, retry, args.heartbeat, args.worker_timeout, token, tls)
+        raise SystemExit(run(settings))
     import durably
 
     handlers = {"send": _send, "runs": _runs, "run": _run}
@@ -193,9 +206,26 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(1) from None
 
 
-def _token(args: argparse.Namespace) -> str | None:
+def _tls(args: argparse.Namespace) -> ServerTls | None:
+    """TLS settings from ``--tls-cert``, ``--tls-key`` and ``--tls-client-ca``, read and checked now."""
+    from durably_server.api.tls import TlsError, load_server_tls
+
+    if args.tls_cert is None and args.tls_key is None:
+        if args.tls_client_ca is not None:
+            _fail("--tls-client-ca needs --tls-cert and --tls-key (client certificates are checked over TLS)")
+        return None
+    if args.tls_cert is None or args.tls_key is None:
+        _fail("--tls-cert and --tls-key go together")
+    try:
+        return load_server_tls(args.tls_cert, args.tls_key, args.tls_client_ca)
+    except TlsError as exc:
+        _fail(f"TLS: {exc}")
+
+
+def _token(args: argparse.Namespace, *, mtls: bool = False) -> str | None:
     """The token the daemon will require: ``--token-file``, else (serve only) ``$DURABLY_TOKEN``.
-    ``serve`` refuses to start without one; ``dev`` (loopback, local work) runs open unless given a file."""
+    ``serve`` refuses to start without one unless it requires client certificates (``mtls``); ``dev``
+    (loopback, local work) runs open unless given a file."""
     from durably_server.api.auth import check_token
 
     if args.token_file is not None:
@@ -206,10 +236,11 @@ def _token(args: argparse.Namespace) -> str | None:
         source = str(args.token_file)
     elif args.command == "serve" and os.environ.get("DURABLY_TOKEN"):
         text, source = os.environ["DURABLY_TOKEN"], "$DURABLY_TOKEN"
-    elif args.command == "serve":
+    elif args.command == "serve" and not mtls:
         _fail(
             "durably serve needs a token that workers and clients must send: set $DURABLY_TOKEN or pass "
-            "--token-file PATH (`durably dev` serves loopback without one)"
+            "--token-file PATH, or require client certificates with --tls-client-ca (`durably dev` serves "
+            "loopback without either)"
         )
     else:
         return None

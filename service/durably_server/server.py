@@ -15,6 +15,7 @@ from durably.protocol.v1 import api_pb2_grpc, worker_pb2_grpc
 
 from durably_server.api.api_service import ApiService
 from durably_server.api.auth import TokenCheck
+from durably_server.api.tls import ServerTls
 from durably_server.api.worker_service import WorkerService
 from durably_server.engine.executor import Executor
 from durably_server.engine.retry import RetryPolicy
@@ -39,6 +40,8 @@ class Settings:
     worker_timeout_ms: int = 15_000
     token: str | None = None
     """What every call must carry (``authorization: Bearer <token>``); None: anyone may call (dev)."""
+    tls: ServerTls | None = None
+    """Serve TLS (and require client certificates if it has a client CA); None: plain text."""
 
 
 class PortError(RuntimeError):
@@ -66,7 +69,10 @@ async def serve(settings: Settings) -> None:
     api_pb2_grpc.add_ApiServiceServicer_to_server(ApiService(executor), server)
     worker_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerService(executor), server)
     try:
-        port = server.add_insecure_port(settings.listen)
+        if settings.tls is None:
+            port = server.add_insecure_port(settings.listen)
+        else:
+            port = server.add_secure_port(settings.listen, settings.tls.credentials())
     except RuntimeError as exc:
         store.close()
         raise PortError(f"cannot listen on {settings.listen}: {exc}") from None
@@ -82,6 +88,9 @@ async def serve(settings: Settings) -> None:
     gc.collect()
     gc.freeze()  # what start-up built lives as long as the daemon: never scan it again
     gc.set_threshold(*GC_THRESHOLDS)
+    if settings.tls is not None:
+        mtls = settings.tls.requires_client_cert
+        print(f"durably: serving TLS ({'client certificates required' if mtls else 'no client certificates'})")
     print(f"durably: listening on {host}:{port} (db: {settings.db_path})", flush=True)
     try:
         await stop.wait()

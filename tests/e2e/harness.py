@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     import durably
+    import grpc
     from durably.protocol.v1 import api_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -331,7 +332,7 @@ class Harness:
         from durably.protocol.v1 import api_pb2, api_pb2_grpc
 
         try:
-            with grpc.insecure_channel(self.address) as channel:
+            with env_channel(self.address) as channel:
                 reply = api_pb2_grpc.ApiServiceStub(channel).ListFunctions(
                     api_pb2.ListFunctionsRequest(app_id=app_id), timeout=5, metadata=env_metadata()
                 )
@@ -445,12 +446,20 @@ def env_metadata() -> tuple[tuple[str, str], ...]:
     return auth_metadata(os.environ.get("DURABLY_TOKEN"))
 
 
+def env_channel(address: str) -> grpc.Channel:
+    """A raw channel as the SDK would open it: TLS if $DURABLY_TLS_CA etc. say so (tests/e2e/test_tls.py)."""
+    import grpc
+    from durably import TLSConfig
+
+    tls = TLSConfig.from_env()
+    return grpc.insecure_channel(address) if tls is None else grpc.secure_channel(address, tls.credentials())
+
+
 def metrics(address: str) -> api_pb2.GetMetricsResponse:
     """The daemon's counters, through the raw generated stubs."""
-    import grpc
     from durably.protocol.v1 import api_pb2, api_pb2_grpc
 
-    with grpc.insecure_channel(address) as channel:
+    with env_channel(address) as channel:
         response: api_pb2.GetMetricsResponse = api_pb2_grpc.ApiServiceStub(channel).GetMetrics(
             api_pb2.GetMetricsRequest(), timeout=10, metadata=env_metadata()
         )
