@@ -56,3 +56,43 @@ async def test_an_earlier_due_time_added_while_waiting_fires_on_time() -> None:
         assert len(alarms) == 1
     finally:
         alarms.stop()
+
+
+async def test_a_wall_clock_set_forward_fires_what_became_due_and_one_set_back_fires_nothing_early(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Due times are wall-clock instants; the task sleeps on the loop's monotonic clock. The clock is
+    moved here by shifting what `now_ms` reads, as an operator or NTP would move the machine's."""
+    monkeypatch.setattr(alarms_module, "MAX_WAIT_S", 0.05)
+    shift = {"ms": 0}
+    monkeypatch.setattr(alarms_module, "now_ms", lambda: now_ms() + shift["ms"])
+    fired: dict[str, float] = {}
+
+    async def fire(due: list[str]) -> None:
+        for name in due:
+            fired[name] = time.monotonic()
+
+    alarms: Alarms[str] = Alarms(fire)
+    alarms.start()
+    try:
+        alarms.add(now_ms() + 3_600_000, "in an hour")
+        await asyncio.sleep(0.1)  # the task waits (for the hour, at most MAX_WAIT_S at a time)
+        jumped = time.monotonic()
+        shift["ms"] = 3_600_000  # the clock is set an hour forward: the alarm is due now
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if fired:
+                break
+        assert list(fired) == ["in an hour"] and fired["in an hour"] - jumped < 0.5, fired
+        alarms.add(now_ms() + shift["ms"] + 200, "in 200 ms")
+        shift["ms"] -= 3_600_000  # and an hour back, before it is due: it must wait for the hour again
+        await asyncio.sleep(0.5)
+        assert "in 200 ms" not in fired and len(alarms) == 1
+        shift["ms"] += 3_600_000  # the clock comes back: now it is late, and fires at once
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if "in 200 ms" in fired:
+                break
+        assert "in 200 ms" in fired and len(alarms) == 0
+    finally:
+        alarms.stop()

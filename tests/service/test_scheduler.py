@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 from pathlib import Path
 
@@ -50,6 +51,33 @@ async def test_work_whose_run_could_not_be_read_is_leased_once_the_store_answers
         scheduler.add([item], new_run=True)
         lease = await asyncio.wait_for(worker.outbox.get(), 5)
         assert isinstance(lease, Lease) and lease.run.id == "run-1" and lease.items == [item]
+    finally:
+        await scheduler.stop()
+        store.close()
+
+
+async def test_work_delayed_to_a_wall_clock_time_is_leased_soon_after_the_clock_is_set_past_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A retry's backoff ends at a wall-clock instant (it must survive a restart); when the machine's
+    clock is set forward past it, the dispatcher notices within MAX_WAIT_S, not after the backoff."""
+    monkeypatch.setattr(scheduler_module, "MAX_WAIT_S", 0.05)
+    shift = {"ms": 0}
+    real_now = scheduler_module.now_ms
+    monkeypatch.setattr(scheduler_module, "now_ms", lambda: real_now() + shift["ms"])
+    store = Store(tmp_path / "sched.db", asyncio.get_running_loop())
+    scheduler = Scheduler(ActiveRuns(store), store, lambda lease: None, lambda key: None, _no_payloads)
+    try:
+        item = await store.write(_seed)
+        worker = WorkerConn("w1", "app", "worker", frozenset({"fn"}), capacity=1)
+        scheduler.attach(worker)
+        scheduler.start()
+        scheduler.add([dataclasses.replace(item, available_ms=real_now() + 3_600_000)])
+        await asyncio.sleep(0.2)
+        assert worker.outbox.empty(), "leased an hour early"
+        shift["ms"] = 3_600_000
+        lease = await asyncio.wait_for(worker.outbox.get(), 2)
+        assert isinstance(lease, Lease) and lease.items[0].id == item.id
     finally:
         await scheduler.stop()
         store.close()

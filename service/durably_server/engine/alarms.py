@@ -5,6 +5,12 @@ payloads to the callback, up to `FIRE_BATCH` per call: 10,000 sleeps ending in t
 second then cost ten callbacks (and ten commits), not 10,000 tasks at once. What must
 survive a restart is kept by the caller (timers table) or derived from the store (run
 timeouts) and added back at start-up.
+
+Due times are wall-clock milliseconds (they are stored, and must mean the same instant after a
+restart), but the loop sleeps on its monotonic clock. A payload fires only once the wall clock has
+reached its due time, so a clock set back never fires anything early; and the task looks at the
+wall clock again at least every `MAX_WAIT_S`, so a clock set forward (or a host resumed from
+suspension) fires what became due within that, not after the rest of the monotonic wait.
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ log = logging.getLogger("durably.alarms")
 T = TypeVar("T")
 
 FIRE_BATCH = 1000
+
+MAX_WAIT_S = 1.0
+"""The longest the task sleeps without reading the wall clock again (see the module docstring)."""
 
 
 class Alarms(Generic[T]):
@@ -60,7 +69,7 @@ class Alarms(Generic[T]):
             wait_s = (self._heap[0][0] - now_ms()) / 1000 if self._heap else None
             if wait_s is None or wait_s > 0:
                 self._wakeup = wakeup = loop.create_future()
-                timer = None if wait_s is None else loop.call_later(wait_s, _wake, wakeup)
+                timer = None if wait_s is None else loop.call_later(min(wait_s, MAX_WAIT_S), _wake, wakeup)
                 try:
                     await wakeup
                 finally:

@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from enum import Enum
@@ -296,7 +297,6 @@ class Executor:
             frozenset(s.id for s in specs),
             capacity,
             keeps_reported=keeps_reported,
-            last_seen_ms=now,
         )
         self.scheduler.attach(worker)
         self._workers.add(worker)
@@ -322,8 +322,8 @@ class Executor:
         """
         while True:
             await asyncio.sleep(min(1.0, self.worker_timeout_ms / 4000))
-            deadline = now_ms() - self.worker_timeout_ms
-            for worker in [w for w in self._workers if w.last_seen_ms < deadline]:
+            deadline = time.monotonic() - self.worker_timeout_ms / 1000
+            for worker in [w for w in self._workers if w.last_seen < deadline]:
                 log.warning(
                     "worker %s (%s) sent nothing for %d ms: lease expired",
                     worker.id,
@@ -411,7 +411,7 @@ class Executor:
             self._settled.set()
 
     async def _report(self, worker: WorkerConn, report: ExecutionReport) -> None:
-        worker.last_seen_ms = now_ms()
+        worker.last_seen = time.monotonic()
         self.metrics.result_bytes_received += report.payload_bytes
         if report.partial:
             lease = worker.inflight.get(report.execution_id)
@@ -596,7 +596,7 @@ class Executor:
         self.watch.changed(run.id, ended=True)
 
     def heartbeat(self, worker: WorkerConn) -> None:
-        worker.last_seen_ms = now_ms()
+        worker.last_seen = time.monotonic()
 
     # ---- runs -------------------------------------------------------------------------------
 

@@ -17,10 +17,12 @@ import asyncio
 import heapq
 import itertools
 import logging
+import time
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
+from durably_server.engine.alarms import MAX_WAIT_S
 from durably_server.engine.concurrency import Concurrency, Slot, slots_of
 from durably_server.engine.runs import LOAD_BATCH, ActiveRun, ActiveRuns
 from durably_server.ids import now_ms
@@ -117,7 +119,9 @@ class WorkerConn:
     # execution that reported a result since the run's last Execute here, recorded as sent.
     keeps_reported: bool = False
     reported: dict[str, dict[str, str]] = field(default_factory=dict)
-    last_seen_ms: int = 0
+    # When it last sent anything, in `time.monotonic()` seconds: liveness is measured in elapsed time,
+    # so a wall clock set forward does not expire every worker at once, nor one set back keep a dead one.
+    last_seen: float = field(default_factory=time.monotonic)
 
     @property
     def free(self) -> int:
@@ -246,7 +250,8 @@ class Scheduler:
         if not self._delayed:
             return
         loop = asyncio.get_running_loop()
-        delay = max(0.0, (self._delayed[0][0] - now_ms()) / 1000)
+        # Due times are wall-clock instants; look again at least every MAX_WAIT_S (engine/alarms.py).
+        delay = min(max(0.0, (self._delayed[0][0] - now_ms()) / 1000), MAX_WAIT_S)
         if self._timer is not None:
             self._timer.cancel()
         self._timer = loop.call_later(delay, self._wake.set)
