@@ -322,7 +322,7 @@ class Worker:
     async def _run(self) -> None:
         assert self._stop_event is not None
         backoff = _BACKOFF_START
-        outage = False
+        logged = ""  # the kind of failure last logged as a warning in this outage ("" when connected)
         try:
             while not self._stop_event.is_set():
                 try:
@@ -334,8 +334,12 @@ class Worker:
                     break
                 if registered:
                     backoff = _BACKOFF_START
-                    outage = False
-                level = logging.DEBUG if outage else logging.WARNING
+                    logged = ""
+                # One warning per kind of failure in an outage (its status, e.g. UNAVAILABLE while the
+                # executor restarts, then UNAUTHENTICATED): the rest go to debug, not every backoff.
+                kind = error.split(":", 1)[0]
+                level = logging.DEBUG if kind == logged else logging.WARNING
+                logged = kind
                 _log.log(
                     level,
                     "durably worker %s: stream to the executor at %s ended (%s); reconnecting",
@@ -343,7 +347,6 @@ class Worker:
                     self._client.address,
                     error,
                 )
-                outage = True
                 try:
                     await asyncio.wait_for(self._stop_event.wait(), timeout=backoff)
                 except TimeoutError:

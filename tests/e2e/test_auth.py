@@ -3,16 +3,19 @@ UNAUTHENTICATED before they do anything; the SDK, its workers and the CLI send $
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
+from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import durably
 import grpc
 import pytest
 from durably.errors import ServiceError
-from durably.protocol.v1 import api_pb2, api_pb2_grpc, common_pb2
+from durably.protocol.v1 import api_pb2, api_pb2_grpc, common_pb2, worker_pb2, worker_pb2_grpc
 
 from .harness import CRASH, ROOT, Daemon, Harness, free_port, metrics, open_client, run_to_end, wait_until
 
@@ -69,13 +72,41 @@ def test_the_cli_sends_the_token_and_says_plainly_when_it_has_none(harness: Harn
     assert metrics(harness.address).events_received == 1
 
 
-async def test_a_worker_with_a_wrong_token_never_registers(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_worker_with_a_wrong_token_never_registers_and_says_why(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Started while the daemon is down, the worker first warns that it cannot reach it; once the
+    daemon is up, it warns of the refusal (a new kind of failure), not only at debug level."""
+    harness.daemon.stop()
     monkeypatch.setenv("DURABLY_TOKEN", "wrong-token-0123456789")
     worker = harness.start_worker(CRASH, wait=False)
     monkeypatch.setenv("DURABLY_TOKEN", TOKEN)
+    wait_until(lambda: "UNAVAILABLE" in worker.stderr(), timeout=30, what="the worker to log the outage")
+    harness.daemon.start()
     wait_until(lambda: "UNAUTHENTICATED" in worker.stderr(), timeout=30, what="the worker to log the refusal")
     assert harness.connected_workers() == {}, "a worker without the token registered its functions"
     assert worker.alive() and harness.daemon.alive()
+
+
+async def test_streams_are_refused_as_unauthenticated_every_time(harness: Harness) -> None:
+    """Refused while its first message was still on the way, a worker's stream sometimes ended with
+    INTERNAL ("Internal error from Core") instead (2 in 300 before the daemon read that message first)."""
+    register = worker_pb2.WorkerMessage(register=worker_pb2.Register(app_id="a", worker_name="w"))
+
+    async def requests() -> AsyncIterator[worker_pb2.WorkerMessage]:
+        yield register
+        await asyncio.sleep(10)  # the stream stays open: the refusal must end it
+
+    codes: Counter[str] = Counter()
+    async with grpc.aio.insecure_channel(harness.address) as channel:
+        stub = worker_pb2_grpc.WorkerServiceStub(channel)
+        for _ in range(300):
+            call = stub.Connect(requests(), metadata=(("authorization", "Bearer wrong-token-0123456789"),))
+            with pytest.raises(grpc.RpcError) as caught:
+                async for _ in call:
+                    pass
+            codes[caught.value.code().name] += 1
+    assert codes == {"UNAUTHENTICATED": 300}, codes
 
 
 def _serve(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
