@@ -20,6 +20,7 @@ from durably._memos import Incoming, Memos, Reported
 from durably._ops import OpKind, OpRequest, StepOp
 from durably._types import ErrorInfo, Event, FunctionInfo, Run, RunStatus, RunStep, check_event
 from durably.errors import InvalidArgumentError
+from durably.protocol.ids import new_id
 from durably.protocol.v1 import api_pb2, common_pb2, worker_pb2
 
 # --- small values ---------------------------------------------------------------------------------
@@ -112,8 +113,14 @@ def event_from_pb(event: common_pb2.Event) -> Event:
 
 
 def send_events_request(events: Event | Sequence[Event]) -> api_pb2.SendEventsRequest:
+    """The request, every event with an id: one made here for an event without one, so that gRPC's
+    retry of a call whose answer was lost (``CHANNEL_OPTIONS``) stores each event once."""
     items = [events] if isinstance(events, Event) else list(events)
-    return api_pb2.SendEventsRequest(events=[event_to_pb(event, i) for i, event in enumerate(items)])
+    request = api_pb2.SendEventsRequest(events=[event_to_pb(event, i) for i, event in enumerate(items)])
+    for event in request.events:
+        if not event.id:
+            event.id = new_id()
+    return request
 
 
 def send_events_ids(response: api_pb2.SendEventsResponse) -> list[str]:

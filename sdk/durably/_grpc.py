@@ -13,6 +13,7 @@ Error mapping (documented for users in ``durably.errors``):
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -33,6 +34,18 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 CALL_TIMEOUT = 30.0
 """Deadline of one unary call, in seconds (WaitForRun adds its own wait to it)."""
 
+RETRY_POLICY = {
+    "maxAttempts": 5,
+    "initialBackoff": "0.1s",
+    "maxBackoff": "1s",
+    "backoffMultiplier": 2,
+    "retryableStatusCodes": ["UNAVAILABLE"],
+}
+"""gRPC's own retry of the client calls (ApiService) that fail with UNAVAILABLE before an answer came:
+an executor restarting, a connection lost, also after the executor received the call. Every call is
+safe to repeat: reads and cancels are, and ``send`` gives each event an id before the first try, so
+an event whose acknowledgement was lost is stored once (its id deduplicates). About 1.5 s in all."""
+
 CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -40,6 +53,13 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 2000),
+    ("grpc.enable_retries", 1),
+    (
+        "grpc.service_config",
+        json.dumps(
+            {"methodConfig": [{"name": [{"service": "durably.protocol.v1.ApiService"}], "retryPolicy": RETRY_POLICY}]}
+        ),
+    ),
 ]
 
 

@@ -22,7 +22,8 @@ class Event:
     """An event: what you send, what triggers runs, what handlers receive as ``ctx.event``.
 
     ``data`` must be a JSON object (see the JSON rules in the README). ``id`` deduplicates: an event
-    whose id was already accepted creates no runs; leave it None and the executor assigns one.
+    whose id was already accepted creates no runs; leave it None and ``send`` makes one (a ULID) before
+    its first try, so a send retried after its answer was lost stores the event once.
     ``ts`` is milliseconds since the Unix epoch, set by the executor when None.
     """
 

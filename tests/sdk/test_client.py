@@ -33,7 +33,8 @@ def _closed_port() -> int:
 async def test_async_client_calls(executor: FakeExecutor) -> None:
     async with durably.Client("unit", address=executor.address) as client:
         assert await client.send(durably.Event("e", {"a": 1}, id="given")) == ["given"]
-        assert await client.send([durably.Event("e"), durably.Event("e")]) == ["gen-0", "gen-1"]
+        made = await client.send([durably.Event("e"), durably.Event("e")])  # ids made by the SDK (ULIDs)
+        assert len(made) == 2 and len(set(made)) == 2 and all(len(i) == 26 for i in made), made
         run = await client.get_run("r9")
         assert (run.id, run.status, run.output) == ("r9", "completed", {"ok": True})
         runs = await client.list_runs(function_id="f", status=durably.RunStatus.FAILED, limit=5)

@@ -103,3 +103,12 @@ def test_failures_carry_retry_after_both_ways() -> None:
     message = _convert.failure_to_pb(info)
     assert message.retry_after_ms == 1500
     assert _convert.failure_from_pb(message) == info
+
+
+def test_send_gives_every_event_an_id_before_the_first_try() -> None:
+    """So that gRPC's retry of a send whose answer was lost stores each event once."""
+    events = [durably.Event("a/b"), durably.Event("a/b", id="mine"), durably.Event("a/b")]
+    request = _convert.send_events_request(events)
+    first, mine, third = (event.id for event in request.events)
+    assert mine == "mine"
+    assert len(first) == len(third) == 26 and first != third, (first, third)
