@@ -15,6 +15,7 @@ from durably.protocol.v1 import api_pb2_grpc, worker_pb2_grpc
 
 from durably_server.api.api_service import ApiService
 from durably_server.api.auth import TokenCheck
+from durably_server.api.store_errors import StoreErrors
 from durably_server.api.tls import ServerTls
 from durably_server.api.worker_service import WorkerService
 from durably_server.engine.executor import Executor
@@ -54,7 +55,8 @@ async def serve(settings: Settings) -> None:
     store = Store(settings.db_path, loop)
     executor = Executor(store, settings.retry, settings.heartbeat_ms, settings.worker_timeout_ms)
     server = grpc.aio.server(
-        interceptors=[TokenCheck(settings.token)] if settings.token else None,
+        # The token is checked first: a caller without it learns nothing, not even that the store is busy.
+        interceptors=[*([TokenCheck(settings.token)] if settings.token else []), StoreErrors()],
         options=[
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

@@ -1,0 +1,52 @@
+"""Another process locks the daemon's SQLite file (docs: reliability.md T9 a): a call that cannot be
+stored ends with UNAVAILABLE, which the SDK retries, never with an error no client retries, never
+acknowledged and then lost; once the lock is gone every acknowledged event has its run."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import durably
+import grpc
+from durably.errors import UnavailableError
+from durably.protocol.v1 import api_pb2, api_pb2_grpc, common_pb2
+
+from .harness import CRASH, Harness, open_client
+
+BUSY_TIMEOUT_S = 5  # the daemon's (store/database.py)
+
+
+async def test_sends_while_another_process_holds_the_store_wait_or_are_refused_as_unavailable(
+    harness: Harness,
+) -> None:
+    harness.start_worker(CRASH)
+    lock = sqlite3.connect(harness.daemon.db, timeout=10, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
+    async with open_client(harness.address) as client:
+        try:
+            async with grpc.aio.insecure_channel(harness.address) as channel:  # one try, no SDK retry
+                event = common_pb2.Event(name="demo/echo", data_json=b'{"n": 0}', id="raw-0")
+                request = api_pb2.SendEventsRequest(events=[event])
+                try:
+                    await api_pb2_grpc.ApiServiceStub(channel).SendEvents(request, timeout=BUSY_TIMEOUT_S + 10)
+                except grpc.RpcError as exc:
+                    refused = exc
+            assert refused.code() == grpc.StatusCode.UNAVAILABLE, refused
+            assert "database is locked" in (refused.details() or ""), refused.details()
+            sends = [asyncio.create_task(client.send(durably.Event("demo/echo", {"n": n}))) for n in range(1, 6)]
+            await asyncio.sleep(1.0)
+            assert not any(send.done() for send in sends), "a send was acknowledged while the store was locked"
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+        outcomes = await asyncio.gather(*sends, return_exceptions=True)
+        for outcome in outcomes:
+            assert isinstance(outcome, list | UnavailableError), outcome
+        acked = [ids[0] for ids in outcomes if isinstance(ids, list)]
+        assert acked, "no send got through once the lock was gone"
+        for event_id in acked:
+            [run] = await client.list_runs(event_id=event_id)
+            assert (await client.wait_for_run(run.id, timeout=30)).status == "completed"
+        assert await client.list_runs(event_id="raw-0") == [], "the refused event was stored"
+    assert harness.daemon.alive(), harness.daemon.report()
