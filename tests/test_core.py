@@ -212,6 +212,7 @@ def test_checks_run_in_the_documented_order() -> None:
 
 def test_module_exports_the_contract() -> None:
     assert set(_core.__all__) == {
+        "MAX_JSON_DEPTH",
         "MAX_STATE_BYTES",
         "MAX_STEPS",
         "MAX_STEP_BYTES",
@@ -226,6 +227,7 @@ def test_module_exports_the_contract() -> None:
         "StepOutputTooLarge",
         "check_json",
         "hash_step_id",
+        "json_depth",
         "pre_hash_id",
     }
 
@@ -464,9 +466,7 @@ def test_output_exactly_filling_the_state_passes_one_byte_more_fails() -> None:
         RunState().check_output(MAX_STATE_BYTES + 1)
 
 
-@pytest.mark.parametrize(
-    "data", [b"null", b"1", b'"s"', b'{"a": [1, 2.5, true]}', b" [] ", b"[" * 100_000 + b"]" * 100_000]
-)
+@pytest.mark.parametrize("data", [b"null", b"1", b'"s"', b'{"a": [1, 2.5, true]}', b" [] ", b"[" * 500 + b"]" * 500])
 def test_check_json_accepts_one_json_value(data: bytes) -> None:
     _core.check_json(data)
 
@@ -475,3 +475,21 @@ def test_check_json_accepts_one_json_value(data: bytes) -> None:
 def test_check_json_refuses_what_is_not_json(data: bytes) -> None:
     with pytest.raises(ValueError):
         _core.check_json(data)
+
+
+def test_the_sdk_and_the_core_agree_on_how_deep_json_may_nest() -> None:
+    """What the SDK encodes the executor accepts, and the reverse: a value one side takes and the other
+    refuses would be a run stuck on a result it can never store or replay (docs: reliability.md T17)."""
+    from durably._json import MAX_DEPTH, JsonValueError, encode
+    from durably_server._core import MAX_JSON_DEPTH, check_json
+
+    assert MAX_DEPTH == MAX_JSON_DEPTH
+    deepest: list[object] = []
+    for _ in range(MAX_DEPTH - 1):
+        deepest = [deepest]
+    check_json(encode(deepest))
+    with pytest.raises(JsonValueError):
+        encode([deepest])
+    for levels in (MAX_DEPTH + 1, 1_000_000):  # counted without recursion: no depth overflows a stack
+        with pytest.raises(ValueError, match="more than 500"):
+            check_json(b"[" * levels + b"]" * levels)

@@ -6,21 +6,77 @@
 
 use serde::de::IgnoredAny;
 
-/// Why `data` is not a single JSON value, or `None` when it is.
+/// Deepest nesting of arrays and objects accepted, as the Python SDK's `durably._json.MAX_DEPTH`: what
+/// is stored must load again in Python, whose `json` recurses (about 1,000 levels at most).
+pub const MAX_DEPTH: usize = 500;
+
+/// Why `data` is not a single JSON value of at most [`MAX_DEPTH`] levels, or `None` when it is.
 pub fn json_error(data: &[u8]) -> Option<String> {
     // serde_json skips ignored strings without checking their UTF-8, so check the whole text first.
     let text = match std::str::from_utf8(data) {
         Ok(text) => text,
         Err(err) => return Some(format!("not UTF-8: {err}")),
     };
-    serde_json::from_str::<IgnoredAny>(text)
-        .err()
-        .map(|err| err.to_string())
+    if let Err(err) = serde_json::from_str::<IgnoredAny>(text) {
+        return Some(err.to_string());
+    }
+    let deepest = depth(data);
+    (deepest > MAX_DEPTH).then(|| format!("nested {deepest} levels deep, more than {MAX_DEPTH}"))
+}
+
+/// How deeply arrays and objects nest in `data` (0 for a scalar), counted without recursion. Brackets
+/// inside strings do not count; on bytes that are not JSON the figure means nothing, but it is bounded.
+pub fn depth(data: &[u8]) -> usize {
+    let (mut level, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &byte in data {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                level += 1;
+                deepest = deepest.max(level);
+            }
+            b']' | b'}' => level = level.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 #[cfg(test)]
 mod tests {
-    use super::json_error;
+    use super::{MAX_DEPTH, depth, json_error};
+
+    fn nested(levels: usize) -> Vec<u8> {
+        [b"[".repeat(levels), b"]".repeat(levels)].concat()
+    }
+
+    #[test]
+    fn counts_nesting_outside_strings_only() {
+        assert_eq!(depth(b"1"), 0);
+        assert_eq!(depth(b"{\"a\": [[1], {\"b\": []}]}"), 4);
+        assert_eq!(depth(b"[\"[[[\\\"[[\"]"), 1);
+        assert_eq!(depth(&nested(1_000_000)), 1_000_000);
+    }
+
+    #[test]
+    fn refuses_json_nested_deeper_than_python_can_load() {
+        assert_eq!(json_error(&nested(MAX_DEPTH)), None);
+        let message = json_error(&nested(MAX_DEPTH + 1)).expect("too deep");
+        assert!(
+            message.contains("501 levels") && message.contains("500"),
+            "{message}"
+        );
+        assert!(json_error(&nested(1_000_000)).is_some());
+    }
 
     #[test]
     fn accepts_json_and_refuses_the_rest() {

@@ -105,6 +105,12 @@ fn check_json(data: &[u8]) -> PyResult<()> {
     }
 }
 
+/// How deeply arrays and objects nest in `data`, without parsing it (see [`crate::json::depth`]).
+#[pyfunction]
+fn json_depth(data: &[u8]) -> usize {
+    crate::json::depth(data)
+}
+
 #[pyfunction]
 fn hash_step_id(pre_hash_id: &str) -> String {
     ids::hash_step_id(pre_hash_id)
@@ -338,12 +344,14 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_function(wrap_pyfunction!(hash_step_id, m)?)?;
     m.add_function(wrap_pyfunction!(check_json, m)?)?;
+    m.add_function(wrap_pyfunction!(json_depth, m)?)?;
     m.add_function(wrap_pyfunction!(pre_hash_id, m)?)?;
     m.add_class::<PyStepIdCounter>()?;
     m.add_class::<PyRunState>()?;
     m.add("MAX_STEPS", limits::MAX_STEPS)?;
     m.add("MAX_STEP_BYTES", limits::MAX_STEP_BYTES)?;
     m.add("MAX_STATE_BYTES", limits::MAX_STATE_BYTES)?;
+    m.add("MAX_JSON_DEPTH", crate::json::MAX_DEPTH)?;
     m.add("CoreError", py.get_type::<CoreError>())?;
     m.add("LimitExceeded", py.get_type::<LimitExceeded>())?;
     m.add("StepLimitExceeded", py.get_type::<StepLimitExceeded>())?;

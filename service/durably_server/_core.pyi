@@ -9,6 +9,7 @@ opaque bytes: the core never parses them.
 from typing import Self, final
 
 __all__ = [
+    "MAX_JSON_DEPTH",
     "MAX_STATE_BYTES",
     "MAX_STEPS",
     "MAX_STEP_BYTES",
@@ -23,6 +24,7 @@ __all__ = [
     "StepOutputTooLarge",
     "check_json",
     "hash_step_id",
+    "json_depth",
     "pre_hash_id",
 ]
 
@@ -32,6 +34,10 @@ MAX_STEP_BYTES: int
 """Bytes of one step's payload (4 MiB): exactly this many pass, one more fails."""
 MAX_STATE_BYTES: int
 """Bytes of a run's whole state, triggering event(s) included (32 MiB)."""
+
+MAX_JSON_DEPTH: int
+"""Deepest nesting of arrays and objects in stored JSON (500, as the SDK's encoder allows): what is
+stored must load again in Python, whose ``json`` recurses."""
 
 class CoreError(Exception):
     """Base of every error the core raises, so the daemon can catch them all in one place."""
@@ -60,8 +66,13 @@ class InvalidStepId(CoreError):
     Checking this in the core means a worker cannot file an outcome under another step's id.
     """
 
+def json_depth(data: bytes) -> int:
+    """How deeply arrays and objects nest in ``data`` (0 for a scalar), counted without parsing or
+    recursion; meaningless, but bounded, on bytes that are not JSON."""
+
 def check_json(data: bytes) -> None:
-    """Raises ValueError naming the problem unless ``data`` is exactly one JSON value (UTF-8, no NaN).
+    """Raises ValueError naming the problem unless ``data`` is exactly one JSON value (UTF-8, no NaN)
+    nested at most ``MAX_JSON_DEPTH`` levels deep.
 
     The executor stores results as the bytes it received, so it must refuse what is not JSON; walking the
     bytes in Rust costs a fraction of parsing them into Python objects only to drop them.

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 from durably.protocol.v1 import api_pb2, common_pb2, worker_pb2
 
+from durably_server._core import MAX_JSON_DEPTH, json_depth
 from durably_server.engine.metrics import Metrics
 from durably_server.engine.scheduler import Lease
 from durably_server.expressions import ExpressionError, match_expression, parse
@@ -68,6 +69,8 @@ def _check_json_object(raw: bytes, what: str) -> bytes:
         return b"{}"
     if len(raw) > MAX_EVENT_BYTES:
         raise RequestError(f"{what}: data is {len(raw)} bytes, more than the {MAX_EVENT_BYTES}-byte limit")
+    if (depth := json_depth(raw)) > MAX_JSON_DEPTH:  # json.loads recurses: measured first, without it
+        raise RequestError(f"{what}: data_json is nested {depth} levels deep, more than {MAX_JSON_DEPTH}")
     try:
         value = loads_strict(raw)
     except ValueError as exc:
