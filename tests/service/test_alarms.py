@@ -33,7 +33,8 @@ async def test_due_payloads_fire_in_due_order_in_batches(monkeypatch: pytest.Mon
         alarms.stop()
 
 
-async def test_an_earlier_due_time_added_while_waiting_fires_on_time() -> None:
+def _recording() -> tuple[Alarms[str], dict[str, float]]:
+    """Started alarms that note when each payload fired (monotonic seconds)."""
     fired: dict[str, float] = {}
 
     async def fire(due: list[str]) -> None:
@@ -42,6 +43,11 @@ async def test_an_earlier_due_time_added_while_waiting_fires_on_time() -> None:
 
     alarms: Alarms[str] = Alarms(fire)
     alarms.start()
+    return alarms, fired
+
+
+async def test_an_earlier_due_time_added_while_waiting_fires_on_time() -> None:
+    alarms, fired = _recording()
     try:
         started = time.monotonic()
         alarms.add(now_ms() + 60_000, "in a minute")
@@ -66,14 +72,7 @@ async def test_a_wall_clock_set_forward_fires_what_became_due_and_one_set_back_f
     monkeypatch.setattr(alarms_module, "MAX_WAIT_S", 0.05)
     shift = {"ms": 0}
     monkeypatch.setattr(alarms_module, "now_ms", lambda: now_ms() + shift["ms"])
-    fired: dict[str, float] = {}
-
-    async def fire(due: list[str]) -> None:
-        for name in due:
-            fired[name] = time.monotonic()
-
-    alarms: Alarms[str] = Alarms(fire)
-    alarms.start()
+    alarms, fired = _recording()
     try:
         alarms.add(now_ms() + 3_600_000, "in an hour")
         await asyncio.sleep(0.1)  # the task waits (for the hour, at most MAX_WAIT_S at a time)

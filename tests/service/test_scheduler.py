@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -37,23 +39,30 @@ async def _no_payloads(lease: Lease) -> bool:
     return True
 
 
-async def test_work_whose_run_could_not_be_read_is_leased_once_the_store_answers(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(scheduler_module, "RETRY_DISPATCH_S", 0.05)
-    store = Store(tmp_path / "sched.db", asyncio.get_running_loop())
-    scheduler = Scheduler(RunsFailingOnce(store), store, lambda lease: None, lambda key: None, _no_payloads)
+@contextlib.asynccontextmanager
+async def _dispatching(path: Path, runs: type[ActiveRuns]) -> AsyncIterator[tuple[Scheduler, WorkerConn, QueueItem]]:
+    """A started scheduler on a store holding one queued run, and a worker of capacity 1 for it."""
+    store = Store(path, asyncio.get_running_loop())
+    scheduler = Scheduler(runs(store), store, lambda lease: None, lambda key: None, _no_payloads)
     try:
         item = await store.write(_seed)
         worker = WorkerConn("w1", "app", "worker", frozenset({"fn"}), capacity=1)
         scheduler.attach(worker)
         scheduler.start()
-        scheduler.add([item], new_run=True)
-        lease = await asyncio.wait_for(worker.outbox.get(), 5)
-        assert isinstance(lease, Lease) and lease.run.id == "run-1" and lease.items == [item]
+        yield scheduler, worker, item
     finally:
         await scheduler.stop()
         store.close()
+
+
+async def test_work_whose_run_could_not_be_read_is_leased_once_the_store_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(scheduler_module, "RETRY_DISPATCH_S", 0.05)
+    async with _dispatching(tmp_path / "sched.db", RunsFailingOnce) as (scheduler, worker, item):
+        scheduler.add([item], new_run=True)
+        lease = await asyncio.wait_for(worker.outbox.get(), 5)
+        assert isinstance(lease, Lease) and lease.run.id == "run-1" and lease.items == [item]
 
 
 async def test_work_delayed_to_a_wall_clock_time_is_leased_soon_after_the_clock_is_set_past_it(
@@ -65,19 +74,10 @@ async def test_work_delayed_to_a_wall_clock_time_is_leased_soon_after_the_clock_
     shift = {"ms": 0}
     real_now = scheduler_module.now_ms
     monkeypatch.setattr(scheduler_module, "now_ms", lambda: real_now() + shift["ms"])
-    store = Store(tmp_path / "sched.db", asyncio.get_running_loop())
-    scheduler = Scheduler(ActiveRuns(store), store, lambda lease: None, lambda key: None, _no_payloads)
-    try:
-        item = await store.write(_seed)
-        worker = WorkerConn("w1", "app", "worker", frozenset({"fn"}), capacity=1)
-        scheduler.attach(worker)
-        scheduler.start()
+    async with _dispatching(tmp_path / "sched.db", ActiveRuns) as (scheduler, worker, item):
         scheduler.add([dataclasses.replace(item, available_ms=real_now() + 3_600_000)])
         await asyncio.sleep(0.2)
         assert worker.outbox.empty(), "leased an hour early"
         shift["ms"] = 3_600_000
         lease = await asyncio.wait_for(worker.outbox.get(), 2)
         assert isinstance(lease, Lease) and lease.items[0].id == item.id
-    finally:
-        await scheduler.stop()
-        store.close()
