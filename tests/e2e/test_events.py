@@ -8,7 +8,7 @@ import uuid
 import durably
 import pytest
 
-from .harness import STEPS, Harness, describe, find_run
+from .harness import STEPS, Harness, describe, find_run, open_client
 
 WORKERS = [STEPS]
 
@@ -34,6 +34,24 @@ async def test_same_event_id_sent_twice_makes_one_run(cluster: Harness, client: 
     assert _runs_seen_by_handler(cluster, event_id) == {run.id}
     # The first event is the one kept.
     assert {o["event"]["data"]["copy"] for o in cluster.observations("handler", run=run.id)} == {1}
+
+
+async def test_same_event_id_sent_concurrently_and_after_a_restart_makes_one_run(harness: Harness) -> None:
+    """docs: reliability.md T5: five sends of one id at once, then again after kill -9 and a restart."""
+    harness.start_worker(STEPS)
+    event_id = _unique("dedup-race")
+    copies = [durably.Event(name="demo/run", data={"copy": n}, id=event_id) for n in range(5)]
+    async with open_client(harness.address) as client:
+        answers = await asyncio.gather(*(client.send(copy) for copy in copies))
+        assert answers == [[event_id]] * 5
+        run = await find_run(client, event_id)
+    harness.daemon.kill9()
+    harness.daemon.start()
+    async with open_client(harness.address) as client:
+        assert await asyncio.gather(*(client.send(copy) for copy in copies)) == [[event_id]] * 5
+        done = await client.wait_for_run(run.id, timeout=30)
+        assert done.status == "completed", describe(done)
+        assert [r.id for r in await client.list_runs(event_id=event_id)] == [run.id]
 
 
 async def test_same_event_id_twice_in_one_request_makes_one_run(cluster: Harness, client: durably.Client) -> None:
