@@ -30,33 +30,41 @@ class Pki:
     client_key: Path
     other_cert: Path  # for the name `elsewhere` only
     other_key: Path  # a valid key that is not the server certificate's
+    rogue_cert: Path  # a client certificate from another CA
+    rogue_key: Path
 
 
 def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
 
 
-def _signed(name: str, subject: str, extensions: str, cwd: Path) -> None:
-    """`name`.pem and `name`.key: a P-256 certificate signed by the module's CA."""
+def _signed(name: str, subject: str, extensions: str, cwd: Path, ca: str = "ca") -> None:
+    """`name`.pem and `name`.key: a P-256 certificate signed by the CA `ca`.pem (the module's by default)."""
     (cwd / f"{name}.ext").write_text(extensions + "\n", encoding="utf-8")
     _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
              f"{name}.key", "-out", f"{name}.csr", "-subj", subject, cwd=cwd)  # fmt: skip
-    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key", "-CAcreateserial",
              "-days", "2", "-out", f"{name}.pem", "-extfile", f"{name}.ext", cwd=cwd)  # fmt: skip
+
+
+def _ca(name: str, cwd: Path) -> None:
+    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2", "-subj", f"/CN=durably test {name}",
+             "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign",
+             cwd=cwd)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     cwd = tmp_path_factory.mktemp("pki")
-    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=durably test CA",
-             "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign",
-             cwd=cwd)  # fmt: skip
+    _ca("ca", cwd)
+    _ca("rogue-ca", cwd)
     _signed("server", "/CN=localhost", "subjectAltName=IP:127.0.0.1,DNS:localhost", cwd)
     _signed("client", "/CN=durably test worker", "extendedKeyUsage=clientAuth", cwd)
     _signed("other", "/CN=someone else", "subjectAltName=DNS:elsewhere", cwd)
+    _signed("rogue", "/CN=durably test worker", "extendedKeyUsage=clientAuth", cwd, ca="rogue-ca")
     names = ("ca.pem", "server.pem", "server.key", "client.pem", "client.key", "other.pem", "other.key")
-    return Pki(*(cwd / name for name in names))
+    return Pki(*(cwd / name for name in (*names, "rogue.pem", "rogue.key")))
 
 
 @pytest.fixture
@@ -121,9 +129,11 @@ def test_with_client_certificates_required_serve_needs_no_token(mtls_daemon: Dae
         [event_id] = client.send(durably.Event(name="demo/none", data={}, id="mtls-1"))
         assert event_id == "mtls-1"
     without = durably.TLSConfig.from_files(ca=pki.ca)
-    with durably.SyncClient("app", address=mtls_daemon.address, tls=without) as client:
-        with pytest.raises(UnavailableError):
-            client.send(durably.Event(name="demo/none", data={}, id="mtls-2"))
+    rogue = durably.TLSConfig.from_files(ca=pki.ca, cert=pki.rogue_cert, key=pki.rogue_key)
+    for refused in (without, rogue):  # no client certificate; one from a CA the daemon does not trust
+        with durably.SyncClient("app", address=mtls_daemon.address, tls=refused) as client:
+            with pytest.raises(UnavailableError):
+                client.send(durably.Event(name="demo/none", data={}, id="mtls-2"))
     with durably.SyncClient("app", address=mtls_daemon.address, tls=with_cert) as client:
         assert [r.event_id for r in client.list_runs(event_id="mtls-2")] == []
         assert client.list_functions() == []
