@@ -20,7 +20,7 @@ from durably_server.api.tls import ServerTls
 from durably_server.api.worker_service import WorkerService
 from durably_server.engine.executor import Executor
 from durably_server.engine.retry import RetryPolicy
-from durably_server.store import Store, StoreLockedError
+from durably_server.store import Store, StoreLockedError, StoreOpenError
 
 log = logging.getLogger("durably")
 
@@ -111,7 +111,7 @@ def run(settings: Settings) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         asyncio.run(serve(settings))
-    except (StoreLockedError, PortError) as exc:
+    except (StoreLockedError, StoreOpenError, PortError) as exc:
         print(f"durably: {exc}", file=sys.stderr)
         return 1
     return 0

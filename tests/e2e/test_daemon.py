@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import durably
+import pytest
 from durably_server.server import GRACE_SECONDS
 
-from .harness import CRASH, Harness, describe, find_run, open_client
+from .harness import CRASH, ROOT, Harness, describe, find_run, open_client
 
 
 async def test_sigterm_exits_zero_and_the_db_reopens(harness: Harness) -> None:
@@ -74,3 +79,23 @@ async def test_second_daemon_on_the_same_db_refuses_to_start(harness: Harness) -
     assert harness.daemon.alive(), harness.daemon.report()
     async with open_client(harness.address) as client:
         assert await client.list_runs() == []
+
+
+@pytest.mark.parametrize("trouble", ["locked by another program", "not a database"])
+def test_a_database_it_cannot_open_stops_the_daemon_with_one_line(tmp_path: Path, trouble: str) -> None:
+    db = tmp_path / "store.db"
+    holder = None
+    if trouble == "not a database":
+        db.write_text("these are somebody's notes\n" * 200, encoding="utf-8")
+    else:  # past SQLite's busy timeout (5 s): the daemon cannot bring the schema up to date
+        holder = sqlite3.connect(db, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+    try:
+        argv = [sys.executable, "-m", "durably_server", "dev", "--db", str(db), "--listen", "127.0.0.1:0"]
+        started = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    finally:
+        if holder is not None:
+            holder.close()
+    assert started.returncode == 1, started
+    assert started.stderr.startswith(f"durably: cannot open the database {db}: "), started.stderr
+    assert "Traceback" not in started.stderr, started.stderr

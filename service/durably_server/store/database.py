@@ -24,6 +24,11 @@ class StoreLockedError(RuntimeError):
     """Another daemon has this database open: two writers would corrupt each other's queue."""
 
 
+class StoreOpenError(RuntimeError):
+    """The file could not be opened as the daemon's database: not a database, locked by another
+    program past SQLite's busy timeout, unreadable, or written by a newer daemon."""
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout = 5000")
@@ -54,11 +59,11 @@ class Store:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_file = _lock(path)
-        conn = _connect(path)
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if mode != "wal":
-            raise RuntimeError(f"{path}: could not switch to WAL mode (got {mode!r})")
-        migrate(conn)
+        try:
+            conn = _open_for_writing(path)
+        except (sqlite3.Error, RuntimeError) as exc:
+            self._lock_file.close()
+            raise StoreOpenError(f"cannot open the database {path}: {exc}") from None
         self.writer = Writer(conn, loop)
         self._local = threading.local()
         self._readers = ThreadPoolExecutor(
@@ -93,6 +98,20 @@ class Store:
         self.writer.close()
         self._readers.shutdown(wait=True)
         self._lock_file.close()
+
+
+def _open_for_writing(path: Path) -> sqlite3.Connection:
+    """The writer's connection: WAL, the schema brought up to date."""
+    conn = _connect(path)
+    try:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal":
+            raise RuntimeError(f"could not switch to WAL mode (got {mode!r})")
+        migrate(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def _lock(path: Path) -> IO[str]:
