@@ -13,7 +13,9 @@ import durably
 import pytest
 from durably_server.server import GRACE_SECONDS
 
-from .harness import CRASH, ROOT, Harness, describe, find_run, open_client
+from .harness import CRASH, ROOT, Harness, WorkerSpec, describe, find_run, open_client
+
+CHECKPOINT = WorkerSpec("checkpoint.py", ("cp-slow",))
 
 
 async def test_sigterm_exits_zero_and_the_db_reopens(harness: Harness) -> None:
@@ -63,6 +65,29 @@ async def test_sigterm_lets_a_running_step_report_before_the_streams_end(harness
     # Step two's result was committed before the stop: it did not run again after the restart.
     assert harness.count("step", run=run.id, name="two", phase="started") == 1
     assert worker.alive()
+
+
+async def test_sigterm_ends_a_checkpointing_stretch_at_a_step_boundary(harness: Harness) -> None:
+    """A checkpointing execution runs step after step: on SIGTERM its next checkpoint is refused, so the
+    worker stops there and reports that step in its final result. The stop does not wait out the grace
+    and cut a step in the middle (which would run again after the restart): every step runs once."""
+    harness.start_worker(CHECKPOINT)
+    steps = 60  # 60 x 50 ms: longer than the grace
+    async with open_client(harness.address) as client:
+        [event_id] = await client.send(durably.Event(name="cp/slow", data={"n": steps, "ms": 50}))
+        run = await find_run(client, event_id)
+        await harness.until_started(run.id, "s5")
+        started = time.monotonic()
+        harness.daemon.terminate()
+        assert harness.daemon.wait_exit(timeout=10) == 0, harness.daemon.report()
+        took = time.monotonic() - started
+        assert took < GRACE_SECONDS / 2, f"stopping took {took:.2f} s"
+    harness.daemon.start()
+    async with open_client(harness.address) as client:
+        done = await client.wait_for_run(run.id, timeout=60)
+    assert done.status == "completed" and done.output == steps, describe(done)
+    runs_of = [harness.count("step", run=run.id, name=f"s{i}", phase="started") for i in range(steps)]
+    assert runs_of == [1] * steps, f"steps that ran twice: {[f's{i}' for i, n in enumerate(runs_of) if n != 1]}"
 
 
 async def test_second_daemon_on_the_same_db_refuses_to_start(harness: Harness) -> None:

@@ -57,6 +57,21 @@ async def cp_block(ctx: durably.Context) -> dict[str, Any]:
     return {"one": r1, "two": r2, "three": r3}
 
 
+@client.function(id="cp-slow", trigger=durably.on_event("cp/slow"), checkpointing=True)
+async def cp_slow(ctx: durably.Context) -> int:
+    """``data.n`` sequential steps of ``data.ms`` milliseconds each (a long stretch of checkpoints)."""
+    run = ctx.run_id
+
+    async def slow(name: str) -> str:
+        record("step", run=run, name=name, phase="started")
+        await asyncio.sleep(ctx.event.data["ms"] / 1000)
+        return name
+
+    for i in range(ctx.event.data["n"]):
+        await ctx.step.run(f"s{i}", slow, f"s{i}")
+    return int(ctx.event.data["n"])
+
+
 @client.function(id="cp-mixed", trigger=durably.on_event("cp/mixed"), retries=2, checkpointing=True)
 async def cp_mixed(ctx: durably.Context) -> dict[str, Any]:
     """Everything but plain steps ends a checkpointed stretch: a gather, a failing step (retried), a
@@ -101,4 +116,4 @@ async def cp_big(ctx: durably.Context) -> int:
 
 
 if __name__ == "__main__":
-    serve(cp_steps, cp_block, cp_mixed, cp_big)
+    serve(cp_steps, cp_block, cp_slow, cp_mixed, cp_big)

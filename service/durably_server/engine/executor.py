@@ -86,6 +86,7 @@ class Executor:
         self._workers: set[WorkerConn] = set()
         self._running: list[tuple[str, int | None]] = []  # see _mark_running
         self._reporting = 0  # reports being merged now (a stop waits for them)
+        self._draining = False  # stopping: checkpoints are refused so that executions end (see drain)
         self._settled = asyncio.Event()  # set whenever a report was merged or a worker left
         self._watcher: asyncio.Task[None] | None = None
         self.registry = Registry(store.read_now(sql.load_functions))
@@ -126,7 +127,13 @@ class Executor:
     async def drain(self, grace: float) -> None:
         """Lease nothing more, give the executions workers hold up to ``grace`` seconds to report
         and their reports to commit, then end every worker's stream. A worker's stream never ends by
-        itself, so without this a stop always took the gRPC server's whole grace."""
+        itself, so without this a stop always took the gRPC server's whole grace.
+
+        A checkpointing execution would run step after step until the grace is over and be cut in the
+        middle of one (which then runs again after the restart): its next checkpoint is refused
+        instead, so the worker stops the handler at that step's end and reports it in its final
+        result, which is committed as usual (the run goes on from there after the restart)."""
+        self._draining = True
         await self.scheduler.stop()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
@@ -503,7 +510,8 @@ class Executor:
         run, committed = lease.run, False
         async with run.lock:
             still_leased = worker.inflight.get(lease.execution_id) is lease and not run.status.ended
-            steps = merge_checkpoint(run, lease.items[0], report.ops) if still_leased and report.ops else None
+            accepted = still_leased and not self._draining and report.ops
+            steps = merge_checkpoint(run, lease.items[0], report.ops) if accepted else None
             if steps:
                 try:
                     woken = await self.store.write(lambda conn: store_steps(conn, run.id, lease.items, steps))
