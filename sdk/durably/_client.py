@@ -242,7 +242,7 @@ class Client:
         try:
             response = await getattr(stub, call.method)(call.request, timeout=call.timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
-            raise map_rpc_error(exc, address=self.address, run_id=call.run_id) from exc
+            raise map_rpc_error(exc, address=self.address, run_id=call.run_id, plain_text=self._tls is None) from exc
         return call.convert(response)
 
     def _api_stub(self) -> Any:

@@ -97,8 +97,17 @@ def sync_channel(address: str, tls: TLSConfig | None) -> grpc.Channel:
     return grpc.secure_channel(address, tls.credentials(), options=_options(tls))
 
 
-def map_rpc_error(exc: grpc.RpcError, *, address: str, run_id: str | None = None) -> DurablyError:
-    """The SDK exception for a failed call (see the module docstring)."""
+PLAIN_TEXT_HINT = (
+    " (a daemon serving TLS closes plain-text connections: give this client its CA, with"
+    " Client(..., tls=durably.TLSConfig(...)) or $DURABLY_TLS_CA)"
+)
+
+
+def map_rpc_error(
+    exc: grpc.RpcError, *, address: str, run_id: str | None = None, plain_text: bool = False
+) -> DurablyError:
+    """The SDK exception for a failed call (see the module docstring); ``plain_text``: the call was
+    made without TLS, so a connection closed at once may mean the daemon wants TLS (said in the message)."""
     code = exc.code() if callable(getattr(exc, "code", None)) else grpc.StatusCode.UNKNOWN
     details = (exc.details() if callable(getattr(exc, "details", None)) else None) or str(exc)
     status = code.name if isinstance(code, grpc.StatusCode) else str(code)
@@ -107,7 +116,8 @@ def map_rpc_error(exc: grpc.RpcError, *, address: str, run_id: str | None = None
     if code == grpc.StatusCode.NOT_FOUND and run_id is not None:
         return RunNotFoundError(f"run {run_id!r} not found: {details}")
     if code == grpc.StatusCode.UNAVAILABLE:
-        return UnavailableError(f"cannot reach the durably executor at {address}: {details}", status=status)
+        hint = PLAIN_TEXT_HINT if plain_text and details.endswith("Socket closed") else ""
+        return UnavailableError(f"cannot reach the durably executor at {address}: {details}{hint}", status=status)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         return LimitExceeded(details)
     return ServiceError(f"{status}: {details}", status=status)

@@ -104,6 +104,7 @@ def test_the_cli_reads_the_ca_from_the_environment(harness: Harness) -> None:
     env = {k: v for k, v in os.environ.items() if k != "DURABLY_TLS_CA"}
     refused = subprocess.run(cli, capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
     assert refused.returncode == 1 and refused.stderr.startswith("durably: cannot reach"), refused
+    assert "$DURABLY_TLS_CA" in refused.stderr, refused.stderr  # the likely cause, said
     assert metrics(harness.address).events_received == 1
 
 
