@@ -510,7 +510,7 @@ class Executor:
         run, committed = lease.run, False
         async with run.lock:
             still_leased = worker.inflight.get(lease.execution_id) is lease and not run.status.ended
-            accepted = still_leased and not self._draining and report.ops
+            accepted = still_leased and not self._draining and bool(report.ops)
             steps = merge_checkpoint(run, lease.items[0], report.ops) if accepted else None
             if steps:
                 try:
