@@ -237,3 +237,42 @@ async def test_one_event_costs_the_same_with_2000_pending_waits_as_with_10(harne
     names = list(ms)
     ratios = {names[n + 1]: round(ms[names[n + 1]] / ms[names[n]], 2) for n in range(0, len(names), 2)}
     assert all(ratio < 5 for ratio in ratios.values()), f"matching is not indexed: 2000/10 ratios {ratios}, {ms}"
+
+
+async def test_many_waits_across_a_restart_resolve_once_each(harness: Harness) -> None:
+    """docs: reliability.md T12, scaled for CI: 300 runs wait on distinct keys, the daemon is killed
+    (-9) and restarted, then the matching events come with duplicates and strangers among them, and 30
+    waits time out. Each wait resolves exactly once, by its own first matching event or by its timeout."""
+    harness.start_worker(WAIT)
+    count, timing_out = 300, 30
+    keys = [f"k{n}-{uuid.uuid4().hex[:6]}" for n in range(count)]
+    async with open_client(harness.address) as client:
+        triggers = [
+            durably.Event("coord/await", {"key": key, "timeout": "6s" if n < timing_out else "60s"}, id=f"t-{key}")
+            for n, key in enumerate(keys)
+        ]
+        await client.send(triggers)
+        runs = {key: (await find_run(client, f"t-{key}")).id for key in keys}
+        await await_until(
+            lambda: len(harness.observations("reached-wait")) >= count, timeout=60, what="every run at its wait"
+        )
+        for key in keys[timing_out:]:  # (those timing out may have done so already on a slow machine)
+            await until_waiting(client, runs[key], timeout=30)
+    harness.daemon.kill9()
+    harness.daemon.start()
+    answered = keys[timing_out:]
+    replies = [durably.Event("coord/reply", {"key": key}, id=f"r-{key}") for key in answered]
+    again = [durably.Event("coord/reply", {"key": key, "late": True}, id=f"r2-{key}") for key in answered[:50]]
+    strangers = [durably.Event("coord/reply", {"key": f"stranger-{n}"}) for n in range(50)]
+    async with open_client(harness.address) as client:
+        await client.send(replies + strangers)
+        await client.send(again)
+        ended = {key: await client.wait_for_run(run_id, timeout=60) for key, run_id in runs.items()}
+    for n, key in enumerate(keys):
+        run = ended[key]
+        if n < timing_out:
+            assert got(run) is None, describe(run)
+        else:
+            assert got(run) == {"id": f"r-{key}", "name": "coord/reply", "data": {"key": key}}, describe(run)
+        assert [step.name for step in run.steps] == ["reply", "after"], describe(run)
+        assert harness.count("step", run=run.id, name="after") == 1, describe(run)
