@@ -446,6 +446,17 @@ def env_metadata() -> tuple[tuple[str, str], ...]:
     return auth_metadata(os.environ.get("DURABLY_TOKEN"))
 
 
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """`python -m durably_server ARGS` run to its end, output captured (environment: this process's)."""
+    argv = [sys.executable, "-m", "durably_server", *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=cwd, env=env)
+
+
+def environ_without(name: str) -> dict[str, str]:
+    """This process's environment without `name` (a CLI or daemon that must do without it)."""
+    return {key: value for key, value in os.environ.items() if key != name}
+
+
 def env_channel(address: str) -> grpc.Channel:
     """A raw channel as the SDK would open it: TLS if $DURABLY_TLS_CA etc. say so (tests/e2e/test_tls.py)."""
     import grpc

@@ -4,9 +4,7 @@ UNAUTHENTICATED before they do anything; the SDK, its workers and the CLI send $
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,7 +15,18 @@ import pytest
 from durably.errors import ServiceError
 from durably.protocol.v1 import api_pb2, api_pb2_grpc, common_pb2, worker_pb2, worker_pb2_grpc
 
-from .harness import CRASH, ROOT, Daemon, Harness, free_port, metrics, open_client, run_to_end, wait_until
+from .harness import (
+    CRASH,
+    Daemon,
+    Harness,
+    environ_without,
+    free_port,
+    metrics,
+    open_client,
+    run_cli,
+    run_to_end,
+    wait_until,
+)
 
 TOKEN = "test-token-0123456789abcdef"
 
@@ -62,11 +71,10 @@ async def test_workers_and_clients_with_the_token_run_as_usual(harness: Harness)
 
 
 def test_the_cli_sends_the_token_and_says_plainly_when_it_has_none(harness: Harness) -> None:
-    cli = [sys.executable, "-m", "durably_server", "send", "demo/nobody", "--id", "cli-1", "--address", harness.address]
-    sent = subprocess.run(cli, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    send = ("send", "demo/nobody", "--id", "cli-1", "--address", harness.address)
+    sent = run_cli(*send)
     assert sent.returncode == 0 and sent.stdout.startswith("cli-1"), sent
-    env = {k: v for k, v in os.environ.items() if k != "DURABLY_TOKEN"}
-    refused = subprocess.run(cli, capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
+    refused = run_cli(*send, env=environ_without("DURABLY_TOKEN"))
     assert refused.returncode == 1, refused
     assert refused.stderr.startswith("durably: UNAUTHENTICATED: missing or wrong token"), refused.stderr
     assert metrics(harness.address).events_received == 1
@@ -110,12 +118,11 @@ async def test_streams_are_refused_as_unauthenticated_every_time(harness: Harnes
 
 
 def _serve(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "durably_server", "serve", "--db", str(tmp_path / "d.db"), "--listen", "127.0.0.1:0"]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
+    return run_cli("serve", "--db", str(tmp_path / "d.db"), "--listen", "127.0.0.1:0", env=env)
 
 
 def test_serve_refuses_to_start_without_a_usable_token(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "DURABLY_TOKEN"}
+    env = environ_without("DURABLY_TOKEN")
     missing = _serve(tmp_path, env)
     assert missing.returncode == 2, missing
     assert "needs a token" in missing.stderr and "$DURABLY_TOKEN" in missing.stderr, missing.stderr

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,7 +11,7 @@ import durably
 import pytest
 from durably_server.server import GRACE_SECONDS
 
-from .harness import CRASH, ROOT, Harness, WorkerSpec, describe, find_run, open_client
+from .harness import CRASH, Harness, WorkerSpec, describe, find_run, open_client, run_cli
 
 CHECKPOINT = WorkerSpec("checkpoint.py", ("cp-slow",))
 
@@ -116,8 +114,7 @@ def test_a_database_it_cannot_open_stops_the_daemon_with_one_line(tmp_path: Path
         holder = sqlite3.connect(db, isolation_level=None)
         holder.execute("BEGIN EXCLUSIVE")
     try:
-        argv = [sys.executable, "-m", "durably_server", "dev", "--db", str(db), "--listen", "127.0.0.1:0"]
-        started = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=ROOT)
+        started = run_cli("dev", "--db", str(db), "--listen", "127.0.0.1:0")
     finally:
         if holder is not None:
             holder.close()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ import durably
 import pytest
 from durably.errors import UnavailableError
 
-from .harness import CRASH, ROOT, Daemon, Harness, free_port, metrics, open_client, run_to_end
+from .harness import CRASH, Daemon, Harness, environ_without, free_port, metrics, open_client, run_cli, run_to_end
 
 TOKEN = "test-token-0123456789abcdef"
 
@@ -98,11 +97,10 @@ async def test_plain_text_callers_never_reach_a_method(harness: Harness) -> None
 
 
 def test_the_cli_reads_the_ca_from_the_environment(harness: Harness) -> None:
-    cli = [sys.executable, "-m", "durably_server", "send", "demo/nobody", "--id", "cli-1", "--address", harness.address]
-    sent = subprocess.run(cli, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    send = ("send", "demo/nobody", "--id", "cli-1", "--address", harness.address)
+    sent = run_cli(*send)
     assert sent.returncode == 0 and sent.stdout.startswith("cli-1"), sent
-    env = {k: v for k, v in os.environ.items() if k != "DURABLY_TLS_CA"}
-    refused = subprocess.run(cli, capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
+    refused = run_cli(*send, env=environ_without("DURABLY_TLS_CA"))
     assert refused.returncode == 1 and refused.stderr.startswith("durably: cannot reach"), refused
     assert "$DURABLY_TLS_CA" in refused.stderr, refused.stderr  # the likely cause, said
     assert metrics(harness.address).events_received == 1
@@ -173,10 +171,8 @@ def test_domain_names_the_certificate_a_daemon_reached_by_address_shows(pki: Pki
 def test_bad_tls_files_stop_the_daemon_before_it_opens_its_store(
     pki: Pki, tmp_path: Path, flags: str, message: str
 ) -> None:
-    argv = [sys.executable, "-m", "durably_server", "serve", "--db", str(tmp_path / "d.db"), "--listen", "127.0.0.1:0"]
-    argv += flags.format(**asdict(pki)).split()
-    env = {**os.environ, "DURABLY_TOKEN": TOKEN}
-    refused = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
+    serve = ("serve", "--db", str(tmp_path / "d.db"), "--listen", "127.0.0.1:0", *flags.format(**asdict(pki)).split())
+    refused = run_cli(*serve, env={**os.environ, "DURABLY_TOKEN": TOKEN}, cwd=tmp_path)
     assert refused.returncode == 2, refused
     assert refused.stderr.startswith("durably: ") and message in refused.stderr, refused.stderr
     assert not (tmp_path / "d.db").exists(), "the daemon opened its store before refusing to start"
