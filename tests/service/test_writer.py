@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from durably_server.store.writer import Writer
+from durably_server.store.writer import INLINE_GAP_S, Writer
 
 
 def _insert(value: int) -> Any:
@@ -27,11 +27,27 @@ def _boom(conn: sqlite3.Connection) -> int:
     raise ValueError("bad change")
 
 
-async def _writer(tmp_path: Path) -> tuple[Writer, Path]:
+async def _writer(tmp_path: Path, inline_gap: float | None = None) -> tuple[Writer, Path]:
+    """A writer on a new file; by default one that commits every change on its thread."""
     path = tmp_path / "w.db"
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("CREATE TABLE t (v INTEGER)")
-    return Writer(conn, asyncio.get_running_loop()), path
+    return Writer(conn, asyncio.get_running_loop(), inline_gap=inline_gap), path
+
+
+def _one_batch(writer: Writer, ops: list[Any]) -> list[asyncio.Future[Any]]:
+    """Submit `ops` while the writer thread is held by another change, so that they share a transaction."""
+    started, go = threading.Event(), threading.Event()
+
+    def hold(conn: sqlite3.Connection) -> None:
+        started.set()
+        go.wait(10)
+
+    writer.submit(hold)
+    assert started.wait(10)
+    futures = [writer.submit(op) for op in ops]
+    go.set()
+    return futures
 
 
 def _rows(path: Path) -> list[int]:
@@ -41,10 +57,7 @@ def _rows(path: Path) -> list[int]:
 
 async def test_a_failing_change_is_refused_alone_and_the_batch_commits(tmp_path: Path) -> None:
     writer, path = await _writer(tmp_path)
-    loop = asyncio.get_running_loop()
-    futures = [loop.create_future() for _ in range(3)]
-    # One batch, handed over directly so that all three share a transaction.
-    await asyncio.to_thread(writer._commit, [(_insert(1), futures[0]), (_boom, futures[1]), (_insert(3), futures[2])])
+    futures = _one_batch(writer, [_insert(1), _boom, _insert(3)])
     assert await futures[0] == 1 and await futures[2] == 3
     with pytest.raises(ValueError, match="bad change"):
         await futures[1]
@@ -54,12 +67,9 @@ async def test_a_failing_change_is_refused_alone_and_the_batch_commits(tmp_path:
 
 async def test_a_change_failing_in_sqlite_is_refused_alone_and_so_is_a_lone_one(tmp_path: Path) -> None:
     writer, path = await _writer(tmp_path)
-    await asyncio.to_thread(writer._conn.execute, "CREATE UNIQUE INDEX t_v ON t (v)")
-    loop = asyncio.get_running_loop()
-    futures = [loop.create_future() for _ in range(4)]
+    await writer.submit(lambda conn: conn.execute("CREATE UNIQUE INDEX t_v ON t (v)"))
     # The third repeats the first's value: SQLite refuses it, which must not undo the others.
-    batch = [(_insert(1), futures[0]), (_insert(2), futures[1]), (_insert(1), futures[2]), (_insert(4), futures[3])]
-    await asyncio.to_thread(writer._commit, batch)
+    futures = _one_batch(writer, [_insert(1), _insert(2), _insert(1), _insert(4)])
     assert [await futures[0], await futures[1], await futures[3]] == [1, 2, 4]
     with pytest.raises(sqlite3.IntegrityError):
         await futures[2]
@@ -101,12 +111,15 @@ async def test_below_waits_until_the_backlog_has_shrunk(tmp_path: Path) -> None:
     writer.close()
 
 
-async def test_a_grown_wal_is_checkpointed_once_the_writer_is_idle_not_for_small_changes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("inline_gap", [INLINE_GAP_S, None], ids=["inline", "thread"])
+async def test_a_grown_wal_is_checkpointed_once_the_writer_is_idle_not_for_small_changes(
+    tmp_path: Path, inline_gap: float | None
+) -> None:
     path = tmp_path / "wal.db"
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     assert conn.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal"
     conn.execute("CREATE TABLE t (v BLOB)")
-    writer = Writer(conn, asyncio.get_running_loop())
+    writer = Writer(conn, asyncio.get_running_loop(), inline_gap=inline_gap)
 
     def insert(size: int) -> Any:
         return lambda c: c.execute("INSERT INTO t (v) VALUES (?)", (b"x" * size,))
@@ -140,13 +153,52 @@ class _CheckpointFails(sqlite3.Connection):
         return super().execute(sql, *args)
 
 
-async def test_a_failing_checkpoint_does_not_stop_the_writer(tmp_path: Path) -> None:
+@pytest.mark.parametrize("inline_gap", [INLINE_GAP_S, None], ids=["inline", "thread"])
+async def test_a_failing_checkpoint_does_not_stop_the_writer(tmp_path: Path, inline_gap: float | None) -> None:
     conn = sqlite3.connect(tmp_path / "w.db", isolation_level=None, check_same_thread=False, factory=_CheckpointFails)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("CREATE TABLE t (v BLOB)")
-    writer = Writer(conn, asyncio.get_running_loop())
+    writer = Writer(conn, asyncio.get_running_loop(), inline_gap=inline_gap)
     big = 2 * 1024 * 1024  # grows the database past CHECKPOINT_GROWTH_PAGES: a checkpoint is tried
     await writer.submit(lambda c: c.execute("INSERT INTO t (v) VALUES (?)", (b"x" * big,)))
     await asyncio.sleep(0.1)
     assert await asyncio.wait_for(writer.submit(_insert(7)), 5) == 7
+    writer.close()
+
+
+def _where(value: int) -> Any:
+    """A change that inserts `value` and returns the thread it ran on."""
+
+    def op(conn: sqlite3.Connection) -> int:
+        conn.execute("INSERT INTO t (v) VALUES (?)", (value,))
+        return threading.get_ident()
+
+    return op
+
+
+async def test_a_change_to_an_idle_writer_is_committed_before_submit_returns(tmp_path: Path) -> None:
+    writer, path = await _writer(tmp_path, inline_gap=INLINE_GAP_S)
+    future = writer.submit(_where(1))
+    # Nothing to group it with: committed on the loop's own thread, durable before the caller goes on.
+    assert future.done() and future.result() == threading.get_ident()
+    assert _rows(path) == [1] and writer.commits == 1
+    await asyncio.sleep(INLINE_GAP_S * 2)
+    failing = writer.submit(_boom)  # refused inline as on the thread: rolled back, the caller told
+    assert failing.done()
+    with pytest.raises(ValueError, match="bad change"):
+        await failing
+    await asyncio.sleep(INLINE_GAP_S * 2)
+    assert await writer.submit(_where(2)) == threading.get_ident()
+    writer.close()
+    assert _rows(path) == [1, 2]
+
+
+async def test_changes_in_quick_succession_go_to_the_thread_and_commit_together(tmp_path: Path) -> None:
+    writer, path = await _writer(tmp_path, inline_gap=INLINE_GAP_S)
+    futures = [writer.submit(_where(n)) for n in range(20)]
+    threads = await asyncio.gather(*futures)
+    # The first found the writer idle; the rest came right after it, so they went to the writer thread.
+    assert threads[0] == threading.get_ident()
+    assert all(thread != threading.get_ident() for thread in threads[1:])
+    assert _rows(path) == list(range(20)) and writer.commits < 20
     writer.close()
