@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from durably_server.store.writer import INLINE_GAP_S, Writer
+from durably_server.store.writer import Writer
 
 
 def _insert(value: int) -> Any:
@@ -27,12 +27,11 @@ def _boom(conn: sqlite3.Connection) -> int:
     raise ValueError("bad change")
 
 
-async def _writer(tmp_path: Path, inline_gap: float | None = None) -> tuple[Writer, Path]:
-    """A writer on a new file; by default one that commits every change on its thread."""
+async def _writer(tmp_path: Path) -> tuple[Writer, Path]:
     path = tmp_path / "w.db"
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("CREATE TABLE t (v INTEGER)")
-    return Writer(conn, asyncio.get_running_loop(), inline_gap=inline_gap), path
+    return Writer(conn, asyncio.get_running_loop()), path
 
 
 def _one_batch(writer: Writer, ops: list[Any]) -> list[asyncio.Future[Any]]:
@@ -111,25 +110,25 @@ async def test_below_waits_until_the_backlog_has_shrunk(tmp_path: Path) -> None:
     writer.close()
 
 
-@pytest.mark.parametrize("inline_gap", [INLINE_GAP_S, None], ids=["inline", "thread"])
+@pytest.mark.parametrize("inline", [True, False], ids=["inline", "thread"])
 async def test_a_grown_wal_is_checkpointed_once_the_writer_is_idle_not_for_small_changes(
-    tmp_path: Path, inline_gap: float | None
+    tmp_path: Path, inline: bool
 ) -> None:
     path = tmp_path / "wal.db"
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     assert conn.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal"
     conn.execute("CREATE TABLE t (v BLOB)")
-    writer = Writer(conn, asyncio.get_running_loop(), inline_gap=inline_gap)
+    writer = Writer(conn, asyncio.get_running_loop())
 
     def insert(size: int) -> Any:
         return lambda c: c.execute("INSERT INTO t (v) VALUES (?)", (b"x" * size,))
 
     before = await asyncio.to_thread(os.path.getsize, path)
-    await writer.submit(insert(100))
+    await writer.submit(insert(100), inline)
     await asyncio.sleep(0.1)
     # A small change stays in the WAL (SQLite's own checkpoint takes it later): the file did not grow.
     assert await asyncio.to_thread(os.path.getsize, path) == before
-    await writer.submit(insert(2 * 1024 * 1024))  # 512 pages, over CHECKPOINT_GROWTH_PAGES
+    await writer.submit(insert(2 * 1024 * 1024), inline)  # 512 pages, over CHECKPOINT_GROWTH_PAGES
     assert await asyncio.to_thread(_grows_to, path, before + 2 * 1024 * 1024), "not checkpointed"
     writer.close()
 
@@ -153,16 +152,16 @@ class _CheckpointFails(sqlite3.Connection):
         return super().execute(sql, *args)
 
 
-@pytest.mark.parametrize("inline_gap", [INLINE_GAP_S, None], ids=["inline", "thread"])
-async def test_a_failing_checkpoint_does_not_stop_the_writer(tmp_path: Path, inline_gap: float | None) -> None:
+@pytest.mark.parametrize("inline", [True, False], ids=["inline", "thread"])
+async def test_a_failing_checkpoint_does_not_stop_the_writer(tmp_path: Path, inline: bool) -> None:
     conn = sqlite3.connect(tmp_path / "w.db", isolation_level=None, check_same_thread=False, factory=_CheckpointFails)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("CREATE TABLE t (v BLOB)")
-    writer = Writer(conn, asyncio.get_running_loop(), inline_gap=inline_gap)
+    writer = Writer(conn, asyncio.get_running_loop())
     big = 2 * 1024 * 1024  # grows the database past CHECKPOINT_GROWTH_PAGES: a checkpoint is tried
-    await writer.submit(lambda c: c.execute("INSERT INTO t (v) VALUES (?)", (b"x" * big,)))
+    await writer.submit(lambda c: c.execute("INSERT INTO t (v) VALUES (?)", (b"x" * big,)), inline)
     await asyncio.sleep(0.1)
-    assert await asyncio.wait_for(writer.submit(_insert(7)), 5) == 7
+    assert await asyncio.wait_for(writer.submit(_insert(7), inline), 5) == 7
     writer.close()
 
 
@@ -176,29 +175,27 @@ def _where(value: int) -> Any:
     return op
 
 
-async def test_a_change_to_an_idle_writer_is_committed_before_submit_returns(tmp_path: Path) -> None:
-    writer, path = await _writer(tmp_path, inline_gap=INLINE_GAP_S)
-    future = writer.submit(_where(1))
+async def test_an_inline_change_to_an_idle_writer_is_committed_before_submit_returns(tmp_path: Path) -> None:
+    writer, path = await _writer(tmp_path)
+    future = writer.submit(_where(1), inline=True)
     # Nothing to group it with: committed on the loop's own thread, durable before the caller goes on.
     assert future.done() and future.result() == threading.get_ident()
     assert _rows(path) == [1] and writer.commits == 1
-    await asyncio.sleep(INLINE_GAP_S * 2)
-    failing = writer.submit(_boom)  # refused inline as on the thread: rolled back, the caller told
+    failing = writer.submit(_boom, inline=True)  # refused inline as on the thread: rolled back, the caller told
     assert failing.done()
     with pytest.raises(ValueError, match="bad change"):
         await failing
-    await asyncio.sleep(INLINE_GAP_S * 2)
-    assert await writer.submit(_where(2)) == threading.get_ident()
+    assert await writer.submit(_where(2)) != threading.get_ident()  # not asked: the thread, as always
     writer.close()
     assert _rows(path) == [1, 2]
 
 
-async def test_changes_in_quick_succession_go_to_the_thread_and_commit_together(tmp_path: Path) -> None:
-    writer, path = await _writer(tmp_path, inline_gap=INLINE_GAP_S)
-    futures = [writer.submit(_where(n)) for n in range(20)]
-    threads = await asyncio.gather(*futures)
-    # The first found the writer idle; the rest came right after it, so they went to the writer thread.
-    assert threads[0] == threading.get_ident()
-    assert all(thread != threading.get_ident() for thread in threads[1:])
-    assert _rows(path) == list(range(20)) and writer.commits < 20
+async def test_an_inline_change_waits_its_turn_when_the_writer_is_busy(tmp_path: Path) -> None:
+    writer, path = await _writer(tmp_path)
+    queued = _one_batch(writer, [_where(n) for n in range(3)])
+    late = writer.submit(_where(3), inline=True)  # changes are in flight: it must not overtake them
+    assert not late.done()
+    threads = await asyncio.gather(*queued, late)
+    assert all(thread != threading.get_ident() for thread in threads)
+    assert _rows(path) == [0, 1, 2, 3]
     writer.close()

@@ -475,7 +475,8 @@ class Executor:
                 fx = await self.store.write(
                     lambda conn: self.writes.commit_report(
                         conn, run, items, merge, new_discovery, planned, sends, failed, now
-                    )
+                    ),
+                    inline=self._alone(),
                 )
             except Exception:
                 # Nothing was committed: the queued rows still stand, so run the execution again.
@@ -514,7 +515,9 @@ class Executor:
             steps = merge_checkpoint(run, lease.items[0], report.ops) if accepted else None
             if steps:
                 try:
-                    woken = await self.store.write(lambda conn: store_steps(conn, run.id, lease.items, steps))
+                    woken = await self.store.write(
+                        lambda conn: store_steps(conn, run.id, lease.items, steps), inline=self._alone()
+                    )
                 except Exception:
                     log.exception("could not commit a checkpoint of run %s; the worker will report it again", run.id)
                 else:
@@ -526,6 +529,12 @@ class Executor:
                     self.metrics.steps_recorded += len(steps)
                     self.watch.changed(run.id)
         worker.outbox.put_nowait(Checkpointed(report.execution_id, committed))
+
+    def _alone(self) -> bool:
+        """Whether the report being merged is all there is to do: no other report, at most one execution
+        out (its own). Its commit may then hold up the loop (store/writer.py): a lone sequential run
+        saves two thread wake-ups per step, and a busy engine keeps its loop free while the disk syncs."""
+        return self._reporting <= 1 and sum(len(worker.inflight) for worker in self._workers) <= 1
 
     def _woken(self, run: ActiveRun, stored: int) -> None:
         """`stored` sleeps the run woke from were committed with what it reported."""

@@ -70,9 +70,10 @@ class Store:
             max_workers=2, thread_name_prefix=READER_NAME, initializer=setthreadtitle, initargs=(READER_NAME,)
         )
 
-    def write(self, op: WriteOp[T]) -> asyncio.Future[T]:
-        """Commit `op` (grouped with others); await the result to know it is durable."""
-        return self.writer.submit(op)
+    def write(self, op: WriteOp[T], inline: bool = False) -> asyncio.Future[T]:
+        """Commit `op` (grouped with others); await the result to know it is durable. `inline`: the
+        caller is all that is going on, so an idle writer may commit it on this thread (store/writer.py)."""
+        return self.writer.submit(op, inline)
 
     async def read(self, query: Callable[[sqlite3.Connection], T]) -> T:
         """Run `query` on a reader connection off the event loop (WAL: never blocks the writer)."""

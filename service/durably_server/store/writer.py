@@ -7,11 +7,11 @@ its neighbours: see `_commit`), commits once, and only then resolves the callers
 futures: nothing is acknowledged before it is durable. Between commits it also
 checkpoints the WAL (`CHECKPOINT_GROWTH_PAGES`).
 
-A change that comes to an idle writer (nothing in flight, and none submitted for
-`INLINE_GAP_S`) is committed at once on the caller's thread instead: there is nothing
-to group it with, and the trip to the writer thread and back costs two thread wake-ups,
-which on this class of machine is more than the statements themselves (a sequential run
-pays it once per step). Under load changes come closer together and go to the thread.
+A caller may ask for its change to be committed at once on its own thread (`inline`)
+when the writer is idle: there is nothing to group it with, and the trip to the writer
+thread and back costs two thread wake-ups, more than the statements themselves on the
+bench machine (a lone sequential run pays it once per step). The event loop waits for
+that commit's fsync, so only a caller that knows nothing else is going on should ask.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import logging
 import queue
 import sqlite3
 import threading
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -55,21 +54,12 @@ THREAD_NAME = "durably-writer"
 `ps -L`, perf and the bench's CPU per thread tell it from the event loop and the readers by it."""
 
 
-INLINE_GAP_S = 0.0005
-"""A change submitted at least this long after the previous one (or after the end of the previous one
-committed inline), with none in flight, is committed on the caller's thread (see the module's
-docstring). Well under a sequential run's step (about 1 ms on the bench machine), well over the gaps
-between changes of concurrent runs (W1: ~0.15 ms)."""
-
-
 class _Isolate(Exception):
     """A batch run without savepoints hit a failing operation: run it again with them."""
 
 
 class Writer:
-    def __init__(
-        self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop, inline_gap: float | None = INLINE_GAP_S
-    ) -> None:
+    def __init__(self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop) -> None:
         self._conn = conn
         self._loop = loop
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -81,8 +71,6 @@ class Writer:
         self._busy = threading.Lock()
         """Held while the connection is in use, by the thread or by a caller committing inline."""
         self._in_flight = 0  # submitted and not yet settled; read and written on the loop's thread
-        self._inline_gap = inline_gap  # None: every change goes to the thread
-        self._last_activity = 0.0  # the latest submit, or the end of the latest inline commit
         self._thread.start()
 
     @property
@@ -97,14 +85,11 @@ class Writer:
             self._settled.clear()
             await self._settled.wait()
 
-    def submit(self, op: WriteOp[T]) -> asyncio.Future[T]:
-        """Queue `op`; the future resolves with its return value once it is committed (at once, before
-        this returns, when the writer was idle and committed it inline)."""
+    def submit(self, op: WriteOp[T], inline: bool = False) -> asyncio.Future[T]:
+        """Queue `op`; the future resolves with its return value once it is committed. With `inline`,
+        an idle writer commits it before this returns (see the module's docstring)."""
         future: asyncio.Future[T] = self._loop.create_future()
-        now = time.monotonic()
-        gap = self._inline_gap
-        idle = gap is not None and self._in_flight == 0 and now - self._last_activity >= gap
-        self._last_activity = now
+        idle = inline and self._in_flight == 0
         self._in_flight += 1
         if idle and self._busy.acquire(blocking=False):
             try:
@@ -112,8 +97,6 @@ class Writer:
                 checkpoint = self._wal_grown()
             finally:
                 self._busy.release()
-            # Measured from here: a slow commit must not make the changes queued meanwhile look sparse.
-            self._last_activity = time.monotonic()
             if checkpoint:  # on the thread: the caller has its answer first
                 self._queue.put(_CHECKPOINT)
             self._settle(outcomes)
