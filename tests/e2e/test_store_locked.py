@@ -12,7 +12,7 @@ import grpc
 from durably.errors import UnavailableError
 from durably.protocol.v1 import api_pb2, api_pb2_grpc, common_pb2
 
-from .harness import CRASH, Harness, open_client
+from .harness import CRASH, Harness, open_client, wait_until
 
 BUSY_TIMEOUT_S = 5  # the daemon's (store/database.py)
 
@@ -50,3 +50,31 @@ async def test_sends_while_another_process_holds_the_store_wait_or_are_refused_a
             assert (await client.wait_for_run(run.id, timeout=30)).status == "completed"
         assert await client.list_runs(event_id="raw-0") == [], "the refused event was stored"
     assert harness.daemon.alive(), harness.daemon.report()
+
+
+async def test_a_worker_registering_while_the_store_is_locked_is_refused_as_unavailable_and_comes_back(
+    harness: Harness,
+) -> None:
+    """Registration stores the worker's functions; when it cannot, the stream ends UNAVAILABLE with the
+    store's words (it ended UNKNOWN, "Unexpected <class 'sqlite3.OperationalError'>"), and the worker
+    registers again once the store is free."""
+    lock = sqlite3.connect(harness.daemon.db, timeout=10, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
+    try:
+        worker = harness.start_worker(CRASH, wait=False)
+        wait_until(
+            lambda: "UNAVAILABLE: the store could not complete the call (database is locked)" in worker.stderr(),
+            timeout=BUSY_TIMEOUT_S + 20,
+            what="the worker to log the refusal",
+        )
+        assert "UNKNOWN" not in worker.stderr(), worker.stderr()
+        assert harness.connected_workers() == {}, "registered though its functions could not be stored"
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    wait_until(lambda: harness.connected_workers() != {}, timeout=30, what="the worker to register")
+    async with open_client(harness.address) as client:
+        [event_id] = await client.send(durably.Event("demo/echo", {"n": 1}))
+        [run] = await client.list_runs(event_id=event_id)
+        assert (await client.wait_for_run(run.id, timeout=30)).status == "completed"
+    assert worker.alive() and harness.daemon.alive(), harness.daemon.report()

@@ -32,15 +32,17 @@ class StoreErrors(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc shi
         return None if handler is None else _guarded(handler, handler_call_details.method)
 
 
-async def _unavailable(context: grpc.aio.ServicerContext, method: str, exc: sqlite3.OperationalError) -> None:
+async def refuse_unavailable(context: grpc.aio.ServicerContext, method: str, exc: sqlite3.OperationalError) -> None:
+    """End the call with UNAVAILABLE and the store's words (and log it)."""
     log.warning("%s: the store failed: %s", method, exc)
     await context.abort(grpc.StatusCode.UNAVAILABLE, f"the store could not complete the call ({exc}); try again")
 
 
 def _guarded(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
     """The same handler, its behaviour's store errors turned into UNAVAILABLE. A worker's stream (the
-    only one with streamed requests) is left as it is: it carries every step, and a worker whose stream
-    ends reconnects whatever the status."""
+    only one with streamed requests) is left as it is: it carries every step, so it is not wrapped
+    here; the one store write it waits for itself, at registration, is refused the same way in
+    api/worker_service.py (the merges of its reports handle their own)."""
     if handler.request_streaming:
         return handler
     codecs = {
@@ -55,7 +57,7 @@ def _guarded(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandl
                 async for response in stream(request, context):
                     yield response
             except sqlite3.OperationalError as exc:
-                await _unavailable(context, method, exc)
+                await refuse_unavailable(context, method, exc)
 
         return grpc.unary_stream_rpc_method_handler(streaming, **codecs)
     unary: Behavior = handler.unary_unary
@@ -64,6 +66,6 @@ def _guarded(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandl
         try:
             return await unary(request, context)
         except sqlite3.OperationalError as exc:
-            await _unavailable(context, method, exc)
+            await refuse_unavailable(context, method, exc)
 
     return grpc.unary_unary_rpc_method_handler(answering, **codecs)

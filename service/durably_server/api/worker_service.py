@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import AsyncIterator
 
 import grpc
@@ -18,6 +19,7 @@ from durably.protocol.batching import MAX_BATCH_MESSAGES, Source, batches
 from durably.protocol.v1 import worker_pb2, worker_pb2_grpc
 
 from durably_server import convert
+from durably_server.api.store_errors import refuse_unavailable
 from durably_server.convert import RequestError
 from durably_server.engine.executor import Executor
 from durably_server.engine.scheduler import Lease, WorkerConn
@@ -44,9 +46,13 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
         except RequestError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         register = first.register
-        worker = await self._executor.connect_worker(
-            register.app_id, register.worker_name, specs, capacity, register.keeps_reported
-        )
+        try:
+            worker = await self._executor.connect_worker(
+                register.app_id, register.worker_name, specs, capacity, register.keeps_reported
+            )
+        except sqlite3.OperationalError as exc:  # functions not stored: the worker registers again later
+            await refuse_unavailable(context, "/durably.protocol.v1.WorkerService/Connect", exc)
+            raise  # abort has raised already; this tells the type checker so
         yield worker_pb2.ExecutorMessage(
             registered=worker_pb2.Registered(worker_id=worker.id, heartbeat_interval_ms=self._executor.heartbeat_ms)
         )
