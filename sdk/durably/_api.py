@@ -18,7 +18,7 @@ import grpc
 from durably import _convert
 from durably._grpc import CALL_TIMEOUT, map_rpc_error
 from durably._types import Event, FunctionInfo, Run, RunStatus, RunStep
-from durably.errors import DurablyError, ServiceError
+from durably.errors import DurablyError, ServiceError, UnavailableError
 from durably.protocol.v1 import api_pb2
 
 R = TypeVar("R")
@@ -87,6 +87,8 @@ class WatchedRun:
     """Every step the stream has shown, in order."""
     last: Run | None = field(init=False, default=None)
     """The run last yielded."""
+    unreachable: UnavailableError | None = field(init=False, default=None)
+    """Why the latest stream broke, when it broke as an executor restarting does (said on a time-out)."""
 
     def __post_init__(self) -> None:
         if self.timeout is not None:
@@ -98,15 +100,16 @@ class WatchedRun:
             return None
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
-            raise wait_timeout_error(self.run_id, self.timeout or 0.0, self.last)
+            raise wait_timeout_error(self.run_id, self.timeout or 0.0, self.last, self.unreachable)
         return remaining
 
-    def failed(self, exc: grpc.RpcError, address: str) -> None:
+    def failed(self, exc: grpc.RpcError, address: str, plain_text: bool) -> None:
         """Raise the SDK's error for a stream that broke, unless watching again may work (an executor
         restarting; a stream cut by the deadline, which ``remaining()`` then turns into TimeoutError)."""
-        error = map_rpc_error(exc, address=address, run_id=self.run_id)
+        error = map_rpc_error(exc, address=address, run_id=self.run_id, plain_text=plain_text)
         if not is_transient(error):
             raise error from exc
+        self.unreachable = latest_unreachable(error, self.unreachable)
 
     def update(self, response: api_pb2.WatchRunResponse) -> Run | None:
         """The run as of this message, or None if it shows nothing new (a stream opened again after
@@ -131,6 +134,21 @@ def is_transient(exc: DurablyError) -> bool:
     return isinstance(exc, ServiceError) and exc.status in ("UNAVAILABLE", "DEADLINE_EXCEEDED")
 
 
-def wait_timeout_error(run_id: str, timeout: float, last: Run | None) -> TimeoutError:
-    state = f"its status is {last.status.value}" if last is not None else "the executor could not be reached"
+def latest_unreachable(error: DurablyError, before: UnavailableError | None) -> UnavailableError | None:
+    """The failure to reach the executor to report if a wait times out: the latest (not a try cut short
+    by the wait's own deadline)."""
+    return error if isinstance(error, UnavailableError) else before
+
+
+def wait_timeout_error(
+    run_id: str, timeout: float, last: Run | None, unreachable: UnavailableError | None = None
+) -> TimeoutError:
+    """Why a wait for a run ended without it: the run as last seen, else the last failure to reach the
+    executor (which says, say, that it serves TLS and this client spoke plain text)."""
+    if last is not None:
+        state = f"its status is {last.status.value}"
+    elif unreachable is not None:
+        state = f"the executor could not be reached: {unreachable}"
+    else:
+        state = "the executor could not be reached"
     return TimeoutError(f"run {run_id!r} has not ended after {timeout:g} s ({state})")

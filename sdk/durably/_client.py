@@ -16,7 +16,7 @@ from durably._function import Concurrency, EventTrigger, Function, Handler, Time
 from durably._grpc import aio_channel, map_rpc_error, resolve_address, resolve_token
 from durably._tls import TLSConfig, resolve_tls
 from durably._types import Event, FunctionInfo, Run, RunStatus
-from durably.errors import DurablyError
+from durably.errors import DurablyError, UnavailableError
 from durably.protocol.auth import auth_metadata
 from durably.protocol.v1 import api_pb2_grpc
 
@@ -173,6 +173,7 @@ class Client:
         """
         deadline = time.monotonic() + _api.check_timeout(timeout)
         last: Run | None = None
+        unreachable: UnavailableError | None = None
         while (remaining := deadline - time.monotonic()) > 0:
             started = time.monotonic()
             try:
@@ -180,13 +181,14 @@ class Client:
             except DurablyError as exc:
                 if not _api.is_transient(exc):
                     raise
+                unreachable = _api.latest_unreachable(exc, unreachable)
                 await asyncio.sleep(min(_api.RETRY_DELAY, max(0.0, deadline - time.monotonic())))
                 continue
             if last.status.ended:
                 return last
             if time.monotonic() - started < 0.05:  # the executor answered at once: don't spin
                 await asyncio.sleep(0.05)
-        raise _api.wait_timeout_error(run_id, timeout, last)
+        raise _api.wait_timeout_error(run_id, timeout, last, unreachable)
 
     async def watch_run(self, run_id: str, timeout: float | None = None) -> AsyncIterator[Run]:
         """The run now, then again at each change (a new status, steps recorded); the last one yielded
@@ -207,7 +209,7 @@ class Client:
                         yield run
                 return
             except grpc.RpcError as exc:
-                watched.failed(exc, self.address)
+                watched.failed(exc, self.address, plain_text=self._tls is None)
             finally:
                 call.cancel()
             await asyncio.sleep(_api.RETRY_DELAY)

@@ -19,7 +19,7 @@ from durably._client import check_app_id
 from durably._grpc import map_rpc_error, resolve_address, resolve_token, sync_channel
 from durably._tls import TLSConfig, resolve_tls
 from durably._types import Event, FunctionInfo, Run, RunStatus
-from durably.errors import DurablyError
+from durably.errors import DurablyError, UnavailableError
 from durably.protocol.auth import auth_metadata
 from durably.protocol.v1 import api_pb2_grpc
 
@@ -74,6 +74,7 @@ class SyncClient:
         """The run once it has ended; the built-in ``TimeoutError`` if not within ``timeout`` seconds."""
         deadline = time.monotonic() + _api.check_timeout(timeout)
         last: Run | None = None
+        unreachable: UnavailableError | None = None
         while (remaining := deadline - time.monotonic()) > 0:
             started = time.monotonic()
             try:
@@ -81,13 +82,14 @@ class SyncClient:
             except DurablyError as exc:
                 if not _api.is_transient(exc):
                     raise
+                unreachable = _api.latest_unreachable(exc, unreachable)
                 time.sleep(min(_api.RETRY_DELAY, max(0.0, deadline - time.monotonic())))
                 continue
             if last.status.ended:
                 return last
             if time.monotonic() - started < 0.05:  # the executor answered at once: don't spin
                 time.sleep(0.05)
-        raise _api.wait_timeout_error(run_id, timeout, last)
+        raise _api.wait_timeout_error(run_id, timeout, last, unreachable)
 
     def watch_run(self, run_id: str, timeout: float | None = None) -> Iterator[Run]:
         """The run now, then again at each change; the last one yielded has ended (see
@@ -103,7 +105,7 @@ class SyncClient:
                         yield run
                 return
             except grpc.RpcError as exc:
-                watched.failed(exc, self.address)
+                watched.failed(exc, self.address, plain_text=self._tls is None)
             finally:
                 call.cancel()
             time.sleep(_api.RETRY_DELAY)

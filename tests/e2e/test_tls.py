@@ -90,8 +90,19 @@ async def test_plain_text_callers_never_reach_a_method(harness: Harness) -> None
     try:
         with pytest.raises(UnavailableError):
             await plain.send(durably.Event(name="demo/echo", data={}))
+        # Reads wait out an executor that restarts, so the refusal comes at the end of the wait: with
+        # the reason (it said only "the executor could not be reached").
+        with pytest.raises(TimeoutError, match="TLS") as waited:
+            await plain.wait_for_run("no-such-run", timeout=2)
+        assert "serving TLS closes plain-text connections" in str(waited.value), waited.value
+        with pytest.raises(TimeoutError, match="TLS"):
+            async for _ in plain.watch_run("no-such-run", timeout=2):
+                pass
     finally:
         await plain.close()
+    with durably.SyncClient("app", address=harness.address, tls=False) as sync_plain:
+        with pytest.raises(TimeoutError, match="TLS"):
+            sync_plain.wait_for_run("no-such-run", timeout=2)
     assert metrics(harness.address).events_received == 0
     assert harness.daemon.alive(), harness.daemon.report()
 
