@@ -51,6 +51,7 @@ STEPS = WorkerSpec("steps.py", ("three-steps", "loop-steps", "tuple-step", "bad-
 ERRORS = WorkerSpec("errors.py", ("flaky-step", "always-fails", "gives-up", "flaky-handler"))
 CRASH = WorkerSpec("crash.py", ("echo", "crash-between", "worker-crash"))
 CAPACITY_ONE = WorkerSpec("coord_capacity.py", ("long-nap", "quick", "busy"))
+CHECKPOINT = WorkerSpec("checkpoint.py", ("cp-steps", "cp-block", "cp-mixed", "cp-big"))
 
 
 def free_port() -> int:
@@ -481,3 +482,13 @@ def describe(run: durably.Run) -> str:
     """A run in one line, for assertion messages."""
     steps = [(s.name, s.index, str(s.status)) for s in run.steps]
     return f"run {run.id} status={run.status} output={run.output!r} error={run.error!r} steps={steps}"
+
+
+async def blocked_in_step_two(harness: Harness, client: durably.Client) -> durably.Run:
+    """Start a cp-block run (CHECKPOINT) and wait until its step two runs (and blocks on its control file)."""
+    import durably
+
+    [event_id] = await client.send(durably.Event(name="cp/block", data={}))
+    run = await find_run(client, event_id)
+    await harness.until_started(run.id, "two")
+    return run

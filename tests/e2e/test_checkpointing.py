@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import asyncio
 
-import durably
-
-from .harness import Harness, WorkerSpec, await_until, describe, find_run, metrics, open_client, run_to_end
-
-CHECKPOINT = WorkerSpec("checkpoint.py", ("cp-steps", "cp-block", "cp-mixed", "cp-big"))
-
-
-async def _blocked_in_step_two(harness: Harness, client: durably.Client) -> durably.Run:
-    """Start a cp-block run and wait until its step two runs (and blocks on its control file)."""
-    [event_id] = await client.send(durably.Event(name="cp/block", data={}))
-    run = await find_run(client, event_id)
-    await harness.until_started(run.id, "two")
-    return run
+from .harness import (
+    CHECKPOINT,
+    Harness,
+    await_until,
+    blocked_in_step_two,
+    describe,
+    metrics,
+    open_client,
+    run_to_end,
+)
 
 
 async def test_sequential_steps_run_in_one_execution(harness: Harness) -> None:
@@ -41,7 +38,7 @@ async def test_sequential_steps_run_in_one_execution(harness: Harness) -> None:
 async def test_each_step_is_committed_before_the_handler_goes_on(harness: Harness) -> None:
     harness.start_worker(CHECKPOINT)
     async with open_client(harness.address) as client:
-        run = await _blocked_in_step_two(harness, client)
+        run = await blocked_in_step_two(harness, client)
         during = await client.get_run(run.id)
         assert during.status == "running", describe(during)
         assert [(s.name, s.status, s.output) for s in during.steps] == [("one", "completed", 1)], describe(during)
@@ -55,7 +52,7 @@ async def test_each_step_is_committed_before_the_handler_goes_on(harness: Harnes
 async def test_worker_killed_mid_run_the_next_worker_replays_the_checkpoints(harness: Harness) -> None:
     first = harness.start_worker(CHECKPOINT)
     async with open_client(harness.address) as client:
-        run = await _blocked_in_step_two(harness, client)
+        run = await blocked_in_step_two(harness, client)
         first.kill9()
         second = harness.start_worker(CHECKPOINT, wait=False)
         harness.release(f"go-{run.id}")
@@ -74,7 +71,7 @@ async def test_worker_killed_mid_run_the_next_worker_replays_the_checkpoints(har
 async def test_daemon_killed_mid_run_resumes_after_restart(harness: Harness) -> None:
     worker = harness.start_worker(CHECKPOINT)
     async with open_client(harness.address) as client:
-        run = await _blocked_in_step_two(harness, client)
+        run = await blocked_in_step_two(harness, client)
     harness.daemon.kill9()
     harness.daemon.start()  # same file, same port; the worker reconnects by itself
     harness.release(f"go-{run.id}")
@@ -92,7 +89,7 @@ async def test_daemon_killed_mid_run_resumes_after_restart(harness: Harness) -> 
 async def test_a_cancelled_run_stops_at_its_next_checkpoint(harness: Harness) -> None:
     harness.start_worker(CHECKPOINT)
     async with open_client(harness.address) as client:
-        run = await _blocked_in_step_two(harness, client)
+        run = await blocked_in_step_two(harness, client)
         cancelled = await client.cancel_run(run.id)
         assert cancelled.status == "cancelled"
         harness.release(f"go-{run.id}")

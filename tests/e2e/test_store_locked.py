@@ -12,7 +12,7 @@ import grpc
 from durably.errors import UnavailableError
 from durably.protocol.v1 import api_pb2, api_pb2_grpc, common_pb2
 
-from .harness import CRASH, Harness, open_client, wait_until
+from .harness import CHECKPOINT, CRASH, Harness, blocked_in_step_two, describe, open_client, wait_until
 
 BUSY_TIMEOUT_S = 5  # the daemon's (store/database.py)
 
@@ -78,3 +78,31 @@ async def test_a_worker_registering_while_the_store_is_locked_is_refused_as_unav
         [run] = await client.list_runs(event_id=event_id)
         assert (await client.wait_for_run(run.id, timeout=30)).status == "completed"
     assert worker.alive() and harness.daemon.alive(), harness.daemon.report()
+
+
+async def test_steps_finishing_while_the_store_is_locked_are_committed_once_it_is_free(harness: Harness) -> None:
+    """A step's result that cannot be committed (the file locked past the busy timeout) is not
+    acknowledged: the checkpoint is refused and the step reported again, or its execution runs again;
+    once the store is free every run completes, each step recorded once, no committed step run again."""
+    harness.start_worker(CHECKPOINT)
+    async with open_client(harness.address) as client:
+        runs = [await blocked_in_step_two(harness, client) for _ in range(3)]
+        lock = sqlite3.connect(harness.daemon.db, timeout=10, isolation_level=None)
+        lock.execute("BEGIN EXCLUSIVE")
+        try:
+            for run in runs:
+                harness.release(f"go-{run.id}")
+            await asyncio.sleep(BUSY_TIMEOUT_S + 2)
+            for run in runs:
+                assert (await client.get_run(run.id)).status == "running"
+            assert "could not commit a checkpoint" in harness.daemon.stderr(), "no commit was refused"
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+        for run in runs:
+            done = await client.wait_for_run(run.id, timeout=60)
+            assert done.status == "completed", describe(done)
+            assert done.output == {"one": 1, "two": 2, "three": 3}
+            assert [s.name for s in done.steps] == ["one", "two", "three"], describe(done)
+            assert harness.count("step", run=run.id, name="one") == 1, "a committed step ran again"
+    assert harness.daemon.alive(), harness.daemon.report()
