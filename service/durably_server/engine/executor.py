@@ -22,7 +22,7 @@ from durably_server.engine.cron import Cron
 from durably_server.engine.merge import Merge, merge_checkpoint, merge_report
 from durably_server.engine.metrics import Metrics
 from durably_server.engine.registry import Registry
-from durably_server.engine.retry import RetryPolicy
+from durably_server.engine.retry import STORE_RETRY, RetryPolicy
 from durably_server.engine.runs import (
     MAX_HELD_NEW,
     MAX_HELD_WOKEN,
@@ -479,12 +479,21 @@ class Executor:
                     inline=self._alone(),
                 )
             except Exception:
-                # Nothing was committed: the queued rows still stand, so run the execution again.
-                log.exception("could not commit the report of run %s; the execution will run again", run.id)
+                # Nothing was committed: the queued rows still stand, so run the execution again, after
+                # a pause that grows while the store keeps failing (engine/retry.py STORE_RETRY).
+                run.store_failures += 1
+                delay_ms = STORE_RETRY.delay_ms(run.store_failures)
+                log.exception(
+                    "could not commit the report of run %s; the execution will run again in %d ms", run.id, delay_ms
+                )
                 if not report.partial:
                     _unlease(lease)
+                due = now_ms() + delay_ms  # from now: the failed commit may have waited out the busy timeout
+                for item in items:
+                    item.available_ms = max(item.available_ms, due)
                 self.scheduler.add(items)
                 return
+            run.store_failures = 0
             self._woken(run, fx.woken)
             if merge.steps:
                 record_steps(run.state, merge.steps)

@@ -29,3 +29,10 @@ class RetryPolicy:
             return min(failure.retry_after_ms, MAX_RETRY_AFTER_MS)
         delay: int = min(self.max_ms, self.base_ms << max(0, attempt - 1))
         return round(delay * (1 + random.uniform(0, self.jitter)))
+
+
+STORE_RETRY = RetryPolicy(base_ms=500, max_ms=30_000)
+"""When an execution whose result could not be committed (the store failed: a full disk, a file locked
+by another program) runs again: n consecutive failures of a run wait `delay_ms(n)`. Not at once: a
+full disk fails every commit at once, and each new attempt runs the step's body, side effects and all,
+again (tests/e2e/test_store_locked.py saw 1,222 runs of one step in 3 s)."""

@@ -53,6 +53,8 @@ class ActiveRun:
     slots: list[tuple[Slot, int]] | None = None
     # Results of one run are merged one at a time: check, commit, then record.
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Reports in a row whose commit failed (engine/retry.py STORE_RETRY).
+    store_failures: int = 0
 
 
 MAX_HELD_NEW = 500
