@@ -16,14 +16,15 @@ import inspect
 import json
 import os
 import re
+import resource
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -492,3 +493,15 @@ async def blocked_in_step_two(harness: Harness, client: durably.Client) -> durab
     run = await find_run(client, event_id)
     await harness.until_started(run.id, "two")
     return run
+
+
+@contextmanager
+def disk_full(process: Process) -> Iterator[None]:
+    """While inside: `process` may not write a file past its first 4 KiB (its file-size limit, which
+    Python processes hit as an error, not a signal), as on a full disk: SQLite's commits fail at once."""
+    limits = resource.prlimit(process.pid, resource.RLIMIT_FSIZE)
+    resource.prlimit(process.pid, resource.RLIMIT_FSIZE, (4096, limits[1]))
+    try:
+        yield
+    finally:
+        resource.prlimit(process.pid, resource.RLIMIT_FSIZE, limits)

@@ -5,7 +5,6 @@ acknowledged and then lost; once the lock is gone every acknowledged event has i
 from __future__ import annotations
 
 import asyncio
-import resource
 import sqlite3
 
 import durably
@@ -13,7 +12,16 @@ import grpc
 from durably.errors import UnavailableError
 from durably.protocol.v1 import api_pb2, api_pb2_grpc, common_pb2
 
-from .harness import CHECKPOINT, CRASH, Harness, blocked_in_step_two, describe, open_client, wait_until
+from .harness import (
+    CHECKPOINT,
+    CRASH,
+    Harness,
+    blocked_in_step_two,
+    describe,
+    disk_full,
+    open_client,
+    wait_until,
+)
 
 BUSY_TIMEOUT_S = 5  # the daemon's (store/database.py)
 FULL_DISK_S = 3.0
@@ -113,20 +121,15 @@ async def test_steps_finishing_while_the_store_is_locked_are_committed_once_it_i
 async def test_a_full_disk_does_not_run_a_step_again_and_again(harness: Harness) -> None:
     """A disk that refuses every write fails each commit at once, and an execution whose result was not
     committed runs again: without a pause in between, its step bodies (and their side effects) ran in a
-    tight loop. The file-size limit of the daemon's process stands in for a full disk."""
+    tight loop."""
     harness.start_worker(CHECKPOINT)
     async with open_client(harness.address) as client:
         run = await blocked_in_step_two(harness, client)
-        pid = harness.daemon.pid
-        limits = resource.prlimit(pid, resource.RLIMIT_FSIZE)
-        resource.prlimit(pid, resource.RLIMIT_FSIZE, (4096, limits[1]))  # no file of the daemon's grows
-        try:
+        with disk_full(harness.daemon):
             harness.release(f"go-{run.id}")
             await asyncio.sleep(FULL_DISK_S)
             assert (await client.get_run(run.id)).status == "running", "a commit went through"
             ran = harness.count("step", run=run.id, name="two", phase="finished")
-        finally:
-            resource.prlimit(pid, resource.RLIMIT_FSIZE, limits)
         assert 1 <= ran <= 4, f"step two ran {ran} times in {FULL_DISK_S} s of failing commits"
         done = await client.wait_for_run(run.id, timeout=60)
     assert done.status == "completed" and done.output == {"one": 1, "two": 2, "three": 3}, describe(done)

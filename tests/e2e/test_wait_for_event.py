@@ -18,7 +18,7 @@ from typing import Any
 
 import durably
 
-from .harness import Harness, WorkerSpec, await_until, describe, find_run, open_client
+from .harness import Harness, WorkerSpec, await_until, describe, disk_full, find_run, open_client
 
 WAIT = WorkerSpec("coord_wait.py", ("await-reply", "await-if", "await-late", "park"))
 WORKERS = [WAIT]
@@ -276,3 +276,17 @@ async def test_many_waits_across_a_restart_resolve_once_each(harness: Harness) -
             assert got(run) == {"id": f"r-{key}", "name": "coord/reply", "data": {"key": key}}, describe(run)
         assert [step.name for step in run.steps] == ["reply", "after"], describe(run)
         assert harness.count("step", run=run.id, name="after") == 1, describe(run)
+
+
+async def test_a_timeout_due_while_the_disk_is_full_fires_once_the_store_is_back(harness: Harness) -> None:
+    """A wait's timer fires while every commit fails: it fires again until its step is stored (it was
+    dropped from memory, and the run waited until the daemon's next start-up)."""
+    harness.start_worker(WAIT)
+    async with open_client(harness.address) as client:
+        run = await start(client, "coord/await", {"key": unique("full"), "timeout": "2s"})
+        await until_waiting(client, run.id)
+        with disk_full(harness.daemon):
+            await asyncio.sleep(3.5)  # the time-out is due meanwhile and cannot be stored
+            assert (await client.get_run(run.id)).status == "waiting", "the time-out was stored"
+        done = await client.wait_for_run(run.id, timeout=10)
+    assert done.status == "completed" and got(done) is None, describe(done)

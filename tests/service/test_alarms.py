@@ -95,3 +95,28 @@ async def test_a_wall_clock_set_forward_fires_what_became_due_and_one_set_back_f
         assert "in 200 ms" in fired and len(alarms) == 0
     finally:
         alarms.stop()
+
+
+async def test_payloads_whose_firing_failed_fire_again_later(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(alarms_module, "RETRY_MS", 100)
+    tries: list[tuple[list[str], float]] = []
+
+    async def fire(due: list[str]) -> None:
+        tries.append((due, time.monotonic()))
+        if len(tries) == 1:
+            raise RuntimeError("the store failed")
+
+    alarms: Alarms[str] = Alarms(fire)
+    alarms.start()
+    try:
+        alarms.add(now_ms() - 1, "timer")
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if len(tries) == 2:
+                break
+        assert [due for due, _ in tries] == [["timer"], ["timer"]], tries  # once more, then not again
+        assert tries[1][1] - tries[0][1] >= 0.09
+        await asyncio.sleep(0.2)
+        assert len(tries) == 2 and len(alarms) == 0
+    finally:
+        alarms.stop()

@@ -33,6 +33,10 @@ FIRE_BATCH = 1000
 MAX_WAIT_S = 1.0
 """The longest the task sleeps without reading the wall clock again (see the module docstring)."""
 
+RETRY_MS = 1000
+"""Alarms whose firing failed (the store could not read or commit what they do) fire again this much
+later: they are gone from the heap once fired, and would otherwise wait for the next start-up."""
+
 
 class Alarms(Generic[T]):
     def __init__(self, fire: Callable[[list[T]], Coroutine[Any, Any, None]]) -> None:
@@ -83,9 +87,18 @@ class Alarms(Generic[T]):
                 due: list[T] = []
                 while self._heap and self._heap[0][0] <= now and len(due) < FIRE_BATCH:
                     due.append(heapq.heappop(self._heap)[2])
-                task: asyncio.Task[None] = asyncio.create_task(self._fire(due))
+                task: asyncio.Task[None] = asyncio.create_task(self._fire_or_retry(due))
                 self._firing.add(task)
                 task.add_done_callback(self._fired)
+
+    async def _fire_or_retry(self, due: list[T]) -> None:
+        try:
+            await self._fire(due)
+        except Exception:  # firing again is harmless: each alarm's work checks whether it is still due
+            log.exception("%d alarms could not fire; they fire again in %d ms", len(due), RETRY_MS)
+            again = now_ms() + RETRY_MS
+            for payload in due:
+                self.add(again, payload)
 
     def _fired(self, task: asyncio.Task[None]) -> None:
         self._firing.discard(task)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from durably_server._core import CoreError, LimitExceeded
-from durably_server.engine.alarms import Alarms
+from durably_server.engine.alarms import RETRY_MS, Alarms
 from durably_server.engine.coordination import INVOKE, SLEEP, Planned, Resolved, WaitIndex, plan
 from durably_server.engine.cron import Cron
 from durably_server.engine.merge import Merge, merge_checkpoint, merge_report
@@ -234,7 +234,15 @@ class Executor:
                 self.writes.resolve(conn, timer.run_id, timer.step_id, payload, error, now, fx)
             return fx
 
-        self._apply(await self.store.write(write))
+        try:
+            fx = await self.store.write(write)
+        except Exception:  # only these fire again: the lone sleepers' wake-ups are queued already
+            log.exception("%d due timers could not complete their steps; they fire again in %d ms", len(rest), RETRY_MS)
+            again = now_ms() + RETRY_MS
+            for timer_id in rest:
+                self.timers.add(again, timer_id)
+            return
+        self._apply(fx)
 
     async def _wake_lone_sleepers(self, timer_ids: list[int], now: int) -> set[int]:
         """Queue the wake-up of each parked run asleep on nothing but one of these timers, its sleep
