@@ -120,3 +120,27 @@ async def test_payloads_whose_firing_failed_fire_again_later(monkeypatch: pytest
         assert len(tries) == 2 and len(alarms) == 0
     finally:
         alarms.stop()
+
+
+async def test_only_the_payloads_a_firing_could_not_do_fire_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(alarms_module, "RETRY_MS", 100)
+    tries: list[list[str]] = []
+
+    async def fire(due: list[str]) -> list[str] | None:
+        tries.append(due)
+        return ["b"] if len(tries) == 1 else None
+
+    alarms: Alarms[str] = Alarms(fire)
+    alarms.start()
+    try:
+        past = now_ms() - 1
+        alarms.add(past, "a")
+        alarms.add(past, "b")
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if len(tries) == 2:
+                break
+        await asyncio.sleep(0.2)
+        assert tries == [["a", "b"], ["b"]] and len(alarms) == 0
+    finally:
+        alarms.stop()

@@ -19,7 +19,7 @@ import asyncio
 import heapq
 import itertools
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Generic, TypeVar
 
 from durably_server.ids import now_ms
@@ -38,8 +38,13 @@ RETRY_MS = 1000
 later: they are gone from the heap once fired, and would otherwise wait for the next start-up."""
 
 
+Fire = Callable[[list[T]], Coroutine[Any, Any, Sequence[T] | None]]
+"""Does what the due payloads call for; returns those it could not do (None: all done). Those, or all of
+them if it raises, fire again `RETRY_MS` later."""
+
+
 class Alarms(Generic[T]):
-    def __init__(self, fire: Callable[[list[T]], Coroutine[Any, Any, None]]) -> None:
+    def __init__(self, fire: Fire[T]) -> None:
         self._fire = fire
         self._heap: list[tuple[int, int, T]] = []
         self._seq = itertools.count()
@@ -93,11 +98,14 @@ class Alarms(Generic[T]):
 
     async def _fire_or_retry(self, due: list[T]) -> None:
         try:
-            await self._fire(due)
+            failed = await self._fire(due)
         except Exception:  # firing again is harmless: each alarm's work checks whether it is still due
-            log.exception("%d alarms could not fire; they fire again in %d ms", len(due), RETRY_MS)
+            log.exception("%d alarms could not fire", len(due))
+            failed = due
+        if failed:
+            log.warning("%d alarms fire again in %d ms", len(failed), RETRY_MS)
             again = now_ms() + RETRY_MS
-            for payload in due:
+            for payload in failed:
                 self.add(again, payload)
 
     def _fired(self, task: asyncio.Task[None]) -> None:

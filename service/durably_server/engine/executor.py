@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from durably_server._core import CoreError, LimitExceeded
-from durably_server.engine.alarms import RETRY_MS, Alarms
+from durably_server.engine.alarms import Alarms
 from durably_server.engine.coordination import INVOKE, SLEEP, Planned, Resolved, WaitIndex, plan
 from durably_server.engine.cron import Cron
 from durably_server.engine.merge import Merge, merge_checkpoint, merge_report
@@ -212,12 +212,13 @@ class Executor:
             self.scheduler.add([resolved.discovery])  # a parked run is read back when dispatched
         self.watch.changed(step.run_id)
 
-    async def _timers_fired(self, timer_ids: list[int]) -> None:
+    async def _timers_fired(self, timer_ids: list[int]) -> list[int] | None:
+        """Complete the steps of due timers; the ids of those that could not be (they fire again)."""
         now = now_ms()
         woken = await self._wake_lone_sleepers(timer_ids, now)
         rest = [timer_id for timer_id in timer_ids if timer_id not in woken]
         if not rest:
-            return
+            return None
 
         def write(conn: sqlite3.Connection) -> Effects:
             fx = Effects()
@@ -237,12 +238,10 @@ class Executor:
         try:
             fx = await self.store.write(write)
         except Exception:  # only these fire again: the lone sleepers' wake-ups are queued already
-            log.exception("%d due timers could not complete their steps; they fire again in %d ms", len(rest), RETRY_MS)
-            again = now_ms() + RETRY_MS
-            for timer_id in rest:
-                self.timers.add(again, timer_id)
-            return
+            log.exception("%d due timers could not complete their steps", len(rest))
+            return rest
         self._apply(fx)
+        return None
 
     async def _wake_lone_sleepers(self, timer_ids: list[int], now: int) -> set[int]:
         """Queue the wake-up of each parked run asleep on nothing but one of these timers, its sleep
