@@ -94,7 +94,10 @@ class Writer:
         if idle and self._busy.acquire(blocking=False):
             try:
                 outcomes = self._commit([(op, future)])
-                checkpoint = self._wal_grown()
+                try:
+                    checkpoint = self._grown_to() is not None
+                except sqlite3.Error:  # failing as its commit just did: the thread's next look will tell
+                    checkpoint = False
             finally:
                 self._busy.release()
             if checkpoint:  # on the thread: the caller has its answer first
@@ -140,18 +143,17 @@ class Writer:
         if not self._queue.empty():
             return  # busy: the next idle moment will do (SQLite's own checkpoint if none comes)
         try:
-            if self._wal_grown():
+            if (pages := self._grown_to()) is not None:
                 self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                self._pages_at_checkpoint = self._conn.execute("PRAGMA page_count").fetchone()[0]
+                self._pages_at_checkpoint = pages
         except sqlite3.Error as exc:  # the thread must live on: SQLite's own checkpoint is the backstop
             log.warning("checkpoint of the WAL failed: %s", exc)
 
-    def _wal_grown(self) -> bool:
-        try:
-            pages: int = self._conn.execute("PRAGMA page_count").fetchone()[0]
-        except sqlite3.Error:  # closed, or failing as its commit just did: no checkpoint to ask for
-            return False
-        return pages - self._pages_at_checkpoint >= CHECKPOINT_GROWTH_PAGES
+    def _grown_to(self) -> int | None:
+        """The database's size in pages if it has grown by `CHECKPOINT_GROWTH_PAGES` since the last
+        checkpoint (a checkpoint is due), else None."""
+        pages: int = self._conn.execute("PRAGMA page_count").fetchone()[0]
+        return pages if pages - self._pages_at_checkpoint >= CHECKPOINT_GROWTH_PAGES else None
 
     def _commit(self, batch: _Batch) -> _Outcomes:
         """Run and commit `batch`: what each caller gets (the caller holds `_busy`)."""
