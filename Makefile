@@ -15,7 +15,7 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 .stamp-install: $(BIN)/python pyproject.toml sdk/pyproject.toml
-	$(BIN)/pip install --quiet -e ./sdk -e ".[dev]"
+	$(BIN)/pip install --quiet -e "./sdk[encryption]" -e ".[dev]"
 	touch $@
 
 install: .stamp-install ## create .venv and install the SDK, the daemon and dev tools

@@ -18,6 +18,7 @@ or restarted run resumes where it stopped and never repeats finished work::
 from durably._client import Client
 from durably._context import Context
 from durably._durations import Duration
+from durably._encryption import Encryption
 from durably._function import Concurrency, CronTrigger, EventTrigger, Function, Timeouts, on_cron, on_event
 from durably._step import Step
 from durably._sync_client import SyncClient
@@ -26,6 +27,7 @@ from durably._types import ErrorInfo, Event, FunctionInfo, Run, RunStatus, RunSt
 from durably._version import __version__
 from durably._worker import Worker
 from durably.errors import (
+    DecryptionError,
     DurablyError,
     LimitExceeded,
     NonRetriableError,
@@ -43,8 +45,10 @@ __all__ = [
     "Concurrency",
     "Context",
     "CronTrigger",
+    "DecryptionError",
     "DurablyError",
     "Duration",
+    "Encryption",
     "ErrorInfo",
     "Event",
     "EventTrigger",

@@ -8,6 +8,7 @@ one), so the conversions and the checks cannot drift apart.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import Any, Generic, TypeVar
 import grpc
 
 from durably import _convert
+from durably._encryption import Encryption
 from durably._grpc import CALL_TIMEOUT, map_rpc_error
 from durably._types import Event, FunctionInfo, Run, RunStatus, RunStep
 from durably.errors import DurablyError, ServiceError, UnavailableError
@@ -41,30 +43,37 @@ class Call(Generic[R]):
     """Set for calls about one run, so NOT_FOUND becomes RunNotFoundError."""
 
 
-def send(events: Event | Sequence[Event]) -> Call[list[str]]:
-    return Call("SendEvents", _convert.send_events_request(events), _convert.send_events_ids)
+def send(events: Event | Sequence[Event], encryption: Encryption | None) -> Call[list[str]]:
+    return Call("SendEvents", _convert.send_events_request(events, encryption), _convert.send_events_ids)
 
 
-def get_run(run_id: str) -> Call[Run]:
-    return Call("GetRun", _convert.get_run_request(run_id), _convert.run_from_response, run_id=run_id)
+def get_run(run_id: str, encryption: Encryption | None) -> Call[Run]:
+    convert = functools.partial(_convert.run_from_response, encryption=encryption)
+    return Call("GetRun", _convert.get_run_request(run_id), convert, run_id=run_id)
 
 
 def list_runs(
-    function_id: str | None, event_id: str | None, status: RunStatus | str | None, limit: int
+    function_id: str | None,
+    event_id: str | None,
+    status: RunStatus | str | None,
+    limit: int,
+    encryption: Encryption | None,
 ) -> Call[list[Run]]:
     request = _convert.list_runs_request(function_id, event_id, status, limit)
-    return Call("ListRuns", request, _convert.runs_from_response)
+    return Call("ListRuns", request, functools.partial(_convert.runs_from_response, encryption=encryption))
 
 
-def wait_for_run(run_id: str, remaining: float) -> Call[Run]:
+def wait_for_run(run_id: str, remaining: float, encryption: Encryption | None) -> Call[Run]:
     """One WaitForRun call of at most :data:`WAIT_CHUNK` seconds within ``remaining``."""
     chunk = min(remaining, WAIT_CHUNK)
     request = _convert.wait_for_run_request(run_id, int(chunk * 1000))
-    return Call("WaitForRun", request, _convert.run_from_response, timeout=chunk + 10.0, run_id=run_id)
+    convert = functools.partial(_convert.run_from_response, encryption=encryption)
+    return Call("WaitForRun", request, convert, timeout=chunk + 10.0, run_id=run_id)
 
 
-def cancel_run(run_id: str) -> Call[Run]:
-    return Call("CancelRun", _convert.cancel_run_request(run_id), _convert.run_from_cancel_response, run_id=run_id)
+def cancel_run(run_id: str, encryption: Encryption | None) -> Call[Run]:
+    convert = functools.partial(_convert.run_from_response, encryption=encryption)
+    return Call("CancelRun", _convert.cancel_run_request(run_id), convert, run_id=run_id)
 
 
 def list_functions(app_id: str) -> Call[list[FunctionInfo]]:
@@ -82,6 +91,7 @@ class WatchedRun:
 
     run_id: str
     timeout: float | None
+    encryption: Encryption | None = None
     deadline: float | None = field(init=False, default=None)
     steps: list[RunStep] = field(init=False, default_factory=list)
     """Every step the stream has shown, in order."""
@@ -114,7 +124,7 @@ class WatchedRun:
     def update(self, response: api_pb2.WatchRunResponse) -> Run | None:
         """The run as of this message, or None if it shows nothing new (a stream opened again after
         the executor was unreachable starts over with the whole run)."""
-        run = _convert.run_from_pb(response.run)
+        run = _convert.run_from_pb(response.run, self.encryption)
         del self.steps[response.first_step :]
         self.steps.extend(run.steps)
         if self.last is not None and (self.last.status, len(self.last.steps)) == (run.status, len(self.steps)):

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import grpc
 
 from durably import _api
+from durably._encryption import Encryption
 from durably._function import Concurrency, EventTrigger, Function, Handler, Timeouts, Trigger, make_function
 from durably._grpc import aio_channel, map_rpc_error, resolve_address, resolve_token
 from durably._tls import TLSConfig, resolve_tls
@@ -28,6 +29,12 @@ def check_app_id(app_id: str) -> str:
     if not isinstance(app_id, str) or not _APP_ID.fullmatch(app_id):
         raise ValueError(f"app_id {app_id!r} is invalid: use 1 to 128 characters among letters, digits and _ . : / -")
     return app_id
+
+
+def check_encryption(encryption: Encryption | None) -> Encryption | None:
+    if encryption is not None and not isinstance(encryption, Encryption):
+        raise TypeError(f"encryption must be a durably.Encryption or None, got {type(encryption).__name__}")
+    return encryption
 
 
 class Client:
@@ -52,6 +59,11 @@ class Client:
 
     ``checkpointing`` is the default of :meth:`function`'s option of that name for the functions
     declared with this client.
+
+    ``encryption``: a :class:`durably.Encryption` sealing step results, handler outputs, errors raised
+    by user code and a field of event data before they leave this process (``send``, and the workers
+    of this client), and opening them in the runs this client reads; the executor then stores and
+    logs only ciphertext of them.
     """
 
     def __init__(
@@ -62,10 +74,12 @@ class Client:
         token: str | None = None,
         tls: bool | TLSConfig | None = None,
         checkpointing: bool = False,
+        encryption: Encryption | None = None,
     ) -> None:
         if not isinstance(checkpointing, bool):
             raise TypeError(f"Client(checkpointing=...) must be a bool, got {checkpointing!r}")
         self.app_id = check_app_id(app_id)
+        self.encryption = check_encryption(encryption)
         self.address = resolve_address(address)
         self._metadata = auth_metadata(resolve_token(token))
         self._tls = resolve_tls(tls)
@@ -149,11 +163,11 @@ class Client:
 
     async def send(self, events: Event | Sequence[Event]) -> list[str]:
         """Send one event or several; returns their ids, in order, once the executor has stored them."""
-        return await self._call(_api.send(events))
+        return await self._call(_api.send(events, self.encryption))
 
     async def get_run(self, run_id: str) -> Run:
         """The run with its finished steps; raises ``RunNotFoundError`` for an unknown id."""
-        return await self._call(_api.get_run(run_id))
+        return await self._call(_api.get_run(run_id, self.encryption))
 
     async def list_runs(
         self,
@@ -163,7 +177,7 @@ class Client:
         limit: int = 100,
     ) -> list[Run]:
         """Runs, newest first, filtered by function, triggering event and/or status (1..1000 of them)."""
-        return await self._call(_api.list_runs(function_id, event_id, status, limit))
+        return await self._call(_api.list_runs(function_id, event_id, status, limit, self.encryption))
 
     async def wait_for_run(self, run_id: str, timeout: float = 60.0) -> Run:
         """The run once it has ended (completed, failed or cancelled).
@@ -177,7 +191,7 @@ class Client:
         while (remaining := deadline - time.monotonic()) > 0:
             started = time.monotonic()
             try:
-                last = await self._call(_api.wait_for_run(run_id, remaining))
+                last = await self._call(_api.wait_for_run(run_id, remaining, self.encryption))
             except DurablyError as exc:
                 if not _api.is_transient(exc):
                     raise
@@ -198,7 +212,7 @@ class Client:
         ended within ``timeout`` seconds (``None``: no limit). An executor that is briefly unreachable
         (restarting) is watched again once it answers.
         """
-        watched = _api.WatchedRun(run_id, timeout)
+        watched = _api.WatchedRun(run_id, timeout, self.encryption)
         while True:
             call = self._api_stub().WatchRun(
                 _api.watch_run_request(run_id), timeout=watched.remaining(), metadata=self._metadata
@@ -216,7 +230,7 @@ class Client:
 
     async def cancel_run(self, run_id: str) -> Run:
         """Cancel a run that has not ended; returns the run as it is afterwards."""
-        return await self._call(_api.cancel_run(run_id))
+        return await self._call(_api.cancel_run(run_id, self.encryption))
 
     async def list_functions(self) -> list[FunctionInfo]:
         """The functions of this app the executor knows, with how many workers serve each."""

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 
 from durably._durations import to_ms
+from durably._encryption import Encryption, open_error, open_event, open_json
 from durably._execution import ExecutionOutcome, ExecutionRequest
 from durably._function import CronTrigger, Function, Trigger
 from durably._json import decode
@@ -83,12 +84,12 @@ def run_status_to_pb(status: RunStatus | str) -> api_pb2.RunStatus.ValueType:
 # --- events ---------------------------------------------------------------------------------------
 
 
-def event_to_pb(event: Event, position: int = 0) -> common_pb2.Event:
+def event_to_pb(event: Event, position: int = 0, encryption: Encryption | None = None) -> common_pb2.Event:
     """An event ready to send; refuses (InvalidArgumentError) what the executor would refuse."""
     if not isinstance(event, Event):
         raise TypeError(f"send() takes durably.Event objects, got {type(event).__name__} at position {position}")
     try:
-        data_json = check_event(event, f"event {position}")
+        data_json = check_event(event, f"event {position}", encryption)
     except ValueError as exc:
         raise InvalidArgumentError(str(exc), status="INVALID_ARGUMENT") from None
     return checked_event_to_pb(event, data_json)
@@ -99,24 +100,27 @@ def checked_event_to_pb(event: Event, data_json: bytes) -> common_pb2.Event:
     return common_pb2.Event(id=event.id or "", name=event.name, data_json=data_json, ts_ms=event.ts or 0)
 
 
-def event_from_pb(event: common_pb2.Event) -> Event:
+def event_from_pb(event: common_pb2.Event, encryption: Encryption | None = None) -> Event:
     data = decode(event.data_json)
-    return Event(
+    received = Event(
         name=event.name,
         data=data if isinstance(data, dict) else {},
         id=event.id or None,
         ts=event.ts_ms or None,
     )
+    return open_event(encryption, received)
 
 
 # --- the client API -------------------------------------------------------------------------------
 
 
-def send_events_request(events: Event | Sequence[Event]) -> api_pb2.SendEventsRequest:
+def send_events_request(
+    events: Event | Sequence[Event], encryption: Encryption | None = None
+) -> api_pb2.SendEventsRequest:
     """The request, every event with an id: one made here for an event without one, so that gRPC's
     retry of a call whose answer was lost (``CHANNEL_OPTIONS``) stores each event once."""
     items = [events] if isinstance(events, Event) else list(events)
-    request = api_pb2.SendEventsRequest(events=[event_to_pb(event, i) for i, event in enumerate(items)])
+    request = api_pb2.SendEventsRequest(events=[event_to_pb(event, i, encryption) for i, event in enumerate(items)])
     for event in request.events:
         if not event.id:
             event.id = new_id()
@@ -156,16 +160,14 @@ def list_functions_request(app_id: str) -> api_pb2.ListFunctionsRequest:
     return api_pb2.ListFunctionsRequest(app_id=app_id)
 
 
-def run_from_response(response: api_pb2.GetRunResponse) -> Run:
-    return run_from_pb(response.run)
+def run_from_response(
+    response: api_pb2.GetRunResponse | api_pb2.CancelRunResponse, encryption: Encryption | None = None
+) -> Run:
+    return run_from_pb(response.run, encryption)
 
 
-def run_from_cancel_response(response: api_pb2.CancelRunResponse) -> Run:
-    return run_from_pb(response.run)
-
-
-def runs_from_response(response: api_pb2.ListRunsResponse) -> list[Run]:
-    return [run_from_pb(run) for run in response.runs]
+def runs_from_response(response: api_pb2.ListRunsResponse, encryption: Encryption | None = None) -> list[Run]:
+    return [run_from_pb(run, encryption) for run in response.runs]
 
 
 def functions_from_response(response: api_pb2.ListFunctionsResponse) -> list[FunctionInfo]:
@@ -182,31 +184,32 @@ def functions_from_response(response: api_pb2.ListFunctionsResponse) -> list[Fun
     ]
 
 
-def run_from_pb(run: api_pb2.Run) -> Run:
+def run_from_pb(run: api_pb2.Run, encryption: Encryption | None = None) -> Run:
+    """A run as the executor stores it, with what ``encryption`` sealed opened."""
     return Run(
         id=run.id,
         app_id=run.app_id,
         function_id=run.function_id,
         event_id=run.event_id,
         status=run_status_from_pb(run.status),
-        output=decode(run.output_json),
-        error=failure_from_pb(run.error) if run.HasField("error") else None,
+        output=decode(open_json(encryption, run.output_json)),
+        error=open_error(encryption, failure_from_pb(run.error)) if run.HasField("error") else None,
         created_at=datetime_from_ms(run.created_at_ms),
         started_at=datetime_from_ms(run.started_at_ms),
         ended_at=datetime_from_ms(run.ended_at_ms),
-        steps=[_run_step_from_pb(step) for step in run.steps],
+        steps=[_run_step_from_pb(step, encryption) for step in run.steps],
     )
 
 
-def _run_step_from_pb(step: api_pb2.Step) -> RunStep:
+def _run_step_from_pb(step: api_pb2.Step, encryption: Encryption | None) -> RunStep:
     failed = step.status == api_pb2.STEP_STATUS_FAILED
     return RunStep(
         id=step.id,
         name=step.name,
         index=step.index,
         status="failed" if failed else "completed",
-        output=None if failed else decode(step.output_json),
-        error=failure_from_pb(step.error) if step.HasField("error") else None,
+        output=None if failed else decode(open_json(encryption, step.output_json)),
+        error=open_error(encryption, failure_from_pb(step.error)) if step.HasField("error") else None,
         attempts=step.attempts,
         started_at=datetime_from_ms(step.started_at_ms),
         ended_at=datetime_from_ms(step.ended_at_ms),
@@ -291,14 +294,17 @@ def memos_from_pb(memos: Iterable[worker_pb2.Memo]) -> Iterator[tuple[str, Incom
             yield memo.id, memo.data_json
 
 
-def execution_request_from_pb(execute: worker_pb2.Execute, memos: Memos) -> ExecutionRequest:
+def execution_request_from_pb(
+    execute: worker_pb2.Execute, memos: Memos, encryption: Encryption | None = None
+) -> ExecutionRequest:
     """``memos``: the run's outcomes this execution replays, as the worker's cache assembled them."""
     return ExecutionRequest(
         execution_id=execute.execution_id,
         run_id=execute.run_id,
         function_id=execute.function_id,
-        event=event_from_pb(execute.event),
+        event=event_from_pb(execute.event, encryption),
         memos=memos,
+        encryption=encryption,
         attempt=execute.attempt,
         max_attempts=execute.max_attempts,
         targets=tuple(execute.targets),

@@ -70,6 +70,7 @@ from typing import Any
 
 from durably._context import Context
 from durably._durations import now_ms
+from durably._encryption import Encryption, open_error, open_json, seal, seal_error
 from durably._function import Function
 from durably._ids import StepIdCounter
 from durably._json import JsonValueError, check_output_type, decode, encode, is_scalar, rehydrate, to_plain
@@ -133,6 +134,8 @@ class ExecutionRequest:
     max_attempts: int = 0
     targets: tuple[str, ...] = ()
     plan_only: bool = False
+    encryption: Encryption | None = None
+    """Seals what the handler makes (step results, its output, its errors) and opens saved results."""
 
 
 @dataclass(slots=True)
@@ -190,10 +193,11 @@ async def execute(
         outcome.error = failure_from_exception(exc, non_retriable=False)
     except BaseException as exc:  # the handler's error is the outcome; nothing escapes an execution
         if not execution.interrupted:
-            outcome.error = failure_from_exception(exc, non_retriable=isinstance(exc, NonRetriableError | StepError))
+            error = failure_from_exception(exc, non_retriable=isinstance(exc, NonRetriableError | StepError))
+            outcome.error = seal_error(request.encryption, error)
     else:
         try:
-            outcome.output_json = encode(value)
+            outcome.output_json = seal(request.encryption, encode(value))
         except JsonValueError as exc:
             outcome.error = ErrorInfo(
                 name=OutputUnserializableError.__name__,
@@ -305,6 +309,7 @@ class _Execution:
         checkpoint: Checkpoint | None,
     ) -> None:
         self._app_id = app_id
+        self._encryption = request.encryption
         self._loop = loop
         self._report_early = report_early
         self._checkpoint = checkpoint
@@ -355,6 +360,10 @@ class _Execution:
     @property
     def app_id(self) -> str:
         return self._app_id
+
+    @property
+    def encryption(self) -> Encryption | None:
+        return self._encryption
 
     async def run_step(
         self,
@@ -423,8 +432,9 @@ class _Execution:
             return self._scalars[position]
         saved: Outcome = self._outcomes[position]
         if isinstance(saved, ErrorInfo):
+            saved = open_error(self._encryption, saved)
             raise step_error(name, saved.name, saved.message, saved.stack, saved.code)
-        value = decode(saved)
+        value = decode(open_json(self._encryption, saved))
         if is_scalar(value):
             self._scalars[position] = value
         return value
@@ -507,12 +517,8 @@ class _Execution:
         try:
             result = await _call(fn, args, kwargs)
         except Exception as exc:
-            self._record(
-                OpKind.STEP_ERROR,
-                step,
-                started,
-                error=failure_from_exception(exc, non_retriable=isinstance(exc, NonRetriableError)),
-            )
+            error = failure_from_exception(exc, non_retriable=isinstance(exc, NonRetriableError))
+            self._record(OpKind.STEP_ERROR, step, started, error=seal_error(self._encryption, error))
             return None
         finally:
             _current_step.reset(token)
@@ -528,14 +534,16 @@ class _Execution:
                 non_retriable=True,
             )
         else:
-            if len(data) <= MAX_STEP_OUTPUT_BYTES:
+            saved = seal(self._encryption, data)
+            if len(saved) <= MAX_STEP_OUTPUT_BYTES:
                 scalar = (plain,) if is_scalar(plain) else None
-                self._record(OpKind.STEP_RUN, step, started, ended, data_json=data, scalar=scalar)
+                self._record(OpKind.STEP_RUN, step, started, ended, data_json=saved, scalar=scalar)
                 return _Ran(data, plain)
+            sealed = f" ({len(saved):,} once encrypted)" if saved is not data else ""
             failure = ErrorInfo(
                 name=StepOutputTooLarge.__name__,
                 message=(
-                    f'step "{step.name}" returned {len(data):,} bytes of JSON, over the limit of 4 MiB '
+                    f'step "{step.name}" returned {len(data):,} bytes of JSON{sealed}, over the limit of 4 MiB '
                     f"({MAX_STEP_OUTPUT_BYTES:,} bytes) per step output; return less, or store the data "
                     "elsewhere and return a reference to it"
                 ),

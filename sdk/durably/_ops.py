@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from durably._durations import MAX_DURATION, Duration, instant_ms, now_ms, parse_duration, parse_instant, to_ms
+from durably._encryption import Encryption, sealed_event_json
 from durably._function import Function, check_expression, check_match
 from durably._json import JsonValueError, encode
 from durably._types import ErrorInfo, Event, check_event, check_event_name
@@ -132,8 +133,8 @@ def wait_request(name: str, event: str, timeout: Duration, match: str | None, if
     return OpRequest(OpKind.WAIT_FOR_EVENT, wait=wait)
 
 
-def send_request(name: str, events: Event | Sequence[Event]) -> OpRequest:
-    """``step.send_event(name, events)``: the events checked as ``client.send`` checks them."""
+def send_request(name: str, events: Event | Sequence[Event], encryption: Encryption | None = None) -> OpRequest:
+    """``step.send_event(name, events)``: the events checked (and sealed) as ``client.send`` does."""
     what = f'step.send_event("{name}")'
     if isinstance(events, Event):
         items: list[object] = [events]
@@ -147,14 +148,20 @@ def send_request(name: str, events: Event | Sequence[Event]) -> OpRequest:
     for position, event in enumerate(items):
         if not isinstance(event, Event):
             raise TypeError(f"{what} takes durably.Event objects, got {type(event).__name__} at position {position}")
-        checked.append((event, check_event(event, f"{what}: event {position}")))
+        checked.append((event, check_event(event, f"{what}: event {position}", encryption)))
     return OpRequest(OpKind.SEND_EVENT, events=tuple(checked))
 
 
 def invoke_request(
-    name: str, app_id: str, function: Function | str, data: dict[str, Any] | None, timeout: Duration | None
+    name: str,
+    app_id: str,
+    function: Function | str,
+    data: dict[str, Any] | None,
+    timeout: Duration | None,
+    encryption: Encryption | None = None,
 ) -> OpRequest:
-    """``step.invoke(name, function=..., data=..., timeout=...)`` from a function of app ``app_id``."""
+    """``step.invoke(name, function=..., data=..., timeout=...)`` from a function of app ``app_id``;
+    ``data`` is the child's event data, so its ``encryption.event_field`` is sealed."""
     what = f'step.invoke("{name}")'
     if isinstance(function, Function):
         function_id = function.id if function.app_id == app_id else f"{function.app_id}/{function.id}"
@@ -171,7 +178,7 @@ def invoke_request(
     if not isinstance(data, dict):
         raise ValueError(f"{what}: data must be a dict (a JSON object), got {type(data).__name__}")
     try:
-        data_json = encode(data)
+        data_json = sealed_event_json(encryption, data, encode(data))
     except JsonValueError as exc:
         raise ValueError(f"{what}: data {exc}") from None
     expires_at_ms = 0

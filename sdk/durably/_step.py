@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any, Protocol, TypeVar, overload
 
 from durably._durations import Duration
+from durably._encryption import Encryption, open_event
 from durably._function import Function
 from durably._ops import (
     OpRequest,
@@ -42,6 +43,11 @@ class StepRunner(Protocol):
     @property
     def app_id(self) -> str:
         """The app of the function being executed."""
+        ...
+
+    @property
+    def encryption(self) -> Encryption | None:
+        """What seals the events and invoke data this execution sends, and opens the events it gets."""
         ...
 
 
@@ -194,7 +200,7 @@ class Step:
         value = await self._runner.op_step(
             "step.wait_for_event", id, lambda: wait_request(id, event, timeout, match, if_)
         )
-        return None if value is None else event_from_json(value)
+        return None if value is None else open_event(self._runner.encryption, event_from_json(value))
 
     async def send_event(self, id: str, events: Event | Sequence[Event]) -> list[str]:
         """Send one event or several from the run, exactly once, and return their ids.
@@ -203,7 +209,9 @@ class Step:
         sends them twice; an event without an ``id`` gets a stable one. Events are checked as
         ``client.send`` checks them (a name, data that is a JSON object).
         """
-        ids: list[str] = await self._runner.op_step("step.send_event", id, lambda: send_request(id, events))
+        ids: list[str] = await self._runner.op_step(
+            "step.send_event", id, lambda: send_request(id, events, self._runner.encryption)
+        )
         return ids
 
     async def invoke(
@@ -224,5 +232,7 @@ class Step:
         ``error_name`` is ``"InvokeError"`` or ``"InvokeTimeout"``), which the handler may catch.
         """
         return await self._runner.op_step(
-            "step.invoke", id, lambda: invoke_request(id, self._runner.app_id, function, data, timeout)
+            "step.invoke",
+            id,
+            lambda: invoke_request(id, self._runner.app_id, function, data, timeout, self._runner.encryption),
         )

@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 import grpc
 
 from durably import _api
-from durably._client import check_app_id
+from durably._client import check_app_id, check_encryption
+from durably._encryption import Encryption
 from durably._grpc import map_rpc_error, resolve_address, resolve_token, sync_channel
 from durably._tls import TLSConfig, resolve_tls
 from durably._types import Event, FunctionInfo, Run, RunStatus
@@ -30,7 +31,8 @@ class SyncClient:
     """The blocking twin of :class:`durably.Client`: same methods and errors, no ``await``.
 
     Functions are declared with (and workers run on) the async ``Client``; this one sends events and
-    reads runs. ``token`` and ``tls`` as for ``Client`` (defaults from the environment).
+    reads runs. ``token``, ``tls`` and ``encryption`` as for ``Client`` (the first two default from
+    the environment).
     """
 
     def __init__(
@@ -40,8 +42,10 @@ class SyncClient:
         address: str | None = None,
         token: str | None = None,
         tls: bool | TLSConfig | None = None,
+        encryption: Encryption | None = None,
     ) -> None:
         self.app_id = check_app_id(app_id)
+        self.encryption = check_encryption(encryption)
         self.address = resolve_address(address)
         self._metadata = auth_metadata(resolve_token(token))
         self._tls = resolve_tls(tls)
@@ -54,11 +58,11 @@ class SyncClient:
 
     def send(self, events: Event | Sequence[Event]) -> list[str]:
         """Send one event or several; returns their ids, in order, once the executor has stored them."""
-        return self._call(_api.send(events))
+        return self._call(_api.send(events, self.encryption))
 
     def get_run(self, run_id: str) -> Run:
         """The run with its finished steps; raises ``RunNotFoundError`` for an unknown id."""
-        return self._call(_api.get_run(run_id))
+        return self._call(_api.get_run(run_id, self.encryption))
 
     def list_runs(
         self,
@@ -68,7 +72,7 @@ class SyncClient:
         limit: int = 100,
     ) -> list[Run]:
         """Runs, newest first, filtered by function, triggering event and/or status (1..1000 of them)."""
-        return self._call(_api.list_runs(function_id, event_id, status, limit))
+        return self._call(_api.list_runs(function_id, event_id, status, limit, self.encryption))
 
     def wait_for_run(self, run_id: str, timeout: float = 60.0) -> Run:
         """The run once it has ended; the built-in ``TimeoutError`` if not within ``timeout`` seconds."""
@@ -78,7 +82,7 @@ class SyncClient:
         while (remaining := deadline - time.monotonic()) > 0:
             started = time.monotonic()
             try:
-                last = self._call(_api.wait_for_run(run_id, remaining))
+                last = self._call(_api.wait_for_run(run_id, remaining, self.encryption))
             except DurablyError as exc:
                 if not _api.is_transient(exc):
                     raise
@@ -94,7 +98,7 @@ class SyncClient:
     def watch_run(self, run_id: str, timeout: float | None = None) -> Iterator[Run]:
         """The run now, then again at each change; the last one yielded has ended (see
         :meth:`durably.Client.watch_run`)."""
-        watched = _api.WatchedRun(run_id, timeout)
+        watched = _api.WatchedRun(run_id, timeout, self.encryption)
         while True:
             call = self._api_stub().WatchRun(
                 _api.watch_run_request(run_id), timeout=watched.remaining(), metadata=self._metadata
@@ -112,7 +116,7 @@ class SyncClient:
 
     def cancel_run(self, run_id: str) -> Run:
         """Cancel a run that has not ended; returns the run as it is afterwards."""
-        return self._call(_api.cancel_run(run_id))
+        return self._call(_api.cancel_run(run_id, self.encryption))
 
     def list_functions(self) -> list[FunctionInfo]:
         """The functions of this app the executor knows, with how many workers serve each."""

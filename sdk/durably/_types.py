@@ -11,6 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
+from durably._encryption import Encryption, sealed_event_json
 from durably._json import JsonValueError, encode
 
 MAX_EVENT_NAME = 255
@@ -43,9 +44,10 @@ def check_event_name(name: object, what: str) -> str:
     return name
 
 
-def check_event(event: Event, what: str) -> bytes:
+def check_event(event: Event, what: str, encryption: Encryption | None = None) -> bytes:
     """Refuse (``ValueError`` starting with ``what``) an event the executor would refuse; return its data
-    as JSON. Shared by ``client.send`` and ``step.send_event``, so both accept the same events."""
+    as JSON (its ``encryption.event_field`` sealed). Shared by ``client.send``, ``step.send_event`` and
+    ``step.invoke``, so all accept the same events."""
     if not isinstance(event.name, str) or not event.name:
         raise ValueError(f"{what} has no name")
     where = f'{what} ("{event.name}")'
@@ -57,7 +59,7 @@ def check_event(event: Event, what: str) -> bytes:
     if not isinstance(event.data, dict):
         raise ValueError(f"{where}: data must be a dict (a JSON object), got {type(event.data).__name__}")
     try:
-        return encode(event.data)
+        return sealed_event_json(encryption, event.data, encode(event.data))
     except JsonValueError as exc:
         raise ValueError(f"{where}: data {exc}") from None
 

@@ -29,6 +29,7 @@ import grpc
 
 from durably import _convert
 from durably._client import Client
+from durably._encryption import Encryption
 from durably._execution import execute, failure_from_exception
 from durably._function import Function
 from durably._grpc import MAX_MESSAGE_BYTES, aio_channel
@@ -36,7 +37,7 @@ from durably._memos import MemoCache, Memos
 from durably._ops import StepOp
 from durably._types import ErrorInfo
 from durably._version import __version__
-from durably.errors import ErrorCode, StateTooLarge
+from durably.errors import DecryptionError, ErrorCode, StateTooLarge
 from durably.protocol.batching import batches
 from durably.protocol.v1 import worker_pb2, worker_pb2_grpc
 
@@ -67,12 +68,14 @@ async def handle_execute(
     send_partial: Callable[[worker_pb2.ExecutionResult], None],
     checkpoint: Callable[[worker_pb2.WorkerMessage], Awaitable[bool]],
     keep: Callable[[Iterable[StepOp]], None] = lambda results: None,
+    *,
+    encryption: Encryption | None = None,
 ) -> worker_pb2.ExecutionResult:
     """Run one ``Execute`` against ``memos`` (the run's outcomes it replays) and build its final
     ``ExecutionResult``; targets that finish before the others go to ``send_partial`` as they finish;
     a checkpointing discovery's steps go to ``checkpoint``, which answers whether they were committed.
-    Every step op about to be reported goes to ``keep`` first. Never raises
-    (except on cancellation)."""
+    Every step op about to be reported goes to ``keep`` first. ``encryption`` opens what the
+    handler gets and seals what it makes. Never raises (except on cancellation)."""
     execution_id = execute_msg.execution_id
     function = functions.get(execute_msg.function_id)
     if function is None:
@@ -86,12 +89,13 @@ async def handle_execute(
             ),
         )
     try:
-        request = _convert.execution_request_from_pb(execute_msg, memos)
-    except Exception as exc:  # e.g. event data that is not JSON: report it, retrying will not fix it
-        error = failure_from_exception(exc, non_retriable=True)
+        request = _convert.execution_request_from_pb(execute_msg, memos, encryption)
+    except Exception as exc:  # e.g. event data that is not JSON: report it, retrying will not fix it...
+        final = not isinstance(exc, DecryptionError)  # ...unless a worker given the missing key can
+        error = failure_from_exception(exc, non_retriable=final)
         message = f"the worker could not read the Execute message: {error.message}"
         return _convert.failure_result(
-            execution_id, ErrorInfo(error.name, message, error.stack, error.code, non_retriable=True)
+            execution_id, ErrorInfo(error.name, message, error.stack, error.code, non_retriable=final)
         )
 
     def report_early(ops: Sequence[StepOp]) -> None:
@@ -484,6 +488,7 @@ class Worker:
                     lambda partial: session.send(_convert.result_message(partial)),
                     session.checkpoint,
                     lambda results: session.memos.keep(execute_msg.run_id, execute_msg.execution_id, results),
+                    encryption=self._client.encryption,
                 )
         except Exception as exc:  # a bug in the SDK itself: report it, keep serving
             _log.exception("durably worker %s: execution %s crashed", self.worker_name, execute_msg.execution_id)

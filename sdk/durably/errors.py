@@ -33,6 +33,8 @@ class ErrorCode(StrEnum):
     LIMIT_EXCEEDED = "limit_exceeded"
     RUN_NOT_FOUND = "run_not_found"
     SERVICE_ERROR = "service_error"
+    DECRYPTION_FAILED = "decryption_failed"
+    """A sealed value could not be opened: its key is missing, or it was altered (``durably.Encryption``)."""
 
 
 class DurablyError(Exception):
@@ -205,6 +207,14 @@ class InvalidArgumentError(ServiceError, ValueError):
 
 class UnavailableError(ServiceError, ConnectionError):
     """The executor could not be reached (gRPC ``UNAVAILABLE``): it is down, restarting or elsewhere."""
+
+
+class DecryptionError(DurablyError):
+    """A value sealed by :class:`durably.Encryption` could not be opened: sealed with a key this
+    ``Encryption`` does not hold (add it to ``fallback_keys``), or altered in the store. Raised in a
+    handler, it fails that attempt like any error, so a worker given the key can finish the run."""
+
+    code = ErrorCode.DECRYPTION_FAILED
 
 
 def error_code(exc: BaseException) -> ErrorCode:

@@ -53,6 +53,7 @@ ERRORS = WorkerSpec("errors.py", ("flaky-step", "always-fails", "gives-up", "fla
 CRASH = WorkerSpec("crash.py", ("echo", "crash-between", "worker-crash"))
 CAPACITY_ONE = WorkerSpec("coord_capacity.py", ("long-nap", "quick", "busy"))
 CHECKPOINT = WorkerSpec("checkpoint.py", ("cp-steps", "cp-block", "cp-mixed", "cp-big"))
+ENCRYPTED = WorkerSpec("encrypted.py", ("enc-order", "enc-audit", "enc-notified", "enc-fails", "enc-nap"))
 
 
 def free_port() -> int:
@@ -290,8 +291,11 @@ class Harness:
         self.processes.append(daemon)
         return daemon
 
-    def start_worker(self, spec: WorkerSpec, *, wait: bool = True, app_id: str = APP_ID) -> WorkerProcess:
-        """Start a worker process; with `wait`, return once the daemon lists its functions as connected."""
+    def start_worker(
+        self, spec: WorkerSpec, *, wait: bool = True, app_id: str = APP_ID, env: dict[str, str] | None = None
+    ) -> WorkerProcess:
+        """Start a worker process (`env`: more environment variables); with `wait`, return once the
+        daemon lists its functions as connected."""
         number = sum(isinstance(p, WorkerProcess) for p in self.processes) + 1
         env = {
             **os.environ,
@@ -300,6 +304,7 @@ class Harness:
             "DURABLY_TEST_APP": app_id,
             "DURABLY_TEST_LOG": str(self.log),
             "DURABLY_TEST_CONTROL": str(self.control),
+            **(env or {}),
         }
         worker = WorkerProcess(
             f"worker-{Path(spec.script).stem}-{number}",
@@ -413,10 +418,10 @@ class Harness:
 
 
 @asynccontextmanager
-async def open_client(address: str) -> AsyncIterator[durably.Client]:
+async def open_client(address: str, encryption: durably.Encryption | None = None) -> AsyncIterator[durably.Client]:
     import durably
 
-    client = durably.Client(app_id=APP_ID, address=address)
+    client = durably.Client(app_id=APP_ID, address=address, encryption=encryption)
     try:
         yield client
     finally:

@@ -2,7 +2,9 @@
 
 A worker program is run as ``python tests/workers/<name>.py`` with
 ``DURABLY_ADDRESS`` (the daemon), ``DURABLY_TEST_LOG`` (append one JSON line per observation),
-``DURABLY_TEST_CONTROL`` (folder of control files) and ``DURABLY_TEST_APP`` (the app id).
+``DURABLY_TEST_CONTROL`` (folder of control files) and ``DURABLY_TEST_APP`` (the app id);
+``DURABLY_TEST_KEY`` and ``DURABLY_TEST_FALLBACK_KEYS`` (comma-separated), when set, give the client
+a ``durably.Encryption``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,12 @@ import durably
 LOG = Path(os.environ["DURABLY_TEST_LOG"])
 CONTROL = Path(os.environ["DURABLY_TEST_CONTROL"])
 
-client = durably.Client(app_id=os.environ.get("DURABLY_TEST_APP", "tests"))
+_KEY = os.environ.get("DURABLY_TEST_KEY")
+_FALLBACK_KEYS = [key for key in os.environ.get("DURABLY_TEST_FALLBACK_KEYS", "").split(",") if key]
+client = durably.Client(
+    app_id=os.environ.get("DURABLY_TEST_APP", "tests"),
+    encryption=durably.Encryption(_KEY, fallback_keys=_FALLBACK_KEYS) if _KEY else None,
+)
 
 
 def record(kind: str, **fields: Any) -> None:
