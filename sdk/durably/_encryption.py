@@ -139,9 +139,9 @@ class Encryption:
         """The JSON text sealed in ``data``; ``data`` itself if it is not sealed."""
         if data.startswith(_JSON_PREFIX):
             return self._open_envelope(orjson.loads(data))
-        if MARKER.encode() not in data[:64]:
+        if not data.lstrip().startswith(b"{") or MARKER.encode() not in data:
             return data
-        value = orjson.loads(data)  # sealed, then written out again by other JSON code
+        value = orjson.loads(data)  # sealed, then written out again by other JSON code?
         return self._open_envelope(value) if is_sealed(value) else data
 
     def _open_envelope(self, envelope: Mapping[str, Any]) -> bytes:
