@@ -39,6 +39,7 @@ MARKER = "__durably_encrypted__"
 """The key that marks a sealed JSON value (so a user value must not be a dict with this key)."""
 _VERSION = "v1"
 _JSON_PREFIX = b'{"' + MARKER.encode() + b'":"' + _VERSION.encode() + b'","key":"'
+_JSON_MIDDLE = b'","data":"'
 _TEXT_PREFIX = "durably-encrypted:" + _VERSION + ":"
 _NONCE_BYTES = 12
 _KEY_BYTES = 32
@@ -133,12 +134,16 @@ class Encryption:
         """The JSON text ``data`` sealed, as JSON text."""
         nonce = os.urandom(_NONCE_BYTES)
         box = base64.b64encode(nonce + self._sealer.encrypt(nonce, data, _AAD_JSON))
-        return b"".join((_JSON_PREFIX, self.key_id.encode(), b'","data":"', box, b'"}'))
+        return b"".join((_JSON_PREFIX, self.key_id.encode(), _JSON_MIDDLE, box, b'"}'))
 
     def open(self, data: bytes) -> bytes:
         """The JSON text sealed in ``data``; ``data`` itself if it is not sealed."""
-        if data.startswith(_JSON_PREFIX):
-            return self._open_envelope(orjson.loads(data))
+        if data.startswith(_JSON_PREFIX):  # as seal() writes it: sliced, a big value is not parsed
+            start = len(_JSON_PREFIX)
+            middle = data.find(_JSON_MIDDLE, start, start + 64)
+            if middle > 0 and data.endswith(b'"}'):
+                box = memoryview(data)[middle + len(_JSON_MIDDLE) : -2]
+                return self._open_box(data[start:middle].decode(), box, _AAD_JSON)
         if not data.lstrip().startswith(b"{") or MARKER.encode() not in data:
             return data
         value = orjson.loads(data)  # sealed, then written out again by other JSON code?
@@ -147,7 +152,7 @@ class Encryption:
     def _open_envelope(self, envelope: Mapping[str, Any]) -> bytes:
         return self._open_box(str(envelope.get("key")), str(envelope.get("data")), _AAD_JSON)
 
-    def _open_box(self, kid: str, box: str, aad: bytes) -> bytes:
+    def _open_box(self, kid: str, box: str | memoryview, aad: bytes) -> bytes:
         opener = self._openers.get(kid)
         if opener is None:
             raise DecryptionError(
@@ -155,7 +160,7 @@ class Encryption:
                 f"{', '.join(self._openers)}): add that key to fallback_keys"
             )
         try:
-            raw = base64.b64decode(box, validate=True)
+            raw = binascii.a2b_base64(box, strict_mode=True)
             return opener.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], aad)
         except Exception as exc:  # InvalidTag, bad base64, too short: all mean it cannot be trusted
             raise DecryptionError(
