@@ -123,6 +123,19 @@ class Encryption:
             f"durably.Encryption(key_id={self.key_id!r}, keys={len(self._openers)}, event_field={self.event_field!r})"
         )
 
+    @classmethod
+    def from_env(cls) -> Encryption | None:
+        """The ``Encryption`` the environment describes, None if ``$DURABLY_ENCRYPTION_KEY`` is unset:
+        ``$DURABLY_ENCRYPTION_FALLBACK_KEYS`` (comma-separated) and ``$DURABLY_ENCRYPTION_EVENT_FIELD``
+        (empty: seal no event field) as the arguments of those names. The ``durably`` client commands
+        use it."""
+        key = os.environ.get("DURABLY_ENCRYPTION_KEY")
+        if not key:
+            return None
+        fallback = [k for k in os.environ.get("DURABLY_ENCRYPTION_FALLBACK_KEYS", "").split(",") if k.strip()]
+        field = os.environ.get("DURABLY_ENCRYPTION_EVENT_FIELD", "encrypted")
+        return cls(key, fallback_keys=fallback, event_field=field or None)
+
     @staticmethod
     def generate_key() -> str:
         """A new random key, in base64: keep it as a secret (e.g. in an environment variable)."""

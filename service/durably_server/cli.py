@@ -104,6 +104,13 @@ def _time(value: datetime | None) -> str:
     return value.isoformat(timespec="milliseconds") if value else "-"
 
 
+def _client(args: argparse.Namespace) -> SyncClient:
+    """The client commands' client: the environment's token, TLS files and encryption keys."""
+    import durably
+
+    return durably.SyncClient(app_id="cli", address=args.address, encryption=durably.Encryption.from_env())
+
+
 def _send(args: argparse.Namespace) -> int:
     import durably
 
@@ -112,7 +119,7 @@ def _send(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"durably: --data is not JSON: {exc}", file=sys.stderr)
         return 2
-    with durably.SyncClient(app_id="cli", address=args.address) as client:
+    with _client(args) as client:
         ids = client.send(durably.Event(name=args.name, data=data, id=args.id))
         print(ids[0])
         for run in client.list_runs(event_id=ids[0]):
@@ -121,18 +128,14 @@ def _send(args: argparse.Namespace) -> int:
 
 
 def _runs(args: argparse.Namespace) -> int:
-    import durably
-
-    with durably.SyncClient(app_id="cli", address=args.address) as client:
+    with _client(args) as client:
         for run in client.list_runs(function_id=args.function, status=args.status, limit=args.limit):
             print(f"{run.id}  {run.status:<10} {run.function_id:<30} {_time(run.created_at)}")
     return 0
 
 
 def _run(args: argparse.Namespace) -> int:
-    import durably
-
-    with durably.SyncClient(app_id="cli", address=args.address) as client:
+    with _client(args) as client:
         if args.follow:
             return _follow(client, args.run_id)
         run = client.get_run(args.run_id)  # an unknown id: main prints the RunNotFoundError

@@ -4,12 +4,14 @@ workers holding the key see them as they were; keys rotate with a fallback."""
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import durably
 from durably._encryption import MARKER
 
-from .harness import ENCRYPTED, Harness, await_until, describe, find_run, open_client
+from .harness import ENCRYPTED, Harness, await_until, describe, environ_without, find_run, open_client, run_cli
 
 KEY_A = durably.Encryption.generate_key()
 KEY_B = durably.Encryption.generate_key()
@@ -28,7 +30,7 @@ def stored_text(harness: Harness) -> str:
 
 
 async def test_secrets_reach_the_store_and_logs_only_sealed(harness: Harness) -> None:
-    harness.start_worker(ENCRYPTED, env={"DURABLY_TEST_KEY": KEY_A})
+    harness.start_worker(ENCRYPTED, env={"DURABLY_ENCRYPTION_KEY": KEY_A})
     sealed = durably.Encryption(KEY_A)
     async with open_client(harness.address, sealed) as client, open_client(harness.address) as keyless:
         [order_id] = await client.send(durably.Event("enc/order", {"orderId": VISIBLE, "encrypted": {"card": CARD}}))
@@ -73,7 +75,7 @@ async def _status_is(client: durably.Client, run_id: str, status: str) -> bool:
 
 
 async def test_a_new_key_finishes_runs_sealed_with_the_old_one(harness: Harness) -> None:
-    old = harness.start_worker(ENCRYPTED, env={"DURABLY_TEST_KEY": KEY_A})
+    old = harness.start_worker(ENCRYPTED, env={"DURABLY_ENCRYPTION_KEY": KEY_A})
     rotated = durably.Encryption(KEY_B, fallback_keys=[KEY_A])
     async with open_client(harness.address, durably.Encryption(KEY_A)) as before:
         [event_id] = await before.send(durably.Event("enc/nap", {"seconds": 2, "encrypted": {"secret": CARD}}))
@@ -81,7 +83,9 @@ async def test_a_new_key_finishes_runs_sealed_with_the_old_one(harness: Harness)
         run = await find_run(client, event_id)
         await await_until(lambda: _status_is(client, run.id, "sleeping"), timeout=30, what="the run to sleep")
         old.stop()
-        harness.start_worker(ENCRYPTED, env={"DURABLY_TEST_KEY": KEY_B, "DURABLY_TEST_FALLBACK_KEYS": KEY_A})
+        harness.start_worker(
+            ENCRYPTED, env={"DURABLY_ENCRYPTION_KEY": KEY_B, "DURABLY_ENCRYPTION_FALLBACK_KEYS": KEY_A}
+        )
         done = await client.wait_for_run(run.id, timeout=30)
         raw = await keyless.get_run(run.id)
 
@@ -90,4 +94,25 @@ async def test_a_new_key_finishes_runs_sealed_with_the_old_one(harness: Harness)
     keys = {step.name: step.output["key"] for step in raw.steps if isinstance(step.output, dict)}
     assert keys == {"before": durably.Encryption(KEY_A).key_id, "after": rotated.key_id}, raw.steps
     assert raw.output["key"] == rotated.key_id
+    assert CARD not in stored_text(harness)
+
+
+async def test_the_client_commands_seal_and_open_with_the_keys_in_the_environment(harness: Harness) -> None:
+    harness.start_worker(ENCRYPTED, env={"DURABLY_ENCRYPTION_KEY": KEY_A})
+    keyed = {**os.environ, "DURABLY_ADDRESS": harness.address, "DURABLY_ENCRYPTION_KEY": KEY_A}
+    keyless = {**environ_without("DURABLY_ENCRYPTION_KEY"), "DURABLY_ADDRESS": harness.address}
+    sent = run_cli("send", "enc/fails", "--data", json.dumps({"encrypted": {"card": CARD}}), env=keyed)
+    assert sent.returncode == 0, sent.stderr
+    event_id = sent.stdout.split()[0]
+    async with open_client(harness.address) as client:
+        run = await find_run(client, event_id)
+        failed = await client.wait_for_run(run.id, timeout=30)
+    assert failed.status == "failed", describe(failed)
+
+    shown = run_cli("run", run.id, env=keyed)
+    assert shown.returncode == 0, shown.stderr
+    assert f"no funds on {CARD}" in shown.stdout
+    hidden = run_cli("run", run.id, env=keyless)
+    assert hidden.returncode == 0, hidden.stderr
+    assert "durably-encrypted:v1:" in hidden.stdout and CARD not in hidden.stdout
     assert CARD not in stored_text(harness)

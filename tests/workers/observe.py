@@ -3,8 +3,8 @@
 A worker program is run as ``python tests/workers/<name>.py`` with
 ``DURABLY_ADDRESS`` (the daemon), ``DURABLY_TEST_LOG`` (append one JSON line per observation),
 ``DURABLY_TEST_CONTROL`` (folder of control files) and ``DURABLY_TEST_APP`` (the app id);
-``DURABLY_TEST_KEY`` and ``DURABLY_TEST_FALLBACK_KEYS`` (comma-separated), when set, give the client
-a ``durably.Encryption``.
+``$DURABLY_ENCRYPTION_KEY`` and the like, when set, give the client a ``durably.Encryption``
+(``Encryption.from_env``).
 """
 
 from __future__ import annotations
@@ -21,12 +21,7 @@ import durably
 LOG = Path(os.environ["DURABLY_TEST_LOG"])
 CONTROL = Path(os.environ["DURABLY_TEST_CONTROL"])
 
-_KEY = os.environ.get("DURABLY_TEST_KEY")
-_FALLBACK_KEYS = [key for key in os.environ.get("DURABLY_TEST_FALLBACK_KEYS", "").split(",") if key]
-client = durably.Client(
-    app_id=os.environ.get("DURABLY_TEST_APP", "tests"),
-    encryption=durably.Encryption(_KEY, fallback_keys=_FALLBACK_KEYS) if _KEY else None,
-)
+client = durably.Client(app_id=os.environ.get("DURABLY_TEST_APP", "tests"), encryption=durably.Encryption.from_env())
 
 
 def record(kind: str, **fields: Any) -> None:
