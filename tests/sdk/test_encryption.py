@@ -9,9 +9,12 @@ import json
 import durably
 import orjson
 import pytest
+from durably import _convert
+from durably._api import WatchedRun
 from durably._encryption import MARKER, open_event
 from durably._ops import invoke_request, send_request
 from durably._types import check_event
+from durably.protocol.v1 import api_pb2, common_pb2
 
 KEY = durably.Encryption.generate_key()
 OLD = durably.Encryption.generate_key()
@@ -128,3 +131,23 @@ def test_an_on_failure_handler_gets_the_failed_runs_error_and_event_opened() -> 
     opened = open_event(box, failed)
     assert opened.data["error"]["message"] == "no funds on 4242"
     assert opened.data["event"]["data"] == {"encrypted": {"card": "4242"}}
+
+
+def test_runs_read_by_a_client_and_a_watch_are_opened() -> None:
+    box = durably.Encryption(KEY)
+    failure = common_pb2.Failure(name="ValueError", message=box.seal_text("no funds on 4242"), stack="")
+    run = api_pb2.Run(
+        id="r",
+        output_json=box.seal(b'{"paid":"4242"}'),
+        steps=[
+            api_pb2.Step(id="a", name="charge", output_json=box.seal(b'"4242"')),
+            api_pb2.Step(id="b", name="refund", status=api_pb2.STEP_STATUS_FAILED, error=failure),
+        ],
+    )
+    watched = WatchedRun("r", None, box).update(api_pb2.WatchRunResponse(run=run, first_step=0))
+    for opened in (_convert.run_from_pb(run, box), watched):
+        assert opened is not None
+        assert opened.output == {"paid": "4242"}
+        assert opened.steps[0].output == "4242"
+        assert opened.steps[1].error is not None and opened.steps[1].error.message == "no funds on 4242"
+    assert _convert.run_from_pb(run).output[MARKER] == "v1"
