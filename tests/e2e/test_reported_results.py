@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import sqlite3
 
 import durably
 import grpc
@@ -100,4 +101,32 @@ async def test_a_worker_that_does_not_keep_its_results_gets_them_back(harness: H
         assert memo.data_json == RESULT
 
         await _finish(call, client, second)
+        call.cancel()
+
+
+async def test_results_that_cannot_be_read_back_hold_the_run_back_without_spinning(harness: Harness) -> None:
+    """The step row an Execute must carry is gone from the store (a store fault): its reads are tried
+    again after growing pauses, not in a loop, and the run goes on once the row is back."""
+    async with grpc.aio.insecure_channel(harness.address) as channel, open_client(harness.address) as client:
+        call = await _register(worker_pb2_grpc.WorkerServiceStub(channel), keeps=True)
+        run_id, _ = await _run_step_one(call, client)
+        named, _ = await _next_memo(call, run_id, "reported_in")
+
+        db = sqlite3.connect(harness.workdir / "durably.db", isolation_level=None, timeout=10)
+        try:
+            [row] = db.execute("SELECT * FROM steps WHERE run_id = ?", (run_id,)).fetchall()
+            db.execute("DELETE FROM steps WHERE run_id = ?", (run_id,))
+            # The worker no longer has the result: the daemon must read it back, and cannot.
+            answer = worker_pb2.ExecutionResult(execution_id=named.execution_id, need_full_state=True)
+            await call.write(worker_pb2.WorkerMessage(result=answer))
+            await asyncio.sleep(3)
+            failures = harness.daemon.stderr().count("could not read back the results")
+            assert 1 <= failures <= 4, f"{failures} reads in 3 s:\n{harness.daemon.report()}"
+            db.execute(f"INSERT INTO steps VALUES ({', '.join('?' * len(row))})", row)
+        finally:
+            db.close()
+
+        whole, memo = await _next_memo(call, run_id, "data_json")
+        assert memo.data_json == RESULT
+        await _finish(call, client, whole)
         call.cancel()

@@ -43,6 +43,7 @@ from durably_server.model import (
     ExecutionReport,
     Failure,
     FunctionSpec,
+    QueueItem,
     RunRecord,
     RunStatus,
     StepRecord,
@@ -385,11 +386,18 @@ class Executor:
             if len(payloads) != len(set(ids)):
                 raise LookupError(f"steps {sorted(set(ids) - payloads.keys())} are not in the store")
         except Exception:
-            log.exception("run %s: could not read back the results an execution must carry; queued again", run.id)
-            if self.scheduler.release(lease.worker, lease.execution_id) is lease:
-                lease.worker.memos_held.pop(run.id, None)
-                _unlease(lease)
-                self.scheduler.add(lease.items, front=True)
+            if self.scheduler.release(lease.worker, lease.execution_id) is not lease:
+                log.exception("run %s: could not read back the results an execution must carry", run.id)
+                return False
+            delay_ms = _store_failed(run, lease.items)
+            log.exception(
+                "run %s: could not read back the results an execution must carry; queued again in %d ms",
+                run.id,
+                delay_ms,
+            )
+            lease.worker.memos_held.pop(run.id, None)
+            _unlease(lease)
+            self.scheduler.add(lease.items, front=True)
             return False
         lease.memos = [(sid, payloads.get(sid, payload), is_error) for sid, payload, is_error in lease.memos]
         self.metrics.memo_bytes_sent += sum(len(payloads[sid]) for sid in ids)
@@ -486,18 +494,13 @@ class Executor:
                     inline=self._alone(),
                 )
             except Exception:
-                # Nothing was committed: the queued rows still stand, so run the execution again, after
-                # a pause that grows while the store keeps failing (engine/retry.py STORE_RETRY).
-                run.store_failures += 1
-                delay_ms = STORE_RETRY.delay_ms(run.store_failures)
+                # Nothing was committed: the queued rows still stand, so run the execution again.
+                delay_ms = _store_failed(run, items)
                 log.exception(
                     "could not commit the report of run %s; the execution will run again in %d ms", run.id, delay_ms
                 )
                 if not report.partial:
                     _unlease(lease)
-                due = now_ms() + delay_ms  # from now: the failed commit may have waited out the busy timeout
-                for item in items:
-                    item.available_ms = max(item.available_ms, due)
                 self.scheduler.add(items)
                 return
             run.store_failures = 0
@@ -726,6 +729,18 @@ def _keep_reported(worker: WorkerConn, run_id: str, execution_id: str, steps: li
         for step in steps:
             if step.status is StepStatus.COMPLETED:
                 kept[step.id] = execution_id
+
+
+def _store_failed(run: ActiveRun, items: list[QueueItem]) -> int:
+    """Hold back `items` of a run whose store just failed it, for a pause that grows while it keeps
+    failing (engine/retry.py STORE_RETRY): running them again at once would spin, and re-run step
+    bodies, as fast as the store fails. Returns the pause in ms."""
+    run.store_failures += 1
+    delay_ms = STORE_RETRY.delay_ms(run.store_failures)
+    due = now_ms() + delay_ms  # from now: the failure may have waited out the busy timeout
+    for item in items:
+        item.available_ms = max(item.available_ms, due)
+    return delay_ms
 
 
 def _unlease(lease: Lease) -> None:

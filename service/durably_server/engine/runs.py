@@ -53,7 +53,8 @@ class ActiveRun:
     slots: list[tuple[Slot, int]] | None = None
     # Results of one run are merged one at a time: check, commit, then record.
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    # Reports in a row whose commit failed (engine/retry.py STORE_RETRY).
+    # Store failures in a row (reports not committed, results not read back) since the last committed
+    # report: how long its next execution waits (engine/retry.py STORE_RETRY).
     store_failures: int = 0
 
 
