@@ -14,6 +14,7 @@ from typing import IO, TypeVar
 
 from setproctitle import setthreadtitle
 
+from durably_server.store.faults import Faults
 from durably_server.store.schema import migrate
 from durably_server.store.writer import WriteOp, Writer
 
@@ -64,7 +65,8 @@ class Store:
         except (sqlite3.Error, RuntimeError) as exc:
             self._lock_file.close()
             raise StoreOpenError(f"cannot open the database {path}: {exc}") from None
-        self.writer = Writer(conn, loop)
+        self._faults = Faults.from_env()
+        self.writer = Writer(conn, loop, self._faults)
         self._local = threading.local()
         self._readers = ThreadPoolExecutor(
             max_workers=2, thread_name_prefix=READER_NAME, initializer=setthreadtitle, initargs=(READER_NAME,)
@@ -93,6 +95,8 @@ class Store:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._local.conn = _reader(self.path)
+        if self._faults is not None:
+            self._faults.check("read")
         return query(conn)
 
     def close(self) -> None:

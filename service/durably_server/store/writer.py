@@ -26,6 +26,8 @@ from typing import Any, TypeVar
 
 from setproctitle import setthreadtitle
 
+from durably_server.store.faults import Faults
+
 T = TypeVar("T")
 WriteOp = Callable[[sqlite3.Connection], T]
 
@@ -59,8 +61,9 @@ class _Isolate(Exception):
 
 
 class Writer:
-    def __init__(self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop, faults: Faults | None = None) -> None:
         self._conn = conn
+        self._faults = faults
         self._loop = loop
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
@@ -197,6 +200,8 @@ class Writer:
                 outcomes.append((future, value, None))
             if isolated:
                 conn.execute("RELEASE op")
+        if self._faults is not None:
+            self._faults.check("commit")
         conn.execute("COMMIT")
         return outcomes
 

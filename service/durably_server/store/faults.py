@@ -1,0 +1,40 @@
+"""Store failures on purpose, for the fault tests (reliability.md T4): a daemon started with
+``DURABLY_STORE_FAULTS=RATE`` in its environment fails that fraction of its commits and of its reads,
+at random, the way a failing disk fails them (``sqlite3.OperationalError``, nothing committed). The
+engine must then behave as the guarantees in the README say: retry, never lose what it acknowledged,
+never leave a run stuck. Unset (always, outside tests), nothing here runs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import sqlite3
+
+ENV = "DURABLY_STORE_FAULTS"
+
+log = logging.getLogger("durably.store")
+
+
+class Faults:
+    def __init__(self, rate: float) -> None:
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"${ENV} must be a fraction in [0, 1), got {rate}")
+        self.rate = rate
+        self.injected = 0
+        self._random = random.Random()
+
+    @classmethod
+    def from_env(cls) -> Faults | None:
+        text = os.environ.get(ENV)
+        if not text:
+            return None
+        faults = cls(float(text))
+        log.warning("failing %.1f %% of the store's commits and reads on purpose ($%s)", faults.rate * 100, ENV)
+        return faults
+
+    def check(self, what: str) -> None:
+        """Raise as a failing disk would, at the configured rate."""
+        if self._random.random() < self.rate:
+            self.injected += 1
+            raise sqlite3.OperationalError(f"disk I/O error ({what} failed on purpose: ${ENV})")

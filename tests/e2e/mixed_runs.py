@@ -1,0 +1,72 @@
+"""The mixed workload of the fault tests (test_chaos.py, test_store_faults.py): runs of every step kind
+(steps in a row, parallel steps, a sleep, a wait for an event, an invoke), half of them with
+checkpointing, driven through faults, then checked against what the engine guarantees (README
+"Guarantees"): every acknowledged event has exactly one run, every run completes, each step is
+recorded once, the results a handler went on with are the ones recorded, each waiting run gets its
+own event, and each invoke makes one child run whose output the parent gets."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import durably
+from durably.errors import ServiceError, UnavailableError
+
+from .harness import Harness, WorkerSpec, await_until, describe
+
+CHAOS = WorkerSpec("chaos.py", ("chaos-mix", "chaos-mix-c", "chaos-child"))
+BODIES = ["first", "part-0", "part-1", "part-2", "last"]
+STEPS = [*BODIES, "nap", "go", "child"]
+T = TypeVar("T")
+
+
+async def until_answered(call: Callable[[], Awaitable[T]]) -> T:
+    """Call again while the daemon cannot answer (killed, restarting, its store failing)."""
+    while True:
+        try:
+            return await call()
+        except (UnavailableError, ServiceError):
+            await asyncio.sleep(0.05)
+
+
+async def drive(client: durably.Client, runs: int, acked: list[str]) -> None:
+    """Start the runs; once each waits for its `chaos/go` event, send it. Every send is retried with
+    the same event id until acknowledged (a send cut by a fault may have been stored: the id dedupes)."""
+    for n in range(runs):
+        name = "chaos/mix-c" if n % 2 else "chaos/mix"  # half of them with checkpointing=True
+        event = durably.Event(name=name, data={"n": n}, id=f"chaos-{n}")
+        [event_id] = await until_answered(lambda event=event: client.send(event))
+        acked.append(event_id)
+        await asyncio.sleep(0.01)  # spread the runs over the faults
+    for n, event_id in enumerate(acked):
+
+        async def waiting(event_id: str = event_id) -> bool:
+            runs = await until_answered(lambda: client.list_runs(event_id=event_id))
+            return bool(runs) and runs[0].status == "waiting"
+
+        await await_until(waiting, timeout=60, what=f"the run of {event_id} to wait for its event")
+        go = durably.Event(name="chaos/go", data={"n": n}, id=f"go-{n}")
+        await until_answered(lambda go=go: client.send(go))
+
+
+async def check(harness: Harness, client: durably.Client, acked: list[str]) -> int:
+    """Assert the guarantees over the driven runs; return how many step bodies ran more than once."""
+    for n, event_id in enumerate(acked):
+        runs = await until_answered(lambda event_id=event_id: client.list_runs(event_id=event_id))
+        assert len(runs) == 1, f"event {event_id} has {len(runs)} runs"
+        run = await client.wait_for_run(runs[0].id, timeout=120)
+        assert run.status == "completed", describe(run)
+        assert sorted(step.name for step in run.steps) == sorted(STEPS), describe(run)
+        recorded = {step.name: step.output for step in run.steps}
+        assert run.output["tokens"] == {name: recorded[name] for name in BODIES}, describe(run)
+        assert run.output["n"] == n and run.output["go"] == {"n": n}, describe(run)
+        assert run.output["child"] == recorded["child"] and run.output["child"]["n"] == n, describe(run)
+
+    children = await until_answered(lambda: client.list_runs(function_id="chaos-child", limit=1000))
+    assert sorted(child.output["n"] for child in children) == list(range(len(acked))), "one child per invoke"
+    for child in children:
+        [step] = (await until_answered(lambda child=child: client.get_run(child.id))).steps
+        assert child.output["token"] == step.output, describe(child)
+    return len(harness.observations("body")) - len(acked) * (len(BODIES) + 1)

@@ -1,0 +1,45 @@
+"""A store that fails now and then (reliability.md T4): the daemon fails 5 % of its commits and reads on
+purpose (``DURABLY_STORE_FAULTS``, store/faults.py) while runs of every step kind go on, and is killed
+once and started again (recovering its runs through the failing store). Callers may see
+retryable errors (``UNAVAILABLE``) and step bodies may run again, but nothing acknowledged is lost, no
+run is left stuck, and every guarantee of mixed_runs.py holds."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from .harness import Harness, open_client
+from .mixed_runs import CHAOS, check, drive
+
+RUNS = 150
+RATE = "0.05"
+
+
+@pytest.fixture(autouse=True)
+def _failing_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before the ``harness`` fixture starts its daemon, which inherits this environment."""
+    monkeypatch.setenv("DURABLY_STORE_FAULTS", RATE)
+
+
+async def _kill9_and_restart(harness: Harness) -> None:
+    await asyncio.sleep(1.0)
+    harness.daemon.kill9()
+    await asyncio.to_thread(harness.daemon.start)
+
+
+async def test_runs_of_every_kind_complete_through_failing_commits_and_reads(harness: Harness) -> None:
+    harness.start_worker(CHAOS)
+    harness.start_worker(CHAOS)
+    acked: list[str] = []
+    async with open_client(harness.address) as client:
+        restart = asyncio.create_task(_kill9_and_restart(harness))
+        await drive(client, RUNS, acked)
+        await restart
+        reran = await check(harness, client, acked)
+    log = harness.daemon.stderr()  # of the daemon started again
+    commits, reads = log.count("commit failed on purpose"), log.count("read failed on purpose")
+    print(f"{commits} commits and at least {reads} reads failed; {reran} step bodies ran again")
+    assert harness.daemon.alive(), harness.daemon.report()
+    assert commits >= 5, f"only {commits} commits failed: the test tested little\n{harness.daemon.report()}"
