@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from durably_server.store.schema import migrate
 from durably_server.store.writer import Writer
 
 
@@ -31,6 +32,7 @@ async def _writer(tmp_path: Path) -> tuple[Writer, Path]:
     path = tmp_path / "w.db"
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("CREATE TABLE t (v INTEGER)")
+    migrate(conn)
     return Writer(conn, asyncio.get_running_loop()), path
 
 
@@ -118,6 +120,7 @@ async def test_a_grown_wal_is_checkpointed_once_the_writer_is_idle_not_for_small
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     assert conn.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal"
     conn.execute("CREATE TABLE t (v BLOB)")
+    migrate(conn)
     writer = Writer(conn, asyncio.get_running_loop())
 
     def insert(size: int) -> Any:
@@ -157,6 +160,7 @@ async def test_a_failing_checkpoint_does_not_stop_the_writer(tmp_path: Path, inl
     conn = sqlite3.connect(tmp_path / "w.db", isolation_level=None, check_same_thread=False, factory=_CheckpointFails)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("CREATE TABLE t (v BLOB)")
+    migrate(conn)
     writer = Writer(conn, asyncio.get_running_loop())
     big = 2 * 1024 * 1024  # grows the database past CHECKPOINT_GROWTH_PAGES: a checkpoint is tried
     await writer.submit(lambda c: c.execute("INSERT INTO t (v) VALUES (?)", (b"x" * big,)), inline)
@@ -199,3 +203,44 @@ async def test_an_inline_change_waits_its_turn_when_the_writer_is_busy(tmp_path:
     assert all(thread != threading.get_ident() for thread in threads)
     assert _rows(path) == [0, 1, 2, 3]
     writer.close()
+
+
+class _CommitReportsFailure(sqlite3.Connection):
+    """A COMMIT that raises: after it was made (an "ambiguous" commit), or instead of being made."""
+
+    fails: bool | None = None
+    """None: COMMIT works; True: it raises without being made; False: it raises once made."""
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql != "COMMIT" or self.fails is None:
+            return super().execute(sql, *args)
+        if not self.fails:
+            super().execute(sql, *args)
+        raise sqlite3.OperationalError("disk I/O error")
+
+
+@pytest.mark.parametrize("inline", [True, False], ids=["inline", "thread"])
+@pytest.mark.parametrize("made", [True, False], ids=["made", "not-made"])
+async def test_a_commit_that_raised_counts_as_made_exactly_when_it_was(
+    tmp_path: Path, inline: bool, made: bool
+) -> None:
+    path = tmp_path / "w.db"
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, factory=_CommitReportsFailure)
+    conn.execute("CREATE TABLE t (v INTEGER)")
+    migrate(conn)
+    writer = Writer(conn, asyncio.get_running_loop())
+    conn.fails = not made  # type: ignore[attr-defined]
+    try:
+        if made:
+            assert await asyncio.wait_for(writer.submit(_insert(1), inline), 5) == 1
+        else:
+            with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+                await asyncio.wait_for(writer.submit(_insert(1), inline), 5)
+        conn.fails = None  # type: ignore[attr-defined]
+        assert await asyncio.wait_for(writer.submit(_insert(2), inline), 5) == 2, "the next commit was refused"
+    finally:
+        writer.close()
+    check = sqlite3.connect(path)
+    assert [v for (v,) in check.execute("SELECT v FROM t ORDER BY v")] == ([1, 2] if made else [2])
+    assert check.execute("SELECT seq FROM commits").fetchone()[0] == (2 if made else 1)
+    check.close()

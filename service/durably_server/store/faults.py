@@ -1,8 +1,10 @@
-"""Store failures on purpose, for the fault tests (reliability.md T4): a daemon started with
-``DURABLY_STORE_FAULTS=RATE`` in its environment fails that fraction of its commits and of its reads,
-at random, the way a failing disk fails them (``sqlite3.OperationalError``, nothing committed). The
-engine must then behave as the guarantees in the README say: retry, never lose what it acknowledged,
-never leave a run stuck. Unset (always, outside tests), nothing here runs."""
+"""Store failures on purpose, for the fault tests (reliability.md T3, T4): a daemon started with
+``DURABLY_STORE_FAULTS=RATE`` in its environment fails that fraction of its commits (nothing
+committed), of its reads, and of its commits *after* they were made (an "ambiguous" commit: the
+change is in the file, the caller is told it failed), at random, each with the
+``sqlite3.OperationalError`` a failing disk gives. The engine must then behave as the guarantees in the
+README say: retry, never lose what it acknowledged, never leave a run stuck. Unset (always, outside
+tests), nothing here runs."""
 
 from __future__ import annotations
 
@@ -30,7 +32,11 @@ class Faults:
         if not text:
             return None
         faults = cls(float(text))
-        log.warning("failing %.1f %% of the store's commits and reads on purpose ($%s)", faults.rate * 100, ENV)
+        log.warning(
+            "failing %.1f %% of the store's commits (before and after they are made) and reads on purpose ($%s)",
+            faults.rate * 100,
+            ENV,
+        )
         return faults
 
     def check(self, what: str) -> None:

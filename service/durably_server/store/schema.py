@@ -92,10 +92,18 @@ def _m003_time_and_coordination(db: sqlite_utils.Database) -> None:
     db.table("waits").create_index(["run_id"])
 
 
+def _m004_commit_counter(db: sqlite_utils.Database) -> None:
+    # Counts the writer's transactions: each one sets it, so a COMMIT that reported an error can be told
+    # apart from one that did not happen (store/writer.py `_made_anyway`).
+    db.execute("CREATE TABLE commits (seq INTEGER NOT NULL)")
+    db.execute("INSERT INTO commits (seq) VALUES (0)")
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _m001_initial,
     _m002_planned_steps,
     _m003_time_and_coordination,
+    _m004_commit_counter,
 ]
 
 

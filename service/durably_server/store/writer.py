@@ -60,6 +60,15 @@ class _Isolate(Exception):
     """A batch run without savepoints hit a failing operation: run it again with them."""
 
 
+class _CommitFailed(Exception):
+    """The COMMIT statement raised: the transaction may have been made all the same (see `_made_anyway`)."""
+
+    def __init__(self, outcomes: _Outcomes, error: sqlite3.Error) -> None:
+        super().__init__(str(error))
+        self.outcomes = outcomes
+        self.error = error
+
+
 class Writer:
     def __init__(self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop, faults: Faults | None = None) -> None:
         self._conn = conn
@@ -70,6 +79,8 @@ class Writer:
         self.commits = 0
         conn.execute(f"PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT_PAGES}")
         self._pages_at_checkpoint: int = conn.execute("PRAGMA page_count").fetchone()[0]
+        self._seq: int = conn.execute("SELECT seq FROM commits").fetchone()[0]
+        """The last transaction committed, as the `commits` table counts them."""
         self._settled = asyncio.Event()
         self._busy = threading.Lock()
         """Held while the connection is in use, by the thread or by a caller committing inline."""
@@ -166,9 +177,16 @@ class Writer:
             # statements fewer per change, each a release and re-take of the GIL); if one fails, all
             # is rolled back and the batch runs again with them, so that only the failed one is lost.
             try:
-                outcomes = self._run_batch(batch, isolated=False)
-            except _Isolate:
-                outcomes = self._run_batch(batch, isolated=True)
+                try:
+                    outcomes = self._run_batch(batch, isolated=False)
+                except _Isolate:
+                    outcomes = self._run_batch(batch, isolated=True)
+            except _CommitFailed as failed:
+                if not self._made_anyway():
+                    raise failed.error from None
+                log.warning("a COMMIT reported %r, but it was made; its %d changes stand", failed.error, len(batch))
+                outcomes = failed.outcomes
+            self._seq += 1
             self.commits += 1
         except sqlite3.Error as exc:
             log.error("commit of %d changes failed: %s", len(batch), exc)
@@ -200,10 +218,32 @@ class Writer:
                 outcomes.append((future, value, None))
             if isolated:
                 conn.execute("RELEASE op")
-        if self._faults is not None:
-            self._faults.check("commit")
-        conn.execute("COMMIT")
+        conn.execute("UPDATE commits SET seq = ?", (self._seq + 1,))
+        try:
+            if self._faults is not None:
+                self._faults.check("commit")
+            conn.execute("COMMIT")
+            if self._faults is not None:
+                self._faults.check("commit (after it was made)")
+        except sqlite3.Error as exc:
+            raise _CommitFailed(outcomes, exc) from exc
         return outcomes
+
+    def _made_anyway(self) -> bool:
+        """After a COMMIT that raised: whether the transaction was made all the same (an "ambiguous"
+        commit: an I/O error reported after the WAL was written, say). Its changes then stand, and its
+        callers must be told so, or the engine's memory and the store part ways (a run's steps stored but
+        not known, its next report refused for storing them twice). Unknowable if even this read fails:
+        then the changes count as not made, as before this check."""
+        conn = self._conn
+        if conn.in_transaction:
+            return False  # still open: not made (the caller rolls it back)
+        try:
+            seq: int = conn.execute("SELECT seq FROM commits").fetchone()[0]
+        except sqlite3.Error as exc:
+            log.error("could not tell whether a failed COMMIT was made: %s", exc)
+            return False
+        return seq == self._seq + 1
 
     def _settle(self, outcomes: _Outcomes) -> None:
         self._in_flight -= len(outcomes)
