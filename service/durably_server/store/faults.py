@@ -23,7 +23,6 @@ class Faults:
         if not 0.0 <= rate < 1.0:
             raise ValueError(f"${ENV} must be a fraction in [0, 1), got {rate}")
         self.rate = rate
-        self.injected = 0
         self._random = random.Random()
 
     @classmethod
@@ -42,5 +41,4 @@ class Faults:
     def check(self, what: str) -> None:
         """Raise as a failing disk would, at the configured rate."""
         if self._random.random() < self.rate:
-            self.injected += 1
             raise sqlite3.OperationalError(f"disk I/O error ({what} failed on purpose: ${ENV})")

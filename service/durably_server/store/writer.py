@@ -12,6 +12,10 @@ when the writer is idle: there is nothing to group it with, and the trip to the 
 thread and back costs two thread wake-ups, more than the statements themselves on the
 bench machine (a lone sequential run pays it once per step). The event loop waits for
 that commit's fsync, so only a caller that knows nothing else is going on should ask.
+
+Every transaction also sets a counter (the `commits` table) to the number it will have once made. A
+COMMIT that raises is then checked against it: one that was made all the same (an "ambiguous" commit)
+counts as made, so that the engine's memory never lags behind what the file holds.
 """
 
 from __future__ import annotations
