@@ -7,6 +7,7 @@ reports merged -> runs finished. Every state change is committed before anyone i
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import sqlite3
@@ -421,7 +422,24 @@ class Executor:
                 else:
                     sql.mark_started(conn, run_id, started_ms)
 
-        self.store.write(write).add_done_callback(_log_failure)
+        self.store.write(write).add_done_callback(functools.partial(self._running_stored, marks))
+
+    def _running_stored(self, marks: list[tuple[str, int | None]], done: asyncio.Future[None]) -> None:
+        """Marks whose commit failed are tried again after a pause: a start time must not be lost (the
+        run would show as started when it ended). A mere "running again" only for the runs still running
+        in memory, so that it never overwrites a status a run has taken since."""
+        if done.cancelled() or done.exception() is None:
+            return
+        delay_ms = STORE_RETRY.delay_ms(1)
+        log.error("could not mark %d runs running; again in %d ms: %s", len(marks), delay_ms, done.exception())
+
+        def again() -> None:
+            for run_id, started_ms in marks:
+                run = self.runs.cached(run_id)
+                if started_ms is not None or (run is not None and run.status is RunStatus.RUNNING):
+                    self._mark_running(run_id, started_ms)
+
+        asyncio.get_running_loop().call_later(delay_ms / 1000, again)
 
     async def report(self, worker: WorkerConn, report: ExecutionReport) -> None:
         """Merge a worker's report into its run, commit, and queue what comes next."""
@@ -747,8 +765,3 @@ def _unlease(lease: Lease) -> None:
     """A lease ended without a report: its discovery (if any) is queued again."""
     if not lease.targets:
         lease.run.discovery = Discovery.QUEUED
-
-
-def _log_failure(future: asyncio.Future[None]) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        log.error("could not mark runs running: %s", future.exception())

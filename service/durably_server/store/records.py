@@ -109,7 +109,14 @@ def dequeue(conn: sqlite3.Connection, item_ids: Sequence[int]) -> None:
 
 
 def mark_started(conn: sqlite3.Connection, run_id: str, now: int) -> None:
-    conn.execute("UPDATE runs SET status = 'running', started_ms = ? WHERE id = ? AND status = 'queued'", (now, run_id))
+    """A run started at `now`: running if it was queued, and `now` its start unless it has an earlier one
+    (a mark stored late, after its commit failed, still corrects the end time a finished run took as its
+    start)."""
+    conn.execute(
+        "UPDATE runs SET started_ms = MIN(COALESCE(started_ms, ?1), ?1),"
+        " status = CASE status WHEN 'queued' THEN 'running' ELSE status END WHERE id = ?2",
+        (now, run_id),
+    )
 
 
 def insert_steps(conn: sqlite3.Connection, run_id: str, steps: Iterable[StepRecord]) -> None:
