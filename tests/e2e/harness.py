@@ -53,7 +53,9 @@ ERRORS = WorkerSpec("errors.py", ("flaky-step", "always-fails", "gives-up", "fla
 CRASH = WorkerSpec("crash.py", ("echo", "crash-between", "worker-crash"))
 CAPACITY_ONE = WorkerSpec("coord_capacity.py", ("long-nap", "quick", "busy"))
 CHECKPOINT = WorkerSpec("checkpoint.py", ("cp-steps", "cp-block", "cp-mixed", "cp-big"))
-ENCRYPTED = WorkerSpec("encrypted.py", ("enc-order", "enc-audit", "enc-notified", "enc-fails", "enc-nap"))
+ENCRYPTED = WorkerSpec(
+    "encrypted.py", ("enc-order", "enc-audit", "enc-notified", "enc-fails", "enc-steps-c", "enc-nap")
+)
 
 
 def free_port() -> int:

@@ -40,6 +40,8 @@ async def test_secrets_reach_the_store_and_logs_only_sealed(harness: Harness) ->
         )
         await client.send(durably.Event("enc/confirm", {"orderId": VISIBLE, "encrypted": CONFIRMATION}))
         done = await client.wait_for_run(order.id, timeout=30)
+        [steps_id] = await client.send(durably.Event("enc/steps-c", {"encrypted": {"secret": CARD}}))
+        checkpointed = await client.wait_for_run((await find_run(client, steps_id)).id, timeout=30)
         [fails_id] = await client.send(durably.Event("enc/fails", {"encrypted": {"card": CARD}}))
         failed = await client.wait_for_run((await find_run(client, fails_id)).id, timeout=30)
         notified = await await_until(
@@ -56,6 +58,8 @@ async def test_secrets_reach_the_store_and_logs_only_sealed(harness: Harness) ->
     charge = next(step for step in done.steps if step.name == "charge")
     assert charge.output == {"receipt": f"paid with {CARD}"} and charge.attempts == 2, describe(done)
     assert notified[0].output == {"receipt": f"paid with {CARD}"}
+    assert checkpointed.output == [f"{CARD} #{i}" for i in range(3)], describe(checkpointed)
+    assert [step.output for step in checkpointed.steps] == checkpointed.output
     assert failed.status == "failed" and failed.error is not None, describe(failed)
     assert f"no funds on {CARD}" in failed.error.message
     assert CARD in failed.error.stack

@@ -55,6 +55,16 @@ async def enc_fails(ctx: durably.Context) -> None:
     await ctx.step.run("refuse", refuse)
 
 
+@client.function(id="enc-steps-c", trigger=durably.on_event("enc/steps-c"), checkpointing=True)
+async def enc_steps_c(ctx: durably.Context) -> list[str]:
+    """Sequential steps with checkpointing: each sealed result is committed before the handler goes on."""
+    secret = ctx.event.data["encrypted"]["secret"]
+    seen: list[str] = []
+    for i in range(3):
+        seen.append(await ctx.step.run(f"s{i}", lambda i=i: f"{secret} #{i}"))
+    return seen
+
+
 @client.function(id="enc-nap", trigger=durably.on_event("enc/nap"))
 async def enc_nap(ctx: durably.Context) -> dict[str, Any]:
     """A step, a sleep of ``data.seconds`` (a worker restarted with a new key meanwhile), a step."""
@@ -66,4 +76,4 @@ async def enc_nap(ctx: durably.Context) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    serve(enc_audit, enc_order, enc_notified, enc_fails, enc_nap)
+    serve(enc_audit, enc_order, enc_notified, enc_fails, enc_steps_c, enc_nap)
