@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 import signal
+import sqlite3
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +54,11 @@ async def serve(settings: Settings) -> None:
     """Run the daemon until SIGTERM or SIGINT."""
     loop = asyncio.get_running_loop()
     store = Store(settings.db_path, loop)
-    executor = Executor(store, settings.retry, settings.heartbeat_ms, settings.worker_timeout_ms)
+    try:
+        executor = Executor(store, settings.retry, settings.heartbeat_ms, settings.worker_timeout_ms)
+    except sqlite3.Error as exc:  # nothing was served yet: stop, and let the next start read it all again
+        store.close()
+        raise StoreOpenError(f"cannot read the database {settings.db_path} at start-up: {exc}") from None
     server = grpc.aio.server(
         # The token is checked first: a caller without it learns nothing, not even that the store is busy.
         interceptors=[*([TokenCheck(settings.token)] if settings.token else []), StoreErrors()],

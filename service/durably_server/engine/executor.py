@@ -425,21 +425,27 @@ class Executor:
         self.store.write(write).add_done_callback(functools.partial(self._running_stored, marks))
 
     def _running_stored(self, marks: list[tuple[str, int | None]], done: asyncio.Future[None]) -> None:
-        """Marks whose commit failed are tried again after a pause: a start time must not be lost (the
-        run would show as started when it ended). A mere "running again" only for the runs still running
-        in memory, so that it never overwrites a status a run has taken since."""
+        """Start marks whose commit failed are stored again after a pause: a start time must not be lost
+        (the run would show as started when it ended), and a late one changes nothing else
+        (`sql.mark_started`). A lost "running again" is not: stored late, it could overwrite the status
+        the run's next report is committing (waiting, sleeping); that report shows the run as it is."""
         if done.cancelled() or done.exception() is None:
             return
+        starts = [(run_id, started_ms) for run_id, started_ms in marks if started_ms is not None]
         delay_ms = STORE_RETRY.delay_ms(1)
-        log.error("could not mark %d runs running; again in %d ms: %s", len(marks), delay_ms, done.exception())
+        log.error(
+            "could not mark %d runs running (%d starts, stored again in %d ms): %s",
+            len(marks),
+            len(starts),
+            delay_ms,
+            done.exception(),
+        )
+        if starts:
+            asyncio.get_running_loop().call_later(delay_ms / 1000, self._marks_again, starts)
 
-        def again() -> None:
-            for run_id, started_ms in marks:
-                run = self.runs.cached(run_id)
-                if started_ms is not None or (run is not None and run.status is RunStatus.RUNNING):
-                    self._mark_running(run_id, started_ms)
-
-        asyncio.get_running_loop().call_later(delay_ms / 1000, again)
+    def _marks_again(self, starts: list[tuple[str, int]]) -> None:
+        for run_id, started_ms in starts:
+            self._mark_running(run_id, started_ms)
 
     async def report(self, worker: WorkerConn, report: ExecutionReport) -> None:
         """Merge a worker's report into its run, commit, and queue what comes next."""

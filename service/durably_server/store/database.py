@@ -87,6 +87,8 @@ class Store:
         connection of its own, closed at once: the readers' threads keep theirs)."""
         conn = _reader(self.path)
         try:
+            if self._faults is not None:
+                self._faults.check("start-up read")
             return query(conn)
         finally:
             conn.close()
