@@ -64,15 +64,6 @@ class _Isolate(Exception):
     """A batch run without savepoints hit a failing operation: run it again with them."""
 
 
-class _CommitFailed(Exception):
-    """The COMMIT statement raised: the transaction may have been made all the same (see `_made_anyway`)."""
-
-    def __init__(self, outcomes: _Outcomes, error: sqlite3.Error) -> None:
-        super().__init__(str(error))
-        self.outcomes = outcomes
-        self.error = error
-
-
 class Writer:
     def __init__(self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop, faults: Faults | None = None) -> None:
         self._conn = conn
@@ -80,16 +71,21 @@ class Writer:
         self._loop = loop
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
-        self.commits = 0
         conn.execute(f"PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT_PAGES}")
         self._pages_at_checkpoint: int = conn.execute("PRAGMA page_count").fetchone()[0]
         self._seq: int = conn.execute("SELECT seq FROM commits").fetchone()[0]
         """The last transaction committed, as the `commits` table counts them."""
+        self._first_seq: int = self._seq
         self._settled = asyncio.Event()
         self._busy = threading.Lock()
         """Held while the connection is in use, by the thread or by a caller committing inline."""
         self._in_flight = 0  # submitted and not yet settled; read and written on the loop's thread
         self._thread.start()
+
+    @property
+    def commits(self) -> int:
+        """Transactions committed since this writer started."""
+        return self._seq - self._first_seq
 
     @property
     def backlog(self) -> int:
@@ -181,17 +177,10 @@ class Writer:
             # statements fewer per change, each a release and re-take of the GIL); if one fails, all
             # is rolled back and the batch runs again with them, so that only the failed one is lost.
             try:
-                try:
-                    outcomes = self._run_batch(batch, isolated=False)
-                except _Isolate:
-                    outcomes = self._run_batch(batch, isolated=True)
-            except _CommitFailed as failed:
-                if not self._made_anyway():
-                    raise failed.error from None
-                log.warning("a COMMIT reported %r, but it was made; its %d changes stand", failed.error, len(batch))
-                outcomes = failed.outcomes
+                outcomes = self._run_batch(batch, isolated=False)
+            except _Isolate:
+                outcomes = self._run_batch(batch, isolated=True)
             self._seq += 1
-            self.commits += 1
         except sqlite3.Error as exc:
             log.error("commit of %d changes failed: %s", len(batch), exc)
             if conn.in_transaction:
@@ -230,7 +219,9 @@ class Writer:
             if self._faults is not None:
                 self._faults.check("commit (after it was made)")
         except sqlite3.Error as exc:
-            raise _CommitFailed(outcomes, exc) from exc
+            if not self._made_anyway():
+                raise
+            log.warning("a COMMIT reported %r, but it was made; its %d changes stand", exc, len(batch))
         return outcomes
 
     def _made_anyway(self) -> bool:
