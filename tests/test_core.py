@@ -229,6 +229,7 @@ def test_module_exports_the_contract() -> None:
         "hash_step_id",
         "json_depth",
         "pre_hash_id",
+        "simulate_power_loss",
     }
 
 

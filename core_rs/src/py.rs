@@ -338,6 +338,14 @@ impl PyRunState {
     }
 }
 
+/// Make the `crash_at_sync`-th sync of a file opened through the returned VFS lose power (the fault
+/// tests' T15; never outside them): `library` is the SQLite that Python's `sqlite3` loaded.
+#[cfg(unix)]
+#[pyfunction]
+fn simulate_power_loss(library: &str, crash_at_sync: u64, seed: u64) -> PyResult<&'static str> {
+    crate::power_loss::install(library, crash_at_sync, seed).map_err(PyValueError::new_err)
+}
+
 /// The durably state core (Rust): step-id hashing, run-state merge and limits.
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -346,6 +354,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(check_json, m)?)?;
     m.add_function(wrap_pyfunction!(json_depth, m)?)?;
     m.add_function(wrap_pyfunction!(pre_hash_id, m)?)?;
+    #[cfg(unix)]
+    m.add_function(wrap_pyfunction!(simulate_power_loss, m)?)?;
     m.add_class::<PyStepIdCounter>()?;
     m.add_class::<PyRunState>()?;
     m.add("MAX_STEPS", limits::MAX_STEPS)?;

@@ -26,6 +26,7 @@ __all__ = [
     "hash_step_id",
     "json_depth",
     "pre_hash_id",
+    "simulate_power_loss",
 ]
 
 MAX_STEPS: int
@@ -204,3 +205,9 @@ class RunState:
 
     def __len__(self) -> int:
         """The same as ``step_count``."""
+
+def simulate_power_loss(library: str, crash_at_sync: int, seed: int) -> str:
+    """Register the power-loss VFS in ``library`` (the SQLite that Python's sqlite3 loaded) and return
+    its name: its files' writes wait in memory until synced, and the ``crash_at_sync``-th sync (from 1)
+    keeps, drops or garbles each unsynced write (at random from ``seed``) and kills the process. For the
+    fault tests only (store/power_loss.py). Raises ValueError when the library is not loaded."""

@@ -3,7 +3,8 @@
 checkpointing, driven through faults, then checked against what the engine guarantees (README
 "Guarantees"): every acknowledged event has exactly one run, every run completes, each step is
 recorded once, the results a handler went on with are the ones recorded, each waiting run gets its
-own event, and each invoke makes one child run whose output the parent gets."""
+own event, each invoke makes one child run whose output the parent gets, and no step body runs again once
+a later step's body has run (the handler went on from its committed result, which must never be lost)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ from .harness import Harness, WorkerSpec, await_until, describe
 
 CHAOS = WorkerSpec("chaos.py", ("chaos-mix", "chaos-mix-c", "chaos-child"))
 BODIES = ["first", "part-0", "part-1", "part-2", "last"]
+STAGES = {"first": 0, "part-0": 1, "part-1": 1, "part-2": 1, "last": 2}
+"""The order in which a run's bodies run (the parts together): a body of an earlier stage that runs after
+one of a later stage means the handler had gone on from a result that was then lost."""
 STEPS = [*BODIES, "nap", "go", "child"]
 T = TypeVar("T")
 
@@ -32,19 +36,22 @@ async def until_answered(call: Callable[[], Awaitable[T]]) -> T:
 
 
 async def drive(client: durably.Client, runs: int, acked: list[str]) -> None:
-    """Start the runs; once each waits for its `chaos/go` event, send it. Every send is retried with
-    the same event id until acknowledged (a send cut by a fault may have been stored: the id dedupes)."""
-    for n in range(runs):
+    """Start `runs` more runs (numbered on from those in `acked`); once each waits for its `chaos/go`
+    event, send it. Every send is retried with the same event id until acknowledged (a send cut by a
+    fault may have been stored: the id dedupes)."""
+    first = len(acked)
+    for n in range(first, first + runs):
         name = "chaos/mix-c" if n % 2 else "chaos/mix"  # half of them with checkpointing=True
         event = durably.Event(name=name, data={"n": n}, id=f"chaos-{n}")
         [event_id] = await until_answered(lambda event=event: client.send(event))
         acked.append(event_id)
         await asyncio.sleep(0.01)  # spread the runs over the faults
-    for n, event_id in enumerate(acked):
+    for n, event_id in enumerate(acked[first:], start=first):
 
         async def waiting(event_id: str = event_id) -> bool:
             runs = await until_answered(lambda: client.list_runs(event_id=event_id))
-            return bool(runs) and runs[0].status == "waiting"
+            assert runs, f"event {event_id} was acknowledged, and now it has no run: lost"
+            return runs[0].status == "waiting"
 
         await await_until(waiting, timeout=60, what=f"the run of {event_id} to wait for its event")
         go = durably.Event(name="chaos/go", data={"n": n}, id=f"go-{n}")
@@ -67,9 +74,21 @@ async def check(harness: Harness, client: durably.Client, acked: list[str], *, s
         assert run.output["n"] == n and run.output["go"] == {"n": n}, describe(run)
         assert run.output["child"] == recorded["child"] and run.output["child"]["n"] == n, describe(run)
 
+    _in_order(harness)
     children = await until_answered(lambda: client.list_runs(function_id="chaos-child", limit=1000))
     assert sorted(child.output["n"] for child in children) == list(range(len(acked))), "one child per invoke"
     for child in children:
         [step] = (await until_answered(lambda child=child: client.get_run(child.id))).steps
         assert child.output["token"] == step.output, describe(child)
     return len(harness.observations("body")) - len(acked) * (len(BODIES) + 1)
+
+
+def _in_order(harness: Harness) -> None:
+    reached: dict[str, tuple[int, str]] = {}
+    for body in harness.observations("body"):
+        stage = STAGES.get(body["name"])
+        if stage is None:
+            continue  # the child's step: a run of its own
+        before, name = reached.get(body["run"], (0, "first"))
+        assert stage >= before, f"run {body['run']}: {body['name']} ran again after {name} had run"
+        reached[body["run"]] = (stage, body["name"])

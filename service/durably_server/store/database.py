@@ -11,9 +11,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, TypeVar
+from urllib.parse import quote
 
 from setproctitle import setthreadtitle
 
+from durably_server.store import power_loss
 from durably_server.store.faults import Faults
 from durably_server.store.schema import migrate
 from durably_server.store.writer import WriteOp, Writer
@@ -30,8 +32,10 @@ class StoreOpenError(RuntimeError):
     program past SQLite's busy timeout, unreadable, or written by a newer daemon."""
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+def _connect(path: Path, vfs: str | None) -> sqlite3.Connection:
+    """`vfs`: open through that SQLite VFS instead of the default one (store/power_loss.py)."""
+    target = path if vfs is None else f"file:{quote(str(path))}?vfs={vfs}"
+    conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False, uri=vfs is not None)
     conn.execute("PRAGMA busy_timeout = 5000")
     # FULL: an acknowledged event or step result survives power loss, not only kill -9.
     conn.execute("PRAGMA synchronous = FULL")
@@ -47,8 +51,8 @@ READER_NAME = "durably-reader"
 """The reader threads' name, for the OS too (as the writer's, store/writer.py)."""
 
 
-def _reader(path: Path) -> sqlite3.Connection:
-    conn = _connect(path)
+def _reader(path: Path, vfs: str | None) -> sqlite3.Connection:
+    conn = _connect(path, vfs)
     conn.execute("PRAGMA query_only = ON")
     return conn
 
@@ -61,8 +65,9 @@ class Store:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_file = _lock(path)
         try:
-            conn = _open_for_writing(path)
-        except (sqlite3.Error, RuntimeError) as exc:
+            self._vfs = power_loss.vfs_from_env()
+            conn = _open_for_writing(path, self._vfs)
+        except (sqlite3.Error, RuntimeError, ValueError) as exc:
             self._lock_file.close()
             raise StoreOpenError(f"cannot open the database {path}: {exc}") from None
         self._faults = Faults.from_env()
@@ -85,7 +90,7 @@ class Store:
     def read_now(self, query: Callable[[sqlite3.Connection], T]) -> T:
         """Run `query` on the calling thread; for start-up, before the loop serves anyone (on a
         connection of its own, closed at once: the readers' threads keep theirs)."""
-        conn = _reader(self.path)
+        conn = _reader(self.path, self._vfs)
         try:
             if self._faults is not None:
                 self._faults.check("start-up read")
@@ -96,7 +101,7 @@ class Store:
     def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._local.conn = _reader(self.path)
+            conn = self._local.conn = _reader(self.path, self._vfs)
         if self._faults is not None:
             self._faults.check("read")
         return query(conn)
@@ -107,9 +112,9 @@ class Store:
         self._lock_file.close()
 
 
-def _open_for_writing(path: Path) -> sqlite3.Connection:
+def _open_for_writing(path: Path, vfs: str | None) -> sqlite3.Connection:
     """The writer's connection: WAL, the schema brought up to date."""
-    conn = _connect(path)
+    conn = _connect(path, vfs)
     try:
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode != "wal":
