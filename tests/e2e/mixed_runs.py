@@ -35,6 +35,19 @@ async def until_answered(call: Callable[[], Awaitable[T]]) -> T:
             await asyncio.sleep(0.05)
 
 
+async def start_as_supervisor(harness: Harness) -> int:
+    """Start the daemon as a supervisor would: again while it refuses to (a start-up read failed);
+    returns how many starts it refused, each with a clear message."""
+    refused = 0
+    while True:
+        try:
+            await asyncio.to_thread(harness.daemon.start)
+            return refused
+        except RuntimeError as exc:
+            assert "cannot read the database" in str(exc) and "at start-up" in str(exc), exc
+            refused += 1
+
+
 async def drive(client: durably.Client, runs: int, acked: list[str]) -> None:
     """Start `runs` more runs (numbered on from those in `acked`); once each waits for its `chaos/go`
     event, send it. Every send is retried with the same event id until acknowledged (a send cut by a

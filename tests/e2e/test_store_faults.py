@@ -11,35 +11,22 @@ from __future__ import annotations
 import asyncio
 
 from .harness import Harness, open_client
-from .mixed_runs import CHAOS, check, drive
+from .mixed_runs import CHAOS, check, drive, start_as_supervisor
 
 RUNS = 150
 RATE = "0.05"
 
 
-async def _start(harness: Harness) -> int:
-    """Start the daemon as a supervisor would: again while it refuses to (a start-up read failed);
-    returns how many starts it refused, each with a clear message."""
-    refused = 0
-    while True:
-        try:
-            await asyncio.to_thread(harness.daemon.start)
-            return refused
-        except RuntimeError as exc:
-            assert "cannot read the database" in str(exc) and "at start-up" in str(exc), exc
-            refused += 1
-
-
 async def _kill9_and_restart(harness: Harness) -> int:
     await asyncio.sleep(1.0)
     harness.daemon.kill9()
-    return await _start(harness)
+    return await start_as_supervisor(harness)
 
 
 async def _run_mixed(harness: Harness, *, kill: bool) -> None:
     harness.daemon.stop()
     harness.daemon.env["DURABLY_STORE_FAULTS"] = RATE
-    refused = await _start(harness)
+    refused = await start_as_supervisor(harness)
     harness.start_worker(CHAOS)
     harness.start_worker(CHAOS)
     acked: list[str] = []
