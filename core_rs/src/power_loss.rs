@@ -22,7 +22,7 @@ use std::ptr;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 /// The name connections open the database with (`file:...?vfs=durably-power-loss`).
-pub const VFS_NAME: &str = "durably-power-loss";
+pub const VFS_NAME: &CStr = c"durably-power-loss";
 
 const SQLITE_OK: c_int = 0;
 const SQLITE_IOERR_SHORT_READ: c_int = 10 | (2 << 8);
@@ -156,7 +156,7 @@ pub fn install(library: &str, crash_at_sync: u64, seed: u64) -> Result<&'static 
         pending: HashMap::new(),
     });
     if BASE.get().is_some() {
-        return Ok(VFS_NAME);
+        return Ok(name());
     }
     let lib = CString::new(library).map_err(|_| "the library name has a NUL byte".to_string())?;
     // SAFETY: dlopen/dlsym with valid C strings; RTLD_NOLOAD only finds a library already loaded.
@@ -191,7 +191,7 @@ pub fn install(library: &str, crash_at_sync: u64, seed: u64) -> Result<&'static 
         }
         let mut vfs = *base;
         vfs.os_file_size = std::mem::size_of::<CrashFile>() as c_int;
-        vfs.name = c"durably-power-loss".as_ptr();
+        vfs.name = VFS_NAME.as_ptr();
         vfs.next = ptr::null_mut();
         vfs.open = Some(open);
         vfs.delete = Some(delete);
@@ -200,7 +200,11 @@ pub fn install(library: &str, crash_at_sync: u64, seed: u64) -> Result<&'static 
             return Err("sqlite3_vfs_register failed".to_string());
         }
     }
-    Ok(VFS_NAME)
+    Ok(name())
+}
+
+fn name() -> &'static str {
+    VFS_NAME.to_str().expect("the VFS name is ASCII")
 }
 
 static METHODS: IoMethods = IoMethods {
