@@ -371,24 +371,39 @@ unsafe extern "C" fn read(file: *mut File, buf: *mut c_void, amount: c_int, offs
             return rc;
         }
         let out = std::slice::from_raw_parts_mut(buf as *mut u8, amount as usize);
-        let (start, end) = (offset, offset + amount as i64);
+        overlay(out, offset, writes);
         let mut size = 0i64;
         (methods.file_size.expect("file_size"))(real, &mut size);
-        for w in writes {
-            let (w_start, w_end) = (w.offset, w.offset + w.data.len() as i64);
-            size = size.max(w_end);
-            let (from, to) = (start.max(w_start), end.min(w_end));
-            if from < to {
-                out[(from - start) as usize..(to - start) as usize]
-                    .copy_from_slice(&w.data[(from - w_start) as usize..(to - w_start) as usize]);
-            }
-        }
-        if end <= size {
+        if offset + amount as i64 <= size.max(furthest_end(writes)) {
             SQLITE_OK
         } else {
             SQLITE_IOERR_SHORT_READ
         }
     }
+}
+
+/// Put into `out`, read from the disk at `offset`, what `writes` (in order: a later one wins) hold of it.
+fn overlay(out: &mut [u8], offset: i64, writes: &[Pending]) {
+    let end = offset + out.len() as i64;
+    for w in writes {
+        let (from, to) = (
+            offset.max(w.offset),
+            end.min(w.offset + w.data.len() as i64),
+        );
+        if from < to {
+            out[(from - offset) as usize..(to - offset) as usize]
+                .copy_from_slice(&w.data[(from - w.offset) as usize..(to - w.offset) as usize]);
+        }
+    }
+}
+
+/// Where the furthest of `writes` ends: the file's size as the page cache sees it, if past the disk's.
+fn furthest_end(writes: &[Pending]) -> i64 {
+    writes
+        .iter()
+        .map(|w| w.offset + w.data.len() as i64)
+        .max()
+        .unwrap_or(0)
 }
 
 unsafe extern "C" fn write(
@@ -496,12 +511,9 @@ unsafe extern "C" fn file_size(file: *mut File, size: *mut i64) -> c_int {
         let guard = simulation();
         let (real, methods) = real(file);
         let rc = (methods.file_size.expect("file_size"))(real, size);
-        let writes = match (guard.as_ref(), path_of(file)) {
-            (Some(sim), Some(path)) if rc == SQLITE_OK => sim.pending.get(path),
-            _ => None,
-        };
-        for w in writes.into_iter().flatten() {
-            *size = (*size).max(w.offset + w.data.len() as i64);
+        if let (Some(sim), Some(path), SQLITE_OK) = (guard.as_ref(), path_of(file), rc) {
+            let writes = sim.pending.get(path).map_or(&[][..], Vec::as_slice);
+            *size = (*size).max(furthest_end(writes));
         }
         rc
     }
@@ -611,4 +623,41 @@ unsafe extern "C" fn fetch(
 unsafe extern "C" fn unfetch(file: *mut File, offset: i64, page: *mut c_void) -> c_int {
     let _ = (file, offset, page);
     SQLITE_OK
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(offset: i64, data: &[u8]) -> Pending {
+        Pending {
+            offset,
+            data: data.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_read_sees_the_unsynced_writes_over_the_disk_the_later_one_winning() {
+        let mut out = *b"disk-disk-";
+        let writes = [pending(2, b"AAAA"), pending(4, b"BB"), pending(8, b"CCCC")];
+        overlay(&mut out, 0, &writes);
+        assert_eq!(&out, b"diAABBisCC");
+    }
+
+    #[test]
+    fn a_read_at_an_offset_takes_only_its_part_of_each_write() {
+        let mut out = *b"....";
+        overlay(
+            &mut out,
+            10,
+            &[pending(8, b"xxyy"), pending(13, b"zz"), pending(20, b"far")],
+        );
+        assert_eq!(&out, b"yy.z");
+    }
+
+    #[test]
+    fn the_file_ends_where_its_furthest_unsynced_write_does() {
+        assert_eq!(furthest_end(&[]), 0);
+        assert_eq!(furthest_end(&[pending(4096, b"x"), pending(0, b"y")]), 4097);
+    }
 }
