@@ -108,14 +108,20 @@ def dequeue(conn: sqlite3.Connection, item_ids: Sequence[int]) -> None:
         conn.executemany("DELETE FROM queue WHERE id = ?", rows)
 
 
+_START = "MIN(:now, COALESCE((SELECT MIN(started_ms) FROM steps WHERE run_id = :run), :now))"
+"""A run's start given that it started by `:now`: no later than its first step either. A start mark is
+not awaited, so one lost in a crash (or still waiting to be stored again after a failed commit) is
+marked anew only at the run's next lease; its steps still say when it was running."""
+
+
 def mark_started(conn: sqlite3.Connection, run_id: str, now: int) -> None:
     """A run started at `now`: running if it was queued, and `now` its start unless it has an earlier one
     (a mark stored late, after its commit failed, still corrects the end time a finished run took as its
-    start)."""
+    start; see `_START`)."""
     conn.execute(
-        "UPDATE runs SET started_ms = MIN(COALESCE(started_ms, ?1), ?1),"
-        " status = CASE status WHEN 'queued' THEN 'running' ELSE status END WHERE id = ?2",
-        (now, run_id),
+        f"UPDATE runs SET started_ms = MIN(COALESCE(started_ms, :now), {_START}),"
+        " status = CASE status WHEN 'queued' THEN 'running' ELSE status END WHERE id = :run",
+        {"now": now, "run": run_id},
     )
 
 
@@ -155,10 +161,16 @@ def finish_run(
     """Move a run that has not ended to its final status and drop the work it still had queued: the
     invoking run and step it reports to, True if none, False if the run had ended already."""
     row = conn.execute(
-        "UPDATE runs SET status = ?, output = ?, error = ?, ended_ms = ?,"
-        " started_ms = COALESCE(started_ms, ?) WHERE id = ? AND status NOT IN ('completed', 'failed', 'cancelled')"
-        " RETURNING parent_run_id, parent_step",
-        (status.value, output_json, error.to_json() if error else None, now, now, run_id),
+        "UPDATE runs SET status = :status, output = :output, error = :error, ended_ms = :now,"
+        f" started_ms = COALESCE(started_ms, {_START})"
+        " WHERE id = :run AND status NOT IN ('completed', 'failed', 'cancelled') RETURNING parent_run_id, parent_step",
+        {
+            "status": status.value,
+            "output": output_json,
+            "error": error.to_json() if error else None,
+            "now": now,
+            "run": run_id,
+        },
     ).fetchone()
     if row is None:
         return False
