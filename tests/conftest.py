@@ -6,6 +6,7 @@
 * ``cluster``: one daemon per test module, with the workers the module names in ``WORKERS``
   (a list of ``e2e.harness.WorkerSpec``) already connected.
 * ``client``: an async ``durably.Client`` bound to the module's ``cluster``.
+* ``clock``: a faked wall clock the test moves, for every process the test starts.
 
 When a test fails, the report gets the daemon's and the workers' stderr and the observation log.
 """
@@ -20,6 +21,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 import pytest
+from e2e.faked_clock import Clock, environment
 from e2e.harness import Harness, kill_all, open_client
 
 if TYPE_CHECKING:
@@ -56,6 +58,16 @@ def _running(workdir: Path, daemon_args: Sequence[str] = ()) -> Iterator[Harness
 def daemon_args() -> tuple[str, ...]:
     """Extra command-line flags for the ``harness`` daemon (parametrize this name to set them)."""
     return ()
+
+
+@pytest.fixture
+def clock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """A wall clock the test moves: every daemon and worker the test starts reads it (e2e/faked_clock.py).
+    Ask for it before ``harness`` (from ``daemon_args``) so that the harness's daemon reads it too."""
+    clock = Clock(tmp_path / "clock-offset")
+    for name, value in environment(clock).items():
+        monkeypatch.setenv(name, value)
+    return clock
 
 
 @pytest.fixture

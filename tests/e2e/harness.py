@@ -198,6 +198,10 @@ class Process:
     def stderr(self) -> str:
         return self.stderr_path.read_text(encoding="utf-8", errors="replace")
 
+    def all_stderr(self) -> str:
+        """The stderr of every start, in order."""
+        return "".join(path.read_text(encoding="utf-8", errors="replace") for path in self._all_stderr)
+
     def report(self) -> str:
         parts = [f"$ {' '.join(self.argv)}  (pid {self.proc.pid if self.proc else '-'}, rc {self.returncode()})"]
         for path in self._all_stderr:

@@ -1,10 +1,11 @@
 """The mixed workload of the fault tests (test_chaos.py, test_store_faults.py): runs of every step kind
-(steps in a row, parallel steps, a sleep, a wait for an event, an invoke), half of them with
-checkpointing, driven through faults, then checked against what the engine guarantees (README
+(steps in a row, parallel steps, a sleep, a wait for an event, an invoke, an event sent), half of them
+with checkpointing, driven through faults, then checked against what the engine guarantees (README
 "Guarantees"): every acknowledged event has exactly one run, every run completes, each step is
 recorded once, the results a handler went on with are the ones recorded, each waiting run gets its
-own event, each invoke makes one child run whose output the parent gets, and no step body runs again once
-a later step's body has run (the handler went on from its committed result, which must never be lost)."""
+own event, each invoke makes one child run whose output the parent gets, each event sent starts one run,
+and no step body runs again once a later step's body has run (the handler went on from its committed
+result, which must never be lost)."""
 
 from __future__ import annotations
 
@@ -17,12 +18,12 @@ from durably.errors import ServiceError, UnavailableError
 
 from .harness import Harness, WorkerSpec, await_until, describe
 
-CHAOS = WorkerSpec("chaos.py", ("chaos-mix", "chaos-mix-c", "chaos-child"))
+CHAOS = WorkerSpec("chaos.py", ("chaos-mix", "chaos-mix-c", "chaos-child", "chaos-echo"))
 BODIES = ["first", "part-0", "part-1", "part-2", "last"]
 STAGES = {"first": 0, "part-0": 1, "part-1": 1, "part-2": 1, "last": 2}
 """The order in which a run's bodies run (the parts together): a body of an earlier stage that runs after
 one of a later stage means the handler had gone on from a result that was then lost."""
-STEPS = [*BODIES, "nap", "go", "child"]
+STEPS = [*BODIES, "nap", "go", "child", "echo"]
 T = TypeVar("T")
 
 
@@ -48,10 +49,10 @@ async def start_as_supervisor(harness: Harness) -> int:
             refused += 1
 
 
-async def drive(client: durably.Client, runs: int, acked: list[str]) -> None:
+async def drive(client: durably.Client, runs: int, acked: list[str], patience: float = 60) -> None:
     """Start `runs` more runs (numbered on from those in `acked`); once each waits for its `chaos/go`
-    event, send it. Every send is retried with the same event id until acknowledged (a send cut by a
-    fault may have been stored: the id dedupes)."""
+    event (within `patience` seconds), send it. Every send is retried with the same event id until
+    acknowledged (a send cut by a fault may have been stored: the id dedupes)."""
     first = len(acked)
     for n in range(first, first + runs):
         name = "chaos/mix-c" if n % 2 else "chaos/mix"  # half of them with checkpointing=True
@@ -66,42 +67,58 @@ async def drive(client: durably.Client, runs: int, acked: list[str]) -> None:
             assert runs, f"event {event_id} was acknowledged, and now it has no run: lost"
             return runs[0].status == "waiting"
 
-        await await_until(waiting, timeout=60, what=f"the run of {event_id} to wait for its event")
+        await await_until(waiting, timeout=patience, what=f"the run of {event_id} to wait for its event")
         go = durably.Event(name="chaos/go", data={"n": n}, id=f"go-{n}")
         await until_answered(lambda go=go: client.send(go))
 
 
-async def check(harness: Harness, client: durably.Client, acked: list[str]) -> int:
+async def check(
+    harness: Harness,
+    client: durably.Client,
+    acked: list[str],
+    *,
+    clock_jumped: bool = False,
+    stopped: frozenset[int] = frozenset(),
+) -> int:
     """Assert the guarantees over the driven runs (and that each run's start time is recorded, no later than
-    its first step's); return how many step bodies ran more than once."""
+    its first step's, unless the wall clock jumped back meanwhile); return how many step bodies ran more than
+    once. Bodies run by the worker processes in `stopped` (SIGSTOP'd, then continued) are left out of the
+    order check: a worker stopped past its lease may, once continued, start a body it was about to start
+    (nothing can fence a body's start, only its result, which the daemon refuses)."""
     for n, event_id in enumerate(acked):
         runs = await until_answered(lambda event_id=event_id: client.list_runs(event_id=event_id))
         assert len(runs) == 1, f"event {event_id} has {len(runs)} runs"
         run = await client.wait_for_run(runs[0].id, timeout=120)
         assert run.status == "completed", describe(run)
         first = min(step.started_at for step in run.steps if step.started_at is not None)
-        assert run.started_at is not None and run.started_at <= first, f"start: {describe(run)}"
+        assert run.started_at is not None and (clock_jumped or run.started_at <= first), f"start: {describe(run)}"
         assert sorted(step.name for step in run.steps) == sorted(STEPS), describe(run)
         recorded = {step.name: step.output for step in run.steps}
         assert run.output["tokens"] == {name: recorded[name] for name in BODIES}, describe(run)
         assert run.output["n"] == n and run.output["go"] == {"n": n}, describe(run)
         assert run.output["child"] == recorded["child"] and run.output["child"]["n"] == n, describe(run)
+        assert run.output["sent"] == recorded["echo"], describe(run)
+        echoes = await until_answered(lambda sent=run.output["sent"]: client.list_runs(event_id=sent[0]))
+        assert len(echoes) == 1, f"the event {run.id} sent has {len(echoes)} runs"
+        echo = await client.wait_for_run(echoes[0].id, timeout=120)
+        assert echo.status == "completed" and echo.output["n"] == n, describe(echo)
+        assert echo.output["token"] == echo.steps[0].output, describe(echo)
 
-    _in_order(harness)
+    _in_order(harness, stopped)
     children = await until_answered(lambda: client.list_runs(function_id="chaos-child", limit=1000))
     assert sorted(child.output["n"] for child in children) == list(range(len(acked))), "one child per invoke"
     for child in children:
         [step] = (await until_answered(lambda child=child: client.get_run(child.id))).steps
         assert child.output["token"] == step.output, describe(child)
-    return len(harness.observations("body")) - len(acked) * (len(BODIES) + 1)
+    return len(harness.observations("body")) - len(acked) * (len(BODIES) + 2)  # + the child's and echo's
 
 
-def _in_order(harness: Harness) -> None:
+def _in_order(harness: Harness, stopped: frozenset[int]) -> None:
     reached: dict[str, tuple[int, str]] = {}
     for body in harness.observations("body"):
         stage = STAGES.get(body["name"])
-        if stage is None:
-            continue  # the child's step: a run of its own
+        if stage is None or body["pid"] in stopped:
+            continue  # the child's or echo's step (a run of its own), or a stopped worker's
         before, name = reached.get(body["run"], (0, "first"))
         assert stage >= before, f"run {body['run']}: {body['name']} ran again after {name} had run"
         reached[body["run"]] = (stage, body["name"])

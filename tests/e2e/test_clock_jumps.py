@@ -2,21 +2,18 @@
 its wall-clock deadline, one whose deadline a jump put in the past ends within seconds, none is dropped
 or ends twice, and workers are not taken for dead (nor dead ones for alive) because the clock moved.
 
-The daemon and the worker run under libfaketime (the PyPI package bundles the library): their wall
-clock is the real one plus the offset in a file the test rewrites; their monotonic clock is left
-alone, as a real jump (an operator, NTP stepping, a VM resumed) leaves it.
+The daemon and the worker run on a faked wall clock (faked_clock.py); their monotonic clock is left alone.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import time
-from pathlib import Path
 
 import durably
 import pytest
 
+from .faked_clock import Clock
 from .harness import Harness, WorkerSpec, open_client
 from .test_sleep import start, until_status
 
@@ -24,40 +21,10 @@ SLEEP = WorkerSpec("coord_sleep.py", ("nap", "nap-until", "bad-sleep", "nap-hold
 HOUR_S = 3600
 
 
-def _faketime_library() -> str:
-    spec = importlib.util.find_spec("libfaketime")
-    assert spec is not None and spec.submodule_search_locations, "the dev extra installs libfaketime"
-    library = Path(spec.submodule_search_locations[0], "vendor", "libfaketime", "src", "libfaketime.so.1")
-    assert library.is_file(), library
-    return str(library)
-
-
-class Clock:
-    """The offset of the faked wall clock, in seconds (read by libfaketime at every clock call)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.set(0)
-
-    def set(self, offset_s: int) -> None:
-        partial = self.path.with_suffix(".partial")
-        partial.write_text(f"{offset_s:+d}\n", encoding="utf-8")
-        partial.replace(self.path)  # never a half-written offset
-
-
 @pytest.fixture
-def clock(tmp_path: Path) -> Clock:
-    return Clock(tmp_path / "clock-offset")
-
-
-@pytest.fixture
-def daemon_args(clock: Clock, monkeypatch: pytest.MonkeyPatch) -> tuple[str, ...]:
-    """The harness's daemon, and every worker this test starts, read the faked clock."""
-    monkeypatch.setenv("LD_PRELOAD", _faketime_library())
-    monkeypatch.setenv("FAKETIME_TIMESTAMP_FILE", str(clock.path))
-    monkeypatch.setenv("FAKETIME_NO_CACHE", "1")
-    monkeypatch.setenv("DONT_FAKE_MONOTONIC", "1")  # the variable's name before libfaketime 0.9.9
-    monkeypatch.setenv("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+def daemon_args(clock: Clock) -> tuple[str, ...]:
+    """The harness's daemon (and every worker this test starts) on the faked clock, quick to take a silent
+    worker for gone."""
     return ("--heartbeat", "200ms", "--worker-timeout", "2s")
 
 

@@ -93,6 +93,27 @@ async def test_silent_worker_loses_its_step_and_its_late_result_is_refused(harne
         await await_until(lambda: connected(harness) == 2, timeout=10, what="the resumed worker to reconnect")
 
 
+@pytest.mark.parametrize("daemon_args", [QUICK_EXPIRY])
+async def test_a_daemon_that_stood_still_takes_no_worker_for_gone(harness: Harness) -> None:
+    """The daemon frozen (SIGSTOP) past the worker timeout heard no heartbeat meanwhile, through no fault
+    of the workers: once it goes on, they keep their leases (they lost them all at once, their steps ran
+    again, found by test_nemesis.py)."""
+    harness.start_worker(WORKER_LOSS)
+    async with open_client(harness.address) as client:
+        [event_id] = await client.send(durably.Event(name="failures/hold", data={}))
+        run = await find_run(client, event_id)
+        await started_on(harness, run.id, 1)
+        harness.daemon.pause()
+        await asyncio.sleep(2.5)
+        harness.daemon.resume()
+        await asyncio.sleep(1.0)
+        harness.release(f"release-{run.id}")
+        done = await client.wait_for_run(run.id, timeout=15)
+    assert done.status == "completed", describe(done)
+    assert "lease expired" not in harness.daemon.stderr(), harness.daemon.report()
+    assert harness.count("step", run=run.id, name="slow", phase="started") == 1, "the step ran again"
+
+
 async def test_worker_killed_mid_step_the_other_connected_worker_finishes_the_run(harness: Harness) -> None:
     workers = two_workers(harness)
     async with open_client(harness.address) as client:

@@ -31,17 +31,25 @@ async def chaos_child(ctx: durably.Context) -> dict[str, Any]:
     return {"n": ctx.event.data["n"], "token": await ctx.step.run("child-step", _body(ctx.run_id, "child-step"))}
 
 
+@client.function(id="chaos-echo", trigger=durably.on_event("chaos/echo"), retries=5)
+async def chaos_echo(ctx: durably.Context) -> dict[str, Any]:
+    """Started by the event chaos-mix sends: one step."""
+    return {"n": ctx.event.data["n"], "token": await ctx.step.run("echo-step", _body(ctx.run_id, "echo-step"))}
+
+
 async def mix(ctx: durably.Context) -> dict[str, Any]:
-    """A step, a gather of three, a short sleep, a wait for its `chaos/go` event, an invoke, a last step."""
-    run = ctx.run_id
+    """A step, a gather of three, a short sleep, a wait for its `chaos/go` event, an invoke, an event sent,
+    a last step."""
+    run, n = ctx.run_id, ctx.event.data["n"]
     first = await ctx.step.run("first", _body(run, "first"))
     parts = await asyncio.gather(*(ctx.step.run(f"part-{i}", _body(run, f"part-{i}")) for i in range(3)))
     await ctx.step.sleep("nap", "100ms")
-    go = await ctx.step.wait_for_event("go", event="chaos/go", timeout="120s", match="data.n")
-    child = await ctx.step.invoke("child", function=chaos_child, data={"n": ctx.event.data["n"]})
+    go = await ctx.step.wait_for_event("go", event="chaos/go", timeout="1h", match="data.n")
+    child = await ctx.step.invoke("child", function=chaos_child, data={"n": n})
+    sent = await ctx.step.send_event("echo", durably.Event("chaos/echo", {"n": n}))
     last = await ctx.step.run("last", _body(run, "last"))
     tokens = {"first": first, **{f"part-{i}": part for i, part in enumerate(parts)}, "last": last}
-    return {"n": ctx.event.data["n"], "tokens": tokens, "go": go and go.data, "child": child}
+    return {"n": n, "tokens": tokens, "go": go and go.data, "child": child, "sent": sent}
 
 
 chaos_mix = client.function(id="chaos-mix", trigger=durably.on_event("chaos/mix"), retries=5)(mix)
@@ -51,4 +59,4 @@ chaos_mix_checkpointed = client.function(
 
 
 if __name__ == "__main__":
-    serve(chaos_mix, chaos_mix_checkpointed, chaos_child)
+    serve(chaos_mix, chaos_mix_checkpointed, chaos_child, chaos_echo)

@@ -335,10 +335,21 @@ class Executor:
 
         Its stream is closed too; anything it sends for those leases later is refused,
         so a step's result is recorded once even when the silent worker wakes up.
+
+        Silence is counted in the daemon's own waking time: when the daemon itself stood still (stopped,
+        starved, swapped out; this loop woke late by that much), it heard no one meanwhile, and its
+        workers are not held to that (all of them would lose their leases at once, their steps run again).
         """
+        interval = min(1.0, self.worker_timeout_ms / 4000)
         while True:
-            await asyncio.sleep(min(1.0, self.worker_timeout_ms / 4000))
-            deadline = time.monotonic() - self.worker_timeout_ms / 1000
+            slept_from = time.monotonic()
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            stood_still = now - slept_from - interval
+            if stood_still > 0:
+                for worker in self._workers:
+                    worker.last_seen = min(worker.last_seen + stood_still, now)
+            deadline = now - self.worker_timeout_ms / 1000
             for worker in [w for w in self._workers if w.last_seen < deadline]:
                 log.warning(
                     "worker %s (%s) sent nothing for %d ms: lease expired",

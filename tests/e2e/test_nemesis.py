@@ -1,0 +1,180 @@
+"""Randomised chaos soak (reliability.md T22): a seeded nemesis strikes every second or so, one fault at a
+time, while the mixed workload of mixed_runs.py goes on in rounds: the daemon killed (-9), stopped
+(SIGTERM) or frozen (SIGSTOP, then SIGCONT); a worker killed; the "zombie" worker frozen, sometimes past
+its lease, so that another worker takes its work over and its late results must be refused; the store
+locked by another process, sometimes past the daemon's busy timeout; the wall clock set back and forth
+(faked_clock.py). Then the nemesis heals (clock set to the furthest it went, nothing frozen), a last round
+must go through unhindered, and every guarantee of mixed_runs.py must hold over every run.
+
+``DURABLY_SOAK_SECONDS`` sets how long the nemesis strikes (default 60; 1800 for the nightly length the
+reference gives); ``DURABLY_TEST_SEED`` reruns one seed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from .faked_clock import Clock
+from .harness import Harness, WorkerProcess, open_client
+from .mixed_runs import CHAOS, check, drive, until_answered
+
+SECONDS = float(os.environ.get("DURABLY_SOAK_SECONDS", "60"))
+ROUND = 20
+LAST_ROUND = 10
+LAST_ROUND_S = 60
+"""After the heal, the last round's runs must all complete within this many seconds."""
+JUMP_S = 20
+"""The clock is set anywhere from this many seconds back to this many ahead."""
+BUSY_TIMEOUT_S = 5  # the daemon's (store/database.py)
+
+
+@pytest.fixture
+def daemon_args(clock: Clock) -> tuple[str, ...]:
+    """On the faked clock; a worker silent for 2 s is taken for gone (so that a frozen one becomes a zombie)."""
+    return ("--heartbeat", "200ms", "--worker-timeout", "2s")
+
+
+class Nemesis:
+    """Strikes with one fault after another, drawn by a seeded generator, until told to stop."""
+
+    def __init__(self, harness: Harness, clock: Clock, rng: random.Random) -> None:
+        self.harness = harness
+        self.clock = clock
+        self.rng = rng
+        self.workers: list[WorkerProcess] = [harness.start_worker(CHAOS), harness.start_worker(CHAOS)]
+        self.zombie = harness.start_worker(CHAOS)
+        self.frozen: set[int] = set()
+        """The workers frozen at some time (pids): the order of their bodies is not checked (mixed_runs)."""
+        self.struck: Counter[str] = Counter()
+        self.furthest = 0
+
+    async def strike_until(self, deadline: float) -> None:
+        """Strike in rounds of every kind of fault, each round in a random order."""
+        faults: list[Callable[[], Awaitable[None]]] = [
+            self.kill_daemon,
+            self.stop_daemon,
+            self.freeze_daemon,
+            self.kill_worker,
+            self.freeze_zombie,
+            self.lock_store,
+            self.jump_clock,
+        ]
+        while time.monotonic() < deadline:
+            for fault in self.rng.sample(faults, len(faults)):
+                await asyncio.sleep(self.rng.uniform(0.2, 1.0))
+                self.struck[fault.__name__] += 1
+                await fault()
+
+    async def kill_daemon(self) -> None:
+        self.harness.daemon.kill9()
+        await asyncio.sleep(self.rng.uniform(0, 1))
+        await asyncio.to_thread(self.harness.daemon.start)
+
+    async def stop_daemon(self) -> None:
+        assert await asyncio.to_thread(self.harness.daemon.stop) == 0, self.harness.daemon.report()
+        await asyncio.to_thread(self.harness.daemon.start)
+
+    async def freeze_daemon(self) -> None:
+        self.harness.daemon.pause()
+        await asyncio.sleep(self.rng.uniform(0.3, 3))
+        self.harness.daemon.resume()
+
+    async def kill_worker(self) -> None:
+        self.workers.pop(self.rng.randrange(len(self.workers))).kill9()
+        self.workers.append(self.harness.start_worker(CHAOS, wait=False))
+
+    async def freeze_zombie(self) -> None:
+        """Freeze the zombie just as it starts a step body (if it starts one within 2 s), mostly past its
+        lease: the step runs again elsewhere, and the zombie's result, once it comes, must be refused."""
+        self.frozen.add(self.zombie.pid)
+        await self._zombie_starts_a_body(within=2)
+        self.zombie.pause()
+        await asyncio.sleep(self.rng.uniform(1, 4))  # the worker timeout is 2 s
+        self.zombie.resume()
+
+    async def _zombie_starts_a_body(self, within: float) -> None:
+        marker = f'"kind": "body", "pid": {self.zombie.pid},'  # as observe.record writes it
+        deadline = time.monotonic() + within
+        with self.harness.log.open(encoding="utf-8") as log:
+            log.seek(0, os.SEEK_END)
+            seen = ""
+            while time.monotonic() < deadline:
+                seen = seen[-len(marker) :] + log.read()
+                if marker in seen:
+                    return
+                await asyncio.sleep(0.002)
+
+    async def lock_store(self) -> None:
+        lock = sqlite3.connect(self.harness.daemon.db, timeout=30, isolation_level=None, check_same_thread=False)
+        try:
+            await asyncio.to_thread(lock.execute, "BEGIN EXCLUSIVE")
+            await asyncio.sleep(self.rng.uniform(0.3, BUSY_TIMEOUT_S + 2))
+            lock.execute("ROLLBACK")
+        finally:
+            lock.close()
+
+    async def jump_clock(self) -> None:
+        offset = self.rng.randint(-JUMP_S, JUMP_S)
+        self.furthest = max(self.furthest, offset)
+        self.clock.set(offset)
+
+    def heal(self) -> None:
+        """Nothing frozen or locked (each fault undoes itself); the clock set to the furthest it went, so that
+        no sleep waits for a deadline a jump back put off."""
+        self.clock.set(self.furthest)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(SECONDS * 4 + 600)
+async def test_a_seeded_nemesis_mixing_every_fault_breaks_no_guarantee(harness: Harness, clock: Clock) -> None:
+    seed = int(os.environ.get("DURABLY_TEST_SEED") or random.randrange(1 << 30))
+    print(f"seed {seed} (DURABLY_TEST_SEED={seed} runs this test again as it ran)")
+    nemesis = Nemesis(harness, clock, random.Random(seed))
+    acked: list[str] = []
+    async with open_client(harness.address) as client:
+        strikes = asyncio.create_task(nemesis.strike_until(time.monotonic() + SECONDS))
+        while not strikes.done():
+            await drive(client, ROUND, acked, patience=120)
+        await strikes
+        nemesis.heal()
+        healed = time.monotonic()
+        last = len(acked)
+        await drive(client, LAST_ROUND, acked)
+        for event_id in acked[last:]:
+            [run] = await until_answered(lambda event_id=event_id: client.list_runs(event_id=event_id))
+            left = LAST_ROUND_S - (time.monotonic() - healed)
+            assert (await client.wait_for_run(run.id, timeout=max(left, 0.1))).status == "completed", run
+        after_heal = time.monotonic() - healed
+        reran = await check(harness, client, acked, clock_jumped=True, stopped=frozenset(nemesis.frozen))
+    log = harness.daemon.all_stderr()
+    refused, expired = log.count("refused a result for execution"), log.count("lease expired")
+    taken_over = _taken_over(harness, nemesis.zombie.pid)
+    print(
+        f"seed {seed}; {SECONDS:g} s of faults: {sum(nemesis.struck.values())} ({dict(nemesis.struck)}); "
+        f"{len(acked)} runs, guarantees broken: 0, stuck runs: 0; {reran} step bodies ran again; "
+        f"{expired} workers' leases expired, {taken_over} of the zombie's step bodies ran again elsewhere, "
+        f"{refused} late results refused; last {LAST_ROUND} runs after the heal "
+        f"completed in {after_heal:.1f} s"
+    )
+    assert harness.daemon.alive(), harness.daemon.report()
+    assert taken_over > 0 or SECONDS < 30, "no step of the zombie ran elsewhere: the soak tested no zombie"
+
+
+def _taken_over(harness: Harness, pid: int) -> int:
+    """How many step bodies process `pid` started ran again later in another process."""
+    started: set[tuple[str, str]] = set()
+    again: set[tuple[str, str]] = set()
+    for body in harness.observations("body"):
+        key = (body["run"], body["name"])
+        if body["pid"] == pid:
+            started.add(key)
+        elif key in started:
+            again.add(key)
+    return len(again)
