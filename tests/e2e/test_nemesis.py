@@ -1,5 +1,5 @@
-"""Randomised chaos soak (reliability.md T22): a seeded nemesis strikes every second or so, one fault at a
-time, while the mixed workload of mixed_runs.py goes on in rounds: the daemon killed (-9), stopped
+"""Randomised chaos soak (reliability.md T22): a seeded nemesis strikes every second or so, with one fault
+or two at once, while the mixed workload of mixed_runs.py goes on in rounds: the daemon killed (-9), stopped
 (SIGTERM) or frozen (SIGSTOP, then SIGCONT); a worker killed; the "zombie" worker frozen, sometimes past
 its lease, so that another worker takes its work over and its late results must be refused; the store
 locked by another process, sometimes past the daemon's busy timeout; the wall clock set back and forth
@@ -23,7 +23,7 @@ import pytest
 
 from .faked_clock import Clock
 from .harness import Harness, WorkerProcess, open_client
-from .mixed_runs import CHAOS, check, drive, until_answered
+from .mixed_runs import CHAOS, check, drive, start_as_supervisor, until_answered
 from .test_store_locked import BUSY_TIMEOUT_S
 
 SECONDS = float(os.environ.get("DURABLY_SOAK_SECONDS", "60"))
@@ -52,32 +52,38 @@ class Nemesis:
         self.zombie = harness.start_worker(CHAOS)
         self.struck: Counter[str] = Counter()
         self.furthest = 0
+        self.refused_starts = 0
+        self.strikes = 0
 
     async def strike_until(self, deadline: float) -> None:
-        """Strike in rounds of every kind of fault, each round in a random order."""
-        faults: list[Callable[[], Awaitable[None]]] = [
-            self.kill_daemon,
-            self.stop_daemon,
-            self.freeze_daemon,
+        """Strike in rounds of every kind of fault, each round in a random order; a third of the strikes
+        bring a second fault at the same time, of another kind and not to the daemon."""
+        to_daemon: list[Callable[[], Awaitable[None]]] = [self.kill_daemon, self.stop_daemon, self.freeze_daemon]
+        others: list[Callable[[], Awaitable[None]]] = [
             self.kill_worker,
             self.freeze_zombie,
             self.lock_store,
             self.jump_clock,
         ]
+        faults = to_daemon + others
         while time.monotonic() < deadline:
             for fault in self.rng.sample(faults, len(faults)):
                 await asyncio.sleep(self.rng.uniform(0.2, 1.0))
-                self.struck[fault.__name__] += 1
-                await fault()
+                together = [fault]
+                if self.rng.random() < 1 / 3:
+                    together.append(self.rng.choice([other for other in others if other != fault]))
+                self.strikes += 1
+                self.struck.update(f.__name__ for f in together)
+                await asyncio.gather(*(f() for f in together))
 
     async def kill_daemon(self) -> None:
         self.harness.daemon.kill9()
         await asyncio.sleep(self.rng.uniform(0, 1))
-        await asyncio.to_thread(self.harness.daemon.start)
+        self.refused_starts += await start_as_supervisor(self.harness)
 
     async def stop_daemon(self) -> None:
         assert await asyncio.to_thread(self.harness.daemon.stop) == 0, self.harness.daemon.report()
-        await asyncio.to_thread(self.harness.daemon.start)
+        self.refused_starts += await start_as_supervisor(self.harness)
 
     async def freeze_daemon(self) -> None:
         self.harness.daemon.pause()
@@ -154,7 +160,8 @@ async def test_a_seeded_nemesis_mixing_every_fault_breaks_no_guarantee(harness: 
     refused, expired = log.count("refused a result for execution"), log.count("lease expired")
     taken_over = _taken_over(harness, nemesis.zombie.pid)
     print(
-        f"seed {seed}; {SECONDS:g} s of faults: {sum(nemesis.struck.values())} ({dict(nemesis.struck)}); "
+        f"seed {seed}; {SECONDS:g} s of faults: {nemesis.strikes} strikes, {sum(nemesis.struck.values())} faults "
+        f"({dict(nemesis.struck)}); {nemesis.refused_starts} daemon starts refused; "
         f"{len(acked)} runs, guarantees broken: 0, stuck runs: 0; {reran} step bodies ran again; "
         f"{expired} workers' leases expired, {taken_over} of the zombie's step bodies ran again elsewhere, "
         f"{refused} late results refused; last {LAST_ROUND} runs after the heal "
