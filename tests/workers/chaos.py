@@ -1,4 +1,4 @@
-"""Worker: functions with every kind of step, for the kill -9 soak (tests/e2e/test_chaos.py).
+"""Worker: functions with every kind of step, for the fault tests (tests/e2e/mixed_runs.py).
 
 Each step body returns a fresh random token, so a step whose body ran again after a crash would show
 as a different result: a run's output (made of the results its handler got) must equal the step
