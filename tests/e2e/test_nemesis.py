@@ -1,13 +1,14 @@
 """Randomised chaos soak (reliability.md T22): a seeded nemesis strikes every second or so, with one fault
 or two at once, while the mixed workload of mixed_runs.py goes on in rounds: the daemon killed (-9), stopped
 (SIGTERM) or frozen (SIGSTOP, then SIGCONT); a worker killed; the "zombie" worker frozen, sometimes past
-its lease, so that another worker takes its work over and its late results must be refused; the store
+its lease, so that another worker takes its work over and its late results must change nothing; the store
 locked by another process, sometimes past the daemon's busy timeout; the wall clock set back and forth
 (faked_clock.py). Then the nemesis heals (clock set to the furthest it went, nothing frozen), a last round
 must go through unhindered, and every guarantee of mixed_runs.py must hold over every run.
 
 ``DURABLY_SOAK_SECONDS`` sets how long the nemesis strikes (default 60; 1800 for the nightly length the
-reference gives); ``DURABLY_TEST_SEED`` reruns one seed."""
+reference gives); ``DURABLY_TEST_SEED`` reruns one seed (the same faults in the same order; the timing of
+processes differs from run to run)."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def daemon_args(clock: Clock) -> tuple[str, ...]:
 
 
 class Nemesis:
-    """Strikes with one fault after another, in an order a seeded generator draws."""
+    """Strikes with faults, one or two at a time, in an order a seeded generator draws."""
 
     def __init__(self, harness: Harness, clock: Clock, rng: random.Random) -> None:
         self.harness = harness
@@ -96,7 +97,8 @@ class Nemesis:
 
     async def freeze_zombie(self) -> None:
         """Freeze the zombie just as it starts a step body (if it starts one within 2 s), mostly past its
-        lease: the step runs again elsewhere, and the zombie's result, once it comes, must be refused."""
+        lease: the step runs again elsewhere, and whatever the zombie does once continued (its result comes
+        late, or never: its stream was closed) must change nothing recorded."""
         await self._zombie_starts_a_body(within=2)
         self.zombie.pause()
         await asyncio.sleep(self.rng.uniform(1, 4))  # the worker timeout is 2 s
