@@ -14,48 +14,20 @@ import contextlib
 import durably
 
 from .harness import APP_ID, CRASH, Harness, metrics, open_client
+from .tcp_proxy import Link, TcpProxy
 
 HEADERS = 0x1
 FRAME_HEADER_BYTES = 9
 
 
-class AnswerDroppingProxy:
+class AnswerDroppingProxy(TcpProxy):
     def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
+        super().__init__(upstream_port)
         self.armed = False
         self.dropped = 0
-        self._server: asyncio.Server | None = None
-        self._pipes: set[asyncio.Task[None]] = set()
 
-    async def start(self) -> str:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        port = self._server.sockets[0].getsockname()[1]
-        return f"127.0.0.1:{port}"
-
-    async def close(self) -> None:
-        for task in self._pipes:
-            task.cancel()
-        await asyncio.gather(*self._pipes, return_exceptions=True)
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-    async def _accept(self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter) -> None:
-        server_in, server_out = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        for pipe in (self._copy(client_in, server_out), self._frames(server_in, client_out, server_out)):
-            task = asyncio.create_task(pipe)
-            self._pipes.add(task)
-            task.add_done_callback(self._pipes.discard)
-
-    async def _copy(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
-            while data := await source.read(65536):
-                sink.write(data)
-                await sink.drain()
-        sink.close()
-
-    async def _frames(
-        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, upstream: asyncio.StreamWriter
+    async def _answers(
+        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, upstream: asyncio.StreamWriter, link: Link
     ) -> None:
         with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
             while True:
