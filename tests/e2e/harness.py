@@ -355,6 +355,10 @@ class Harness:
             raise
         return {f.id: f.connected_workers for f in reply.functions}
 
+    def connected(self, function_id: str) -> int:
+        """How many workers serve `function_id` now (0 while the daemon is unreachable)."""
+        return (self.connected_workers() or {}).get(function_id, 0)
+
     def wait_connected(
         self,
         functions: Sequence[str],

@@ -160,9 +160,7 @@ async def test_a_seeded_nemesis_mixing_every_fault_breaks_no_guarantee(harness: 
         address = await proxy.start()
         stack.push_async_callback(proxy.close)
         nemesis = Nemesis(harness, clock, random.Random(seed), proxy, address)
-        await await_until(
-            lambda: (harness.connected_workers() or {}).get("chaos-mix") == 3, timeout=30, what="the zombie to connect"
-        )
+        await await_until(lambda: harness.connected("chaos-mix") == 3, timeout=30, what="the zombie to connect")
         client = await stack.enter_async_context(open_client(harness.address))
         strikes = asyncio.create_task(nemesis.strike_until(time.monotonic() + SECONDS))
         while not strikes.done():

@@ -25,12 +25,12 @@ async def test_a_worker_cut_off_without_a_word_notices_and_connects_again(harnes
     try:
         # Not harness.start_worker(wait=True): it would block this loop, which runs the proxy.
         worker = harness.start_worker(CRASH, wait=False, env={"DURABLY_ADDRESS": address})
-        await await_until(lambda: _connected(harness) == 1, timeout=30, what="the worker to register")
+        await await_until(lambda: harness.connected("echo") == 1, timeout=30, what="the worker to register")
         cut_at = time.monotonic()
         assert proxy.cut_all() == 1, proxy.links
         await await_until(lambda: "ended" in worker.stderr(), timeout=NOTICE_S + 15, what="the worker to notice")
         noticed_s = time.monotonic() - cut_at
-        await await_until(lambda: _connected(harness) == 1, timeout=30, what="the worker to register again")
+        await await_until(lambda: harness.connected("echo") == 1, timeout=30, what="the worker to register again")
         async with open_client(harness.address) as client:
             run = await run_to_end(client, "demo/echo", {"n": 1})
     finally:
@@ -41,7 +41,3 @@ async def test_a_worker_cut_off_without_a_word_notices_and_connects_again(harnes
     assert {o["pid"] for o in harness.observations(run=run.id)} == {worker.pid}, "not run by the worker cut off"
     assert len(proxy.links) == 2, "the worker connected again through the proxy"
     assert "lease expired" in harness.daemon.stderr(), "the daemon never took the silent stream for gone"
-
-
-def _connected(harness: Harness) -> int:
-    return (harness.connected_workers() or {}).get("echo", 0)

@@ -108,7 +108,7 @@ async def _lose_power_until(losses: Losses, done: Callable[[], bool]) -> None:
 
 def _serving(harness: Harness) -> bool:
     """Both workers registered: from then on the events start runs."""
-    return (harness.connected_workers() or {}).get(CHAOS.functions[0], 0) >= 2
+    return harness.connected(CHAOS.functions[0]) >= 2
 
 
 async def _run(harness: Harness, power_losses: int, *, other_faults: bool) -> None:

@@ -19,10 +19,6 @@ WORKER_LOSS = WorkerSpec("failures_worker_loss.py", ("hold",))
 QUICK_EXPIRY = ("--heartbeat", "200ms", "--worker-timeout", "1s")
 
 
-def connected(harness: Harness) -> int:
-    return (harness.connected_workers() or {}).get("hold", 0)
-
-
 async def started_on(harness: Harness, run_id: str, count: int) -> list[int]:
     """Pids of the workers that started step `slow` of `run_id`, once it started `count` times."""
 
@@ -41,7 +37,7 @@ def prepared_by(harness: Harness, run_id: str) -> int:
 
 def two_workers(harness: Harness) -> dict[int, WorkerProcess]:
     workers = [harness.start_worker(WORKER_LOSS), harness.start_worker(WORKER_LOSS)]
-    wait_until(lambda: connected(harness) == 2, timeout=30, what="both workers to be connected")
+    wait_until(lambda: harness.connected("hold") == 2, timeout=30, what="both workers to be connected")
     return {w.pid: w for w in workers}
 
 
@@ -90,7 +86,7 @@ async def test_silent_worker_loses_its_step_and_its_late_result_is_refused(harne
 
         # The resumed worker is still alive and connects again.
         assert silent.alive(), silent.report()
-        await await_until(lambda: connected(harness) == 2, timeout=10, what="the resumed worker to reconnect")
+        await await_until(lambda: harness.connected("hold") == 2, timeout=10, what="the resumed worker to reconnect")
 
 
 @pytest.mark.parametrize("daemon_args", [QUICK_EXPIRY])
@@ -166,7 +162,7 @@ async def test_result_sent_after_the_lease_expired_is_refused(harness: Harness) 
 
         # A real worker connects; the raw one sends nothing (no heartbeat, no result) ...
         real = harness.start_worker(WORKER_LOSS)
-        await await_until(lambda: connected(harness) == 2, timeout=30, what="both workers to be connected")
+        await await_until(lambda: harness.connected("hold") == 2, timeout=30, what="both workers to be connected")
         # ... so the daemon ends its stream and the real worker gets the execution.
         try:
             ended = await asyncio.wait_for(silent.read(), timeout=5)
