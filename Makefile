@@ -44,6 +44,7 @@ lint: install ## ruff, mypy --strict, cargo fmt --check, clippy
 	$(BIN)/ruff format --check .
 	MYPYPATH=service:sdk $(BIN)/mypy service/durably_server sdk/durably
 	cargo fmt --manifest-path core_rs/Cargo.toml --check
+	cargo fmt --manifest-path bench/native/Cargo.toml --check
 	cargo clippy --quiet --manifest-path core_rs/Cargo.toml --all-targets -- -D warnings
 
 test: build lint test-rust test-py ## set up from nothing, lint, and run every test (what CI runs)
@@ -52,6 +53,7 @@ format: install ## apply ruff and cargo fmt
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 	cargo fmt --manifest-path core_rs/Cargo.toml
+	cargo fmt --manifest-path bench/native/Cargo.toml
 
 bench: build ## run the benchmark suite (see bench/README.md)
 	$(BIN)/python -m bench

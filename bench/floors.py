@@ -17,6 +17,8 @@ import asyncio
 import re
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,19 +73,19 @@ class Floors:
         }
 
 
-async def _ping_pong(address: str, count: int, seconds: float) -> float:
+async def ping_pong(address: str, count: int, seconds: float, payload: bytes = _PAYLOAD) -> float:
     """Round trips per second over one stream: write, read the echo, repeat (bounded in count and time)."""
     async with grpc.aio.insecure_channel(address) as channel:
         call: Any = channel.stream_stream(METHOD)()
         for _ in range(200):  # warm-up: connection, stream, allocator
-            await call.write(_PAYLOAD)
+            await call.write(payload)
             await call.read()
         done = 0
         started = time.perf_counter()
         deadline = started + seconds
         while done < count and time.perf_counter() < deadline:
-            await call.write(_PAYLOAD)
-            if await call.read() != _PAYLOAD:
+            await call.write(payload)
+            if await call.read() != payload:
                 raise RuntimeError("the ping-pong server answered something else")
             done += 1
         elapsed = time.perf_counter() - started
@@ -91,8 +93,10 @@ async def _ping_pong(address: str, count: int, seconds: float) -> float:
         return done / elapsed
 
 
-def grpc_floor(workdir: Path, profile: Profile) -> list[float]:
-    server = Process("pingpong", [PYTHON, "-m", "bench.workers.pingpong"], workdir)
+@contextmanager
+def pingpong_server(name: str, argv: list[str], workdir: Path) -> Iterator[tuple[Process, str]]:
+    """A ping-pong server process (it prints ``pingpong: listening on ADDRESS``) and its address."""
+    server = Process(name, argv, workdir)
     server.spawn()
     try:
 
@@ -103,16 +107,20 @@ def grpc_floor(workdir: Path, profile: Profile) -> list[float]:
             server.check_alive()
             return None
 
-        address = wait_until(ready, timeout=30, what="the ping-pong server")
-        return [
-            asyncio.run(_ping_pong(address, profile.floor_round_trips, profile.floor_seconds))
-            for _ in range(profile.floor_reps)
-        ]
+        yield server, wait_until(ready, timeout=30, what=f"the {name} server")
     finally:
         server.stop()
 
 
-def _commits(path: Path, count: int, seconds: float) -> float:
+def grpc_floor(workdir: Path, profile: Profile) -> list[float]:
+    with pingpong_server("pingpong", [PYTHON, "-m", "bench.workers.pingpong"], workdir) as (_, address):
+        return [
+            asyncio.run(ping_pong(address, profile.floor_round_trips, profile.floor_seconds))
+            for _ in range(profile.floor_reps)
+        ]
+
+
+def commits(path: Path, count: int, seconds: float) -> float:
     path.unlink(missing_ok=True)
     conn = sqlite3.connect(path, isolation_level=None)
     try:
@@ -139,7 +147,7 @@ def _commits(path: Path, count: int, seconds: float) -> float:
 
 def sqlite_floor(workdir: Path, profile: Profile) -> list[float]:
     path = workdir / "floor.db"
-    return [_commits(path, profile.floor_commits, profile.floor_seconds) for _ in range(profile.floor_reps)]
+    return [commits(path, profile.floor_commits, profile.floor_seconds) for _ in range(profile.floor_reps)]
 
 
 def measure(workdir: Path, profile: Profile) -> Floors:
