@@ -31,6 +31,10 @@ GC_THRESHOLDS = (50_000, 20, 20)
 """The cycle collector's thresholds. Each step allocates many short-lived objects (protobuf messages,
 dataclasses, futures) that die by reference counting; at the default 700 allocations the young
 generation was collected several times per step, ~5 % of the daemon's CPU under load."""
+KEEPALIVE_TIME_MS = 20_000
+"""The daemon pings every connection this long after the last ping (calls under way or not)."""
+KEEPALIVE_TIMEOUT_MS = 10_000
+"""A connection whose ping goes unanswered this long is closed, and its calls with it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +71,11 @@ async def serve(settings: Settings) -> None:
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             # Never share a port with another process: a second daemon must fail loudly.
             ("grpc.so_reuseport", 0),
-            ("grpc.keepalive_time_ms", 20_000),
-            ("grpc.keepalive_timeout_ms", 10_000),
+            # A client that vanished without closing (no FIN, no RST) is given up after a ping unanswered
+            # for 10 s; gRPC waits ping_timeout for the answer (1 min unless set), whatever keepalive_timeout says.
+            ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+            ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+            ("grpc.http2.ping_timeout_ms", KEEPALIVE_TIMEOUT_MS),
             ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
             ("grpc.keepalive_permit_without_calls", 1),
         ],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 
 class Link:
@@ -13,6 +14,8 @@ class Link:
 
     def __init__(self) -> None:
         self.cut = False
+        self.daemon_closed_at: float | None = None
+        """When (time.monotonic) the daemon's end closed, if it did."""
 
 
 class TcpProxy:
@@ -21,6 +24,7 @@ class TcpProxy:
         self.links: list[Link] = []
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
+        self._writers: list[asyncio.StreamWriter] = []
 
     async def start(self) -> str:
         """Listen on a free loopback port; returns the address to give the SDK."""
@@ -32,6 +36,8 @@ class TcpProxy:
         for task in self._pipes:
             task.cancel()
         await asyncio.gather(*self._pipes, return_exceptions=True)
+        for writer in self._writers:  # those a cut left open
+            writer.transport.abort()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -46,7 +52,11 @@ class TcpProxy:
         server_in, server_out = await asyncio.open_connection("127.0.0.1", self.upstream_port)
         link = Link()
         self.links.append(link)
-        for pipe in (self._copy(client_in, server_out, link), self._answers(server_in, client_out, server_out, link)):
+        self._writers += (client_out, server_out)
+        for pipe in (
+            self._copy(client_in, server_out, link),
+            self._until_daemon_closes(server_in, client_out, server_out, link),
+        ):
             task = asyncio.create_task(pipe)
             self._pipes.add(task)
             task.add_done_callback(self._pipes.discard)
@@ -57,7 +67,14 @@ class TcpProxy:
                 if not link.cut:
                     sink.write(data)
                     await sink.drain()
-        sink.close()
+        if not link.cut:  # a cut passes on no close either
+            sink.close()
+
+    async def _until_daemon_closes(
+        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, upstream: asyncio.StreamWriter, link: Link
+    ) -> None:
+        await self._answers(source, sink, upstream, link)
+        link.daemon_closed_at = time.monotonic()
 
     async def _answers(
         self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, upstream: asyncio.StreamWriter, link: Link

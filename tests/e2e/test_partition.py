@@ -2,16 +2,20 @@
 FIN, no RST): the worker's connection to the daemon falls silent. The SDK's gRPC keepalive (a ping after
 10 s without a word from the daemon, the connection given up 5 s later) makes the worker notice and connect
 again, instead of waiting for TCP to give up a quarter of an hour later; meanwhile the daemon, hearing
-nothing more on the old stream, takes that worker for gone after ``--worker-timeout``."""
+nothing more on the old stream, takes that worker for gone after ``--worker-timeout``. The daemon's own
+keepalive closes what such a client leaves behind: its connection, and any call under way on it."""
 
 from __future__ import annotations
 
 import time
 
+import grpc
 import pytest
 from durably._grpc import KEEPALIVE_TIME_MS, KEEPALIVE_TIMEOUT_MS
+from durably.protocol.v1 import api_pb2, api_pb2_grpc
+from durably_server import server
 
-from .harness import CRASH, Harness, await_until, describe, open_client, run_to_end
+from .harness import CRASH, Harness, await_until, describe, env_metadata, open_client, run_to_end
 from .tcp_proxy import TcpProxy
 
 NOTICE_S = (KEEPALIVE_TIME_MS + KEEPALIVE_TIMEOUT_MS) / 1000
@@ -41,3 +45,25 @@ async def test_a_worker_cut_off_without_a_word_notices_and_connects_again(harnes
     assert {o["pid"] for o in harness.observations(run=run.id)} == {worker.pid}, "not run by the worker cut off"
     assert len(proxy.links) == 2, "the worker connected again through the proxy"
     assert "lease expired" in harness.daemon.stderr(), "the daemon never took the silent stream for gone"
+
+
+@pytest.mark.slow
+async def test_the_daemon_closes_the_connection_of_a_client_cut_off_without_a_word(harness: Harness) -> None:
+    """A raw channel without keepalive of its own (as any gRPC client may be): only the daemon can notice.
+    Without ping_timeout set, gRPC would wait a minute for the ping's answer: ~80 s in all, not 30."""
+    gone_s = (server.KEEPALIVE_TIME_MS + server.KEEPALIVE_TIMEOUT_MS) / 1000
+    proxy = TcpProxy(harness.daemon.port)
+    address = await proxy.start()
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            api = api_pb2_grpc.ApiServiceStub(channel)
+            await api.GetMetrics(api_pb2.GetMetricsRequest(), timeout=10, metadata=env_metadata())
+            cut_at = time.monotonic()
+            assert proxy.cut_all() == 1, proxy.links
+            await await_until(lambda: proxy.links[0].daemon_closed_at, timeout=gone_s + 15, what="the daemon to close")
+    finally:
+        await proxy.close()
+    closed_at = proxy.links[0].daemon_closed_at
+    assert closed_at is not None
+    print(f"the daemon closed the silent connection after {closed_at - cut_at:.1f} s")
+    assert closed_at - cut_at <= gone_s + 2, f"closed after {closed_at - cut_at:.1f} s"
