@@ -1,13 +1,16 @@
-"""``python -m bench.native_floor``: what a native step path would cost here, before anyone builds one.
+"""``python -m bench.native_floor``: what a native step path would buy here, before anyone builds one.
 
-W2's target (≤ 1.5 × one round trip + one commit per checkpointed step) is missed because a step crosses
-Python's grpc.aio and our Python on both ends (bench/README.md, "What limits"). This measures the
-alternative instead of assuming it: the floor's ping-pong (same stream, same loop, 64-byte payload)
-with each end in turn on tonic (``bench/native``, a Rust program built here by cargo), and a native
-server that commits every message before it answers, in the daemon's durability setting: the shape
-of a checkpointed step (result in, commit, answer out) with no Python on the daemon's side.
+W2's target (≤ 1.5 × one round trip + one commit per step) is missed because a step crosses Python's
+grpc.aio and our Python on both ends (bench/README.md, "What limits"). This measures the alternative
+instead of assuming it, with ``bench/native`` (a Rust program built here by cargo, on tonic and rusqlite):
 
-Servers and clients alternate over several rounds so that the machine's drift lands on all of them.
+* the floor's ping-pong (same stream, same loop, 64-byte payload) with each end in turn native, and a
+  native server that commits every message before it answers, in the daemon's durability setting;
+* W2 and W2c runs of the bench's real SDK worker against durably's daemon and against a native stand-in
+  for it that does nothing but the protocol, the commit and the answer: the least a native daemon end
+  would cost.
+
+Every measurement alternates with the others over several rounds, so the machine's drift lands on all.
 An investigation tool, like ``bench.profile``: not part of ``python -m bench`` (it needs cargo and
 builds tonic, about a minute and a half the first time).
 """
@@ -24,9 +27,10 @@ import time
 from pathlib import Path
 
 from bench.floors import commits, ping_pong, pingpong_server
-from bench.harness import PYTHON, ROOT, cpu_seconds
+from bench.harness import PYTHON, ROOT, BenchError, Worker, cluster, cpu_seconds
 from bench.progress import say
 from bench.stats import median
+from bench.workloads.w2_long_run import VARIANTS, Variant, one_run
 
 CRATE = ROOT / "bench" / "native"
 BINARY = CRATE / "target" / "release" / "native-pingpong"
@@ -52,9 +56,16 @@ def native_figure(*argv: str) -> float:
     return float(subprocess.run([str(BINARY), *argv], capture_output=True, text=True, check=True).stdout)
 
 
-def measure(workdir: Path, round_trips: int, rounds: int) -> dict[str, list[float]]:
+FLOOR_SERVER = "grpc.aio echo (the floor's server)"
+DURABLY = "durably's daemon"
+STAND_IN = "native stand-in: commit and answer only (tonic, rusqlite)"
+
+
+def measure(
+    workdir: Path, round_trips: int, rounds: int, w2_steps: dict[str, int], w2_runs: int
+) -> dict[str, list[float]]:
     servers: dict[str, list[str]] = {
-        "grpc.aio echo (the floor's server)": [PYTHON, "-m", "bench.workers.pingpong"],
+        FLOOR_SERVER: [PYTHON, "-m", "bench.workers.pingpong"],
         "tonic echo": [str(BINARY), "serve"],
         "tonic, each message committed before the answer": [str(BINARY), "serve-commit", str(workdir / "steps.db")],
     }
@@ -76,8 +87,66 @@ def measure(workdir: Path, round_trips: int, rounds: int) -> dict[str, list[floa
                 record(f"{name} | tonic client", native_figure("client", address, str(round_trips)))
         record("commit alone | tonic", native_figure("commits", str(workdir / "alone.db"), str(round_trips)))
         record("commit alone | python", 1e6 / commits(workdir / "floor.db", round_trips, seconds=600))
+        for variant in VARIANTS:
+            for name, measure_w2 in ((DURABLY, durably_w2), (STAND_IN, native_w2)):
+                if steps := w2_steps[variant.prefix]:
+                    per_step, daemon_cpu, worker_cpu = measure_w2(workdir / f"round-{round_}", variant, steps, w2_runs)
+                    key = f"{variant.prefix}-{steps} | {name}"
+                    record(f"{key} | per step", per_step)
+                    record(f"{key} | daemon CPU", daemon_cpu)
+                    record(f"{key} | worker CPU", worker_cpu)
         say(f"native: round {round_} of {rounds} done")
     return figures
+
+
+MODELS = {"W2": "replay", "W2c": "checkpointing"}
+"""bench/native's name for each W2 variant's model (``serve-steps MODEL``)."""
+
+
+def durably_w2(workdir: Path, variant: Variant, steps: int, runs: int) -> tuple[float, float, float]:
+    """durably's daemon: µs per step (median over ``runs``), daemon and worker CPU µs per step."""
+    with cluster(workdir, f"durably-{variant.prefix}", [variant.function]) as group:
+        one_run(group, variant, steps, timeout=120)  # warm-up
+        before = group.cpu()
+        reps = [one_run(group, variant, steps, timeout=120) for _ in range(runs)]
+        after = group.cpu()
+    done = steps * runs
+    per_step = median([rep.seconds * 1e6 / steps for rep in reps])
+    return per_step, (after.daemon - before.daemon) * 1e6 / done, (after.workers - before.workers) * 1e6 / done
+
+
+def native_w2(workdir: Path, variant: Variant, steps: int, runs: int) -> tuple[float, float, float]:
+    """The same runs, the same SDK worker, against ``serve-steps``: the native daemon end's stand-in."""
+    db = workdir / f"native-{variant.prefix}.db"
+    argv = [str(BINARY), "serve-steps", MODELS[variant.prefix], str(db), str(runs), str(steps)]
+    stand_in = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    assert stand_in.stdin is not None and stand_in.stdout is not None
+    worker = None
+    try:
+
+        def line() -> str:
+            assert stand_in.stdout is not None
+            if not (text := stand_in.stdout.readline()):
+                raise BenchError(f"the native stand-in exited (code {stand_in.wait()})")
+            return text.strip()
+
+        address = line().rsplit(" ", 1)[-1]
+        worker = Worker(workdir, "functions", address, f"worker-native-{variant.prefix}")
+        worker.spawn()
+        if line() != "warm":
+            raise BenchError("the native stand-in did not finish its warm-up run")
+        before = cpu_seconds(stand_in.pid) or 0.0, cpu_seconds(worker.pid) or 0.0
+        stand_in.stdin.write("\n")
+        stand_in.stdin.flush()
+        micros = [float(figure) for figure in line().split()]
+        after = cpu_seconds(stand_in.pid) or 0.0, cpu_seconds(worker.pid) or 0.0
+    finally:
+        stand_in.stdin.close()
+        stand_in.wait(timeout=30)
+        if worker is not None:
+            worker.stop()
+    done = steps * runs
+    return median(micros), (after[0] - before[0]) * 1e6 / done, (after[1] - before[1]) * 1e6 / done
 
 
 def table(figures: dict[str, list[float]]) -> str:
@@ -85,20 +154,34 @@ def table(figures: dict[str, list[float]]) -> str:
         values = figures[key]
         return f"{median(values):.0f} ({min(values):.0f}–{max(values):.0f})"
 
+    def row(name: str, columns: tuple[str, ...]) -> str:
+        return "| " + " | ".join([name, *(cell(f"{name} | {column}") for column in columns)]) + " |"
+
     lines = [
         "| server | grpc.aio client µs/round trip | tonic client µs/round trip | server CPU µs | client CPU µs |",
         "|---|--:|--:|--:|--:|",
     ]
-    names = dict.fromkeys(key.split(" | ")[0] for key in figures if not key.startswith("commit alone"))
-    for name in names:
-        columns = ("grpc.aio client", "tonic client", "server CPU", "client CPU")
-        cells = [cell(f"{name} | {column}") for column in columns]
-        lines.append("| " + " | ".join([name, *cells]) + " |")
-    lines.append("")
-    lines.append(
-        f"One commit alone (WAL, synchronous=FULL): rusqlite {cell('commit alone | tonic')} µs, "
-        f"Python sqlite3 {cell('commit alone | python')} µs. Medians (min–max) over the rounds."
-    )
+    servers = dict.fromkeys(key.split(" | ")[0] for key in figures if key.endswith(" | tonic client"))
+    lines += [row(name, ("grpc.aio client", "tonic client", "server CPU", "client CPU")) for name in servers]
+    floor = median(figures[f"{FLOOR_SERVER} | grpc.aio client"]) + median(figures["commit alone | python"])
+    lines += [
+        "",
+        f"One commit alone (WAL, synchronous=FULL): rusqlite {cell('commit alone | tonic')} µs, Python sqlite3 "
+        f"{cell('commit alone | python')} µs. One step's floor: {floor:.0f} µs (grpc.aio round trip + Python "
+        "commit). Medians (min–max) over the rounds.",
+    ]
+    runs = dict.fromkeys(key.rsplit(" | ", 1)[0] for key in figures if key.startswith("W2"))
+    if runs:
+        lines += [
+            "",
+            "| W2 run (the bench's SDK worker) | daemon end | µs per step | ÷ floor | daemon CPU µs/step "
+            "| worker CPU µs/step |",
+            "|---|---|--:|--:|--:|--:|",
+        ]
+        for key in runs:
+            cells = [cell(f"{key} | {column}") for column in ("per step", "daemon CPU", "worker CPU")]
+            ratio = median(figures[f"{key} | per step"]) / floor
+            lines.append(f"| {' | '.join(key.split(' | '))} | {cells[0]} | {ratio:.2f} | {cells[1]} | {cells[2]} |")
     return "\n".join(lines)
 
 
@@ -106,10 +189,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.native_floor", description=__doc__.split("\n\n")[0])
     parser.add_argument("--round-trips", type=int, default=5_000, help="per server, client and round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--w2c-steps", type=int, default=1_000, help="steps of a W2c run (0: no W2c)")
+    parser.add_argument("--w2-steps", type=int, default=100, help="steps of a W2 run (0: no W2)")
+    parser.add_argument("--w2-runs", type=int, default=3, help="measured runs per W2 variant, daemon end and round")
     args = parser.parse_args(argv)
+    w2_steps = {"W2": args.w2_steps, "W2c": args.w2c_steps}
     with tempfile.TemporaryDirectory(prefix="durably-native-") as folder:
         build(Path(folder))
-        print(table(measure(Path(folder), args.round_trips, args.rounds)))
+        print(table(measure(Path(folder), args.round_trips, args.rounds, w2_steps, args.w2_runs)))
     return 0
 
 

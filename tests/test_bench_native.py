@@ -1,5 +1,6 @@
 """``python -m bench.native_floor`` builds and measures: the native ping-pong (bench/native, tonic) answers
-the floor's own grpc.aio loop byte for byte, serves a tonic client, and commits every message when asked.
+the floor's own grpc.aio loop byte for byte and serves a tonic client; the native stand-in daemon runs the
+bench's real SDK worker through W2 and W2c runs (it checks every run's output and committed steps itself).
 An investigation tool, kept working by this smoke run; its figures are a report (bench/README.md)."""
 
 from __future__ import annotations
@@ -18,21 +19,25 @@ FIGURE = r"\d+ \(\d+–\d+\)"
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_the_native_floor_builds_and_measures_every_pairing() -> None:
+    argv = ["--round-trips", "300", "--rounds", "1", "--w2c-steps", "50", "--w2-steps", "10", "--w2-runs", "1"]
     done = subprocess.run(
-        [sys.executable, "-m", "bench.native_floor", "--round-trips", "300", "--rounds", "1"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=840,
+        [sys.executable, "-m", "bench.native_floor", *argv], cwd=ROOT, capture_output=True, text=True, timeout=840
     )
     assert done.returncode == 0, done.stderr[-4000:]
-    rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "µs" not in line]
-    servers = [row.split(" | ")[0].removeprefix("| ") for row in rows]
-    assert servers == [
+    rows = [line.split(" | ") for line in done.stdout.splitlines() if re.match(r"\| [^-]", line) and "µs" not in line]
+    assert [row[0].removeprefix("| ") for row in rows if len(row) == 5] == [
         "grpc.aio echo (the floor's server)",
         "tonic echo",
         "tonic, each message committed before the answer",
     ], done.stdout
+    assert [(row[0], row[1]) for row in rows if len(row) == 6] == [
+        ("| W2-10", "durably's daemon"),
+        ("| W2-10", "native stand-in: commit and answer only (tonic, rusqlite)"),
+        ("| W2c-50", "durably's daemon"),
+        ("| W2c-50", "native stand-in: commit and answer only (tonic, rusqlite)"),
+    ], done.stdout
     for row in rows:
-        assert re.fullmatch(rf"\| [^|]+( \| {FIGURE}){{4}} \|", row), row
+        figures = [row[2:3], row[4:]] if len(row) == 6 else [row[1:]]
+        for cell in (cell.removesuffix(" |") for part in figures for cell in part):
+            assert re.fullmatch(FIGURE, cell), (cell, row)
     assert re.search(rf"rusqlite {FIGURE} µs, Python sqlite3 {FIGURE} µs", done.stdout), done.stdout

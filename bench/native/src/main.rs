@@ -1,8 +1,17 @@
-//! The floor's ping-pong on a native gRPC stack, to size a native step path (bench/native_floor.py).
+//! The floor's ping-pong on a native gRPC stack, and a stand-in for durably's daemon, to size a native
+//! step path (bench/native_floor.py).
 //!
 //! `serve` echoes every message; `serve-commit DB` commits each message to SQLite in the daemon's
 //! durability setting before it answers (a checkpointed step's shape: message in, commit, answer out);
 //! `client ADDR N` drives N round trips after a warm-up; `commits DB N` times the commit alone.
+//!
+//! `serve-steps MODEL DB RUNS N` stands in for the daemon on W2c (MODEL `checkpointing`) or W2
+//! (`replay`: the article's model, an execution per step). It serves `WorkerService.Connect` to one
+//! real SDK worker and sends it runs of N sequential steps one after another, committing every step
+//! before it answers (`Checkpointed`, or the next `Execute`): a warm-up run, then (after printing
+//! `warm`, on a line from stdin) RUNS runs, whose microseconds per step it prints; it exits at the
+//! next line or the end of stdin. Nothing else of the daemon's work (leases, limits, merge, timers)
+//! is there: it is the least a native daemon end would cost.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,6 +25,10 @@ use tonic::{Request, Response, Status, Streaming, transport::Server};
 
 mod pb {
     tonic::include_proto!("bench");
+}
+#[allow(clippy::all)] // generated: proto/'s comments are not Rust doc style
+mod durably {
+    tonic::include_proto!("durably.protocol.v1");
 }
 use pb::Ping;
 use pb::ping_pong_client::PingPongClient;
@@ -75,7 +88,7 @@ impl PingPong for Echo {
                 if let Some(store) = &store {
                     // Inline on the runtime's thread, as the daemon commits a lone step on its loop.
                     let conn = store.lock().expect("the store's lock");
-                    tokio::task::block_in_place(|| commit(&conn, &ping.data));
+                    commit(&conn, &ping.data);
                 }
                 if answers.send(Ok(ping)).await.is_err() {
                     break;
@@ -84,6 +97,17 @@ impl PingPong for Echo {
         });
         Ok(Response::new(ReceiverStream::new(stream)))
     }
+}
+
+/// Accepted connections with Nagle off, as gRPC's own servers set them (tonic leaves them as accepted).
+fn no_delay(
+    listener: tokio::net::TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    TcpListenerStream::new(listener).map(|stream| {
+        let stream = stream?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    })
 }
 
 async fn serve(store: Option<Connection>) {
@@ -97,7 +121,7 @@ async fn serve(store: Option<Connection>) {
     let store = store.map(|conn| Arc::new(Mutex::new(conn)));
     Server::builder()
         .add_service(PingPongServer::new(Echo { store }))
-        .serve_with_incoming(TcpListenerStream::new(listener))
+        .serve_with_incoming(no_delay(listener))
         .await
         .expect("serve");
 }
@@ -138,6 +162,244 @@ async fn drive(address: &str, count: usize) {
     );
 }
 
+/// The daemon's tables for what a checkpoint commits: step rows (numbered per run) and the commit counter.
+fn open_steps(path: &str) -> Connection {
+    let conn = open(path);
+    conn.execute_batch(
+        "CREATE TABLE commits (n INTEGER NOT NULL); INSERT INTO commits VALUES (0);
+         CREATE TABLE runs (id INTEGER PRIMARY KEY, output BLOB NOT NULL);",
+    )
+    .expect("create the tables");
+    conn
+}
+
+/// One transaction: the checkpoint's steps (or the run's end) and the commit counter, as the daemon's writer does.
+fn commit_result(conn: &Connection, run: i64, result: &durably::ExecutionResult) -> usize {
+    use durably::execution_result::Outcome;
+    conn.execute_batch("BEGIN IMMEDIATE").expect("BEGIN");
+    for op in &result.ops {
+        assert_eq!(
+            op.op,
+            durably::Opcode::StepRun as i32,
+            "a W2c handler only runs steps"
+        );
+        conn.execute(
+            "INSERT INTO steps (run_id, seq, step_id, data)
+             VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM steps WHERE run_id = ?1), ?2, ?3)",
+            rusqlite::params![run, op.id, op.data_json],
+        )
+        .expect("INSERT a step");
+    }
+    if let Some(Outcome::OutputJson(output)) = &result.outcome {
+        conn.execute(
+            "INSERT INTO runs (id, output) VALUES (?1, ?2)",
+            rusqlite::params![run, output],
+        )
+        .expect("INSERT the run's end");
+    }
+    conn.execute_batch("UPDATE commits SET n = n + 1; COMMIT")
+        .expect("COMMIT");
+    result.ops.len()
+}
+
+#[derive(Clone)]
+struct Daemon {
+    store: Arc<Mutex<Connection>>,
+    runs: usize,
+    steps: usize,
+    checkpointing: bool,
+}
+
+impl Daemon {
+    /// The bench worker's W2 functions (bench/workers/functions.py): the same handler, two models.
+    fn function(&self) -> &'static str {
+        if self.checkpointing {
+            "w2-checkpointing"
+        } else {
+            "w2-sequential"
+        }
+    }
+}
+
+type Inbound = Streaming<durably::WorkerMessage>;
+type Outbound = mpsc::Sender<Result<durably::ExecutorMessage, Status>>;
+
+async fn next_result(
+    inbound: &mut Inbound,
+    pending: &mut Vec<durably::WorkerMessage>,
+) -> durably::ExecutionResult {
+    use durably::worker_message::Message;
+    loop {
+        let message = match pending.pop() {
+            Some(message) => message,
+            None => inbound
+                .next()
+                .await
+                .expect("the worker's stream ended")
+                .expect("a good message"),
+        };
+        match message.message {
+            Some(Message::Result(result)) => return result,
+            Some(Message::Batch(batch)) => pending.extend(batch.messages.into_iter().rev()),
+            Some(Message::Heartbeat(_)) => {}
+            other => panic!("unexpected from the worker: {other:?}"),
+        }
+    }
+}
+
+async fn send(outbound: &Outbound, message: durably::executor_message::Message) {
+    let message = durably::ExecutorMessage {
+        message: Some(message),
+    };
+    outbound
+        .send(Ok(message))
+        .await
+        .expect("the worker went away");
+}
+
+/// One run of `steps` sequential steps, from its first Execute to its final result: the time it took.
+/// Checkpointing: one execution, each checkpoint committed and answered. Otherwise the article's
+/// model: an execution per step, each sent only the newest memo (`memo_base`), named by the
+/// execution that reported it (`reported_in`), as the daemon sends them.
+async fn one_run(
+    daemon: &Daemon,
+    number: usize,
+    inbound: &mut Inbound,
+    outbound: &Outbound,
+) -> f64 {
+    use durably::execution_result::Outcome;
+    use durably::executor_message::Message;
+    let started = Instant::now();
+    let event = durably::Event {
+        id: format!("event-{number}"),
+        name: "bench/w2".into(),
+        data_json: format!("{{\"n\": {}}}", daemon.steps).into_bytes(),
+        ts_ms: 1,
+    };
+    let (mut pending, mut stored, mut newest) = (Vec::new(), 0, None);
+    for execution in 0.. {
+        let execution_id = format!("execution-{number}-{execution}");
+        let execute = durably::Execute {
+            execution_id: execution_id.clone(),
+            run_id: format!("run-{number}"),
+            function_id: daemon.function().into(),
+            event: Some(event.clone()),
+            memos: newest.take().into_iter().collect(),
+            memo_base: execution.max(1) - 1,
+            max_attempts: 1,
+            ..Default::default()
+        };
+        send(outbound, Message::Execute(execute)).await;
+        let result = loop {
+            let result = next_result(inbound, &mut pending).await;
+            assert_eq!(result.execution_id, execution_id);
+            stored += {
+                let conn = daemon.store.lock().expect("the store's lock");
+                commit_result(&conn, number as i64, &result)
+            };
+            if !result.partial {
+                break result;
+            }
+            let answer = durably::Checkpointed {
+                execution_id: execution_id.clone(),
+                committed: true,
+            };
+            send(outbound, Message::Checkpointed(answer)).await;
+        };
+        match &result.outcome {
+            Some(Outcome::Yielded(true)) if !daemon.checkpointing => {
+                let [step] = &result.ops[..] else {
+                    panic!("one step per execution, got {:?}", result.ops)
+                };
+                let reported_in = durably::memo::Outcome::ReportedIn(execution_id);
+                newest = Some(durably::Memo {
+                    id: step.id.clone(),
+                    outcome: Some(reported_in),
+                });
+            }
+            Some(Outcome::OutputJson(output)) => {
+                let output = String::from_utf8_lossy(output).replace(' ', "");
+                assert_eq!(
+                    output,
+                    format!("{{\"steps\":{}}}", daemon.steps),
+                    "run {number}'s output"
+                );
+                assert_eq!(stored, daemon.steps, "steps committed in run {number}");
+                return started.elapsed().as_secs_f64();
+            }
+            other => panic!("run {number} ended with {other:?}"),
+        }
+    }
+    unreachable!("a run ends with its output")
+}
+
+#[tonic::async_trait]
+impl durably::worker_service_server::WorkerService for Daemon {
+    type ConnectStream = ReceiverStream<Result<durably::ExecutorMessage, Status>>;
+
+    async fn connect(
+        &self,
+        request: Request<Inbound>,
+    ) -> Result<Response<Self::ConnectStream>, Status> {
+        use durably::executor_message::Message;
+        let mut inbound = request.into_inner();
+        let (outbound, stream) = mpsc::channel(64);
+        let daemon = self.clone();
+        tokio::spawn(async move {
+            match inbound.next().await {
+                Some(Ok(durably::WorkerMessage {
+                    message: Some(durably::worker_message::Message::Register(_)),
+                })) => {}
+                other => panic!("expected Register first, got {other:?}"),
+            }
+            let registered = durably::Registered {
+                worker_id: "native".into(),
+                heartbeat_interval_ms: 5000,
+            };
+            send(&outbound, Message::Registered(registered)).await;
+            one_run(&daemon, 0, &mut inbound, &outbound).await;
+            println!("warm");
+            wait_for_stdin().await;
+            let mut micros = Vec::new();
+            for number in 1..=daemon.runs {
+                let seconds = one_run(&daemon, number, &mut inbound, &outbound).await;
+                micros.push(format!("{:.1}", seconds * 1e6 / daemon.steps as f64));
+            }
+            println!("{}", micros.join(" "));
+            wait_for_stdin().await;
+            std::process::exit(0);
+        });
+        Ok(Response::new(ReceiverStream::new(stream)))
+    }
+}
+
+/// The driver's go (a line, or the end of stdin): it reads both processes' CPU counters meanwhile.
+async fn wait_for_stdin() {
+    use std::io::Write;
+    std::io::stdout().flush().expect("stdout");
+    tokio::task::spawn_blocking(|| std::io::stdin().read_line(&mut String::new()))
+        .await
+        .expect("the stdin reader")
+        .expect("stdin");
+}
+
+async fn serve_steps(daemon: Daemon) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    println!(
+        "pingpong: listening on {}",
+        listener.local_addr().expect("address")
+    );
+    Server::builder()
+        .add_service(durably::worker_service_server::WorkerServiceServer::new(
+            daemon,
+        ))
+        .serve_with_incoming(no_delay(listener))
+        .await
+        .expect("serve");
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -148,6 +410,18 @@ fn main() {
     match args.iter().map(String::as_str).collect::<Vec<_>>()[1..] {
         ["serve"] => runtime.block_on(serve(None)),
         ["serve-commit", db] => runtime.block_on(serve(Some(open(db)))),
+        [
+            "serve-steps",
+            model @ ("checkpointing" | "replay"),
+            db,
+            runs,
+            steps,
+        ] => runtime.block_on(serve_steps(Daemon {
+            store: Arc::new(Mutex::new(open_steps(db))),
+            runs: runs.parse().expect("a number of runs"),
+            steps: steps.parse().expect("a number of steps"),
+            checkpointing: model == "checkpointing",
+        })),
         ["client", address, count] => {
             runtime.block_on(drive(address, count.parse().expect("a count")))
         }
@@ -163,6 +437,8 @@ fn main() {
                 started.elapsed().as_secs_f64() * 1e6 / f64::from(count)
             );
         }
-        _ => panic!("usage: serve | serve-commit DB | client ADDRESS N | commits DB N"),
+        _ => panic!(
+            "usage: serve | serve-commit DB | serve-steps checkpointing|replay DB RUNS N | client ADDRESS N | commits DB N"
+        ),
     }
 }
