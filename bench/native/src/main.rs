@@ -99,10 +99,16 @@ impl PingPong for Echo {
     }
 }
 
-/// Accepted connections with Nagle off, as gRPC's own servers set them (tonic leaves them as accepted).
-fn no_delay(
-    listener: tokio::net::TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+/// A loopback port, announced as the Python ping-pong server announces its own (bench/floors.py reads
+/// it); accepted connections with Nagle off, as gRPC's own servers set them (tonic leaves them as accepted).
+async fn listen() -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    println!(
+        "pingpong: listening on {}",
+        listener.local_addr().expect("address")
+    );
     TcpListenerStream::new(listener).map(|stream| {
         let stream = stream?;
         stream.set_nodelay(true)?;
@@ -111,17 +117,10 @@ fn no_delay(
 }
 
 async fn serve(store: Option<Connection>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    println!(
-        "pingpong: listening on {}",
-        listener.local_addr().expect("address")
-    );
     let store = store.map(|conn| Arc::new(Mutex::new(conn)));
     Server::builder()
         .add_service(PingPongServer::new(Echo { store }))
-        .serve_with_incoming(no_delay(listener))
+        .serve_with_incoming(listen().await)
         .await
         .expect("serve");
 }
@@ -384,18 +383,11 @@ async fn wait_for_stdin() {
 }
 
 async fn serve_steps(daemon: Daemon) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    println!(
-        "pingpong: listening on {}",
-        listener.local_addr().expect("address")
-    );
     Server::builder()
         .add_service(durably::worker_service_server::WorkerServiceServer::new(
             daemon,
         ))
-        .serve_with_incoming(no_delay(listener))
+        .serve_with_incoming(listen().await)
         .await
         .expect("serve");
 }
