@@ -32,9 +32,7 @@ GC_THRESHOLDS = (50_000, 20, 20)
 dataclasses, futures) that die by reference counting; at the default 700 allocations the young
 generation was collected several times per step, ~5 % of the daemon's CPU under load."""
 KEEPALIVE_TIME_MS = 20_000
-"""The daemon pings every connection this long after the last ping (calls under way or not)."""
-KEEPALIVE_TIMEOUT_MS = 10_000
-"""A connection whose ping goes unanswered this long is closed, and its calls with it."""
+"""The daemon pings every connection this often, calls under way or not."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +69,13 @@ async def serve(settings: Settings) -> None:
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             # Never share a port with another process: a second daemon must fail loudly.
             ("grpc.so_reuseport", 0),
-            # A client that vanished without closing (no FIN, no RST) is given up after a ping unanswered
-            # for 10 s; gRPC waits ping_timeout for the answer (1 min unless set), whatever keepalive_timeout says.
+            # A peer that answers no ping for the worker timeout is gone (a host vanished, a route died: no
+            # FIN, no RST): its connection is closed, and its calls with it; never sooner than a silent
+            # worker is taken for gone. gRPC waits ping_timeout for any ping's answer (1 min unless set),
+            # whatever keepalive_timeout says.
             ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
-            ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
-            ("grpc.http2.ping_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+            ("grpc.keepalive_timeout_ms", settings.worker_timeout_ms),
+            ("grpc.http2.ping_timeout_ms", settings.worker_timeout_ms),
             ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
             ("grpc.keepalive_permit_without_calls", 1),
         ],

@@ -11,11 +11,14 @@ import time
 import durably
 import grpc
 import pytest
+from durably._grpc import KEEPALIVE_TIME_MS, KEEPALIVE_TIMEOUT_MS
 from durably.protocol.v1 import worker_pb2, worker_pb2_grpc
 
 from .harness import Harness, WorkerProcess, WorkerSpec, await_until, describe, find_run, open_client, wait_until
 
 WORKER_LOSS = WorkerSpec("failures_worker_loss.py", ("hold",))
+GIVE_UP_S = (KEEPALIVE_TIME_MS + KEEPALIVE_TIMEOUT_MS) / 1000
+"""How long the SDK waits for a daemon that answers nothing before it gives the connection up."""
 QUICK_EXPIRY = ("--heartbeat", "200ms", "--worker-timeout", "1s")
 
 
@@ -108,6 +111,34 @@ async def test_a_daemon_that_stood_still_takes_no_worker_for_gone(harness: Harne
     assert done.status == "completed", describe(done)
     assert "lease expired" not in harness.daemon.stderr(), harness.daemon.report()
     assert harness.count("step", run=run.id, name="slow", phase="started") == 1, "the step ran again"
+
+
+@pytest.mark.slow
+async def test_a_worker_gives_up_a_frozen_daemon_and_connects_again_once_it_goes_on(harness: Harness) -> None:
+    """Frozen (SIGSTOP), the daemon answers no ping: 5 s after one goes out (gRPC pings on its own too,
+    to size its windows, so one often has just gone out; else within the 10 s keepalive) the worker gives
+    the connection up as if the network had failed (test_partition.py) and keeps trying; once the daemon
+    goes on, the worker registers again and the run it was holding completes (its step runs again: the
+    first body's result went with the stream)."""
+    worker = harness.start_worker(WORKER_LOSS)
+    async with open_client(harness.address) as client:
+        [event_id] = await client.send(durably.Event(name="failures/hold", data={}))
+        run = await find_run(client, event_id)
+        await started_on(harness, run.id, 1)
+        harness.daemon.pause()
+        paused_at = time.monotonic()
+        try:
+            await await_until(
+                lambda: "ping timeout" in worker.stderr(), timeout=GIVE_UP_S + 5, what="the worker to give up"
+            )
+        finally:
+            harness.daemon.resume()
+        print(f"the worker gave up the frozen daemon after {time.monotonic() - paused_at:.1f} s")
+        await await_until(lambda: harness.connected("hold") == 1, timeout=30, what="the worker to register again")
+        harness.release(f"release-{run.id}")
+        done = await client.wait_for_run(run.id, timeout=30)
+    assert done.status == "completed", describe(done)
+    assert worker.alive()
 
 
 async def test_worker_killed_mid_step_the_other_connected_worker_finishes_the_run(harness: Harness) -> None:
