@@ -139,6 +139,7 @@ async def test_a_worker_gives_up_a_frozen_daemon_and_connects_again_once_it_goes
         done = await client.wait_for_run(run.id, timeout=30)
     assert done.status == "completed", describe(done)
     assert worker.alive()
+    assert harness.count("step", run=run.id, name="slow", phase="started") == 2, "not run again after the reconnect"
 
 
 async def test_worker_killed_mid_step_the_other_connected_worker_finishes_the_run(harness: Harness) -> None:
