@@ -116,7 +116,10 @@ def durably_w2(workdir: Path, variant: Variant, steps: int, runs: int) -> tuple[
 
 
 def native_w2(workdir: Path, variant: Variant, steps: int, runs: int) -> tuple[float, float, float]:
-    """The same runs, the same SDK worker, against ``serve-steps``: the native daemon end's stand-in."""
+    """The same runs, the same SDK worker, against ``serve-steps``: the native daemon end's stand-in. It times
+    a run from its first Execute to its final result; durably's runs are timed from SendEvents to WaitForRun's
+    answer, so their creation and first dispatch (about a millisecond a run) count against durably."""
+    workdir.mkdir(parents=True, exist_ok=True)
     db = workdir / f"native-{variant.prefix}.db"
     argv = [str(BINARY), "serve-steps", MODELS[variant.prefix], str(db), str(runs), str(steps)]
     stand_in = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
@@ -142,7 +145,11 @@ def native_w2(workdir: Path, variant: Variant, steps: int, runs: int) -> tuple[f
         after = cpu_seconds(stand_in.pid) or 0.0, cpu_seconds(worker.pid) or 0.0
     finally:
         stand_in.stdin.close()
-        stand_in.wait(timeout=30)
+        try:
+            stand_in.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            stand_in.kill()
+            stand_in.wait()
         if worker is not None:
             worker.stop()
     done = steps * runs
