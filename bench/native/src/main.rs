@@ -180,7 +180,7 @@ fn commit_result(conn: &Connection, run: i64, result: &durably::ExecutionResult)
         assert_eq!(
             op.op,
             durably::Opcode::StepRun as i32,
-            "a W2c handler only runs steps"
+            "a W2 handler only runs steps"
         );
         conn.execute(
             "INSERT INTO steps (run_id, seq, step_id, data)
