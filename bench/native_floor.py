@@ -8,7 +8,8 @@ instead of assuming it, with ``bench/native`` (a Rust program built here by carg
   native server that commits every message before it answers, in the daemon's durability setting;
 * W2 and W2c runs of the bench's real SDK worker against durably's daemon and against a native stand-in
   for it that does nothing but the protocol, the commit and the answer: the least a native daemon end
-  would cost.
+  would cost; and W2c runs of durably's daemon with a native worker stand-in whose handler costs nothing:
+  what the daemon's end costs by itself.
 
 Every measurement alternates with the others over several rounds, so the machine's drift lands on all.
 An investigation tool, like ``bench.profile``: not part of ``python -m bench`` (it needs cargo and
@@ -27,9 +28,22 @@ import time
 from pathlib import Path
 
 from bench.floors import commits, ping_pong, pingpong_server
-from bench.harness import PYTHON, ROOT, BenchError, Worker, cluster, cpu_seconds
+from bench.harness import (
+    PYTHON,
+    ROOT,
+    TOKEN,
+    Api,
+    BenchError,
+    Daemon,
+    Process,
+    Worker,
+    cluster,
+    cpu_seconds,
+    wait_until,
+)
 from bench.progress import say
 from bench.stats import median
+from bench.workloads.common import ensure_completed
 from bench.workloads.w2_long_run import VARIANTS, Variant, one_run
 
 CRATE = ROOT / "bench" / "native"
@@ -57,8 +71,9 @@ def native_figure(*argv: str) -> float:
 
 
 FLOOR_SERVER = "grpc.aio echo (the floor's server)"
-DURABLY = "durably's daemon"
-STAND_IN = "native stand-in: commit and answer only (tonic, rusqlite)"
+DURABLY = "durably's daemon, SDK worker"
+STAND_IN = "native stand-in daemon (commit and answer only), SDK worker"
+NATIVE_WORKER = "durably's daemon, native worker stand-in (no handler)"
 
 
 def measure(
@@ -88,17 +103,22 @@ def measure(
         record("commit alone | tonic", native_figure("commits", str(workdir / "alone.db"), str(round_trips)))
         record("commit alone | python", 1e6 / commits(workdir / "floor.db", round_trips, seconds=600))
         for variant in VARIANTS:
-            for name, measure_w2 in ((DURABLY, durably_w2), (STAND_IN, native_w2)):
-                if steps := w2_steps[variant.prefix]:
-                    per_step, daemon_cpu, worker_cpu = measure_w2(workdir / f"round-{round_}", variant, steps, w2_runs)
-                    key = f"{variant.prefix}-{steps} | {name}"
-                    record(f"{key} | per step", per_step)
-                    record(f"{key} | daemon CPU", daemon_cpu)
-                    record(f"{key} | worker CPU", worker_cpu)
+            if not (steps := w2_steps[variant.prefix]):
+                continue
+            ends = [(DURABLY, durably_w2), (STAND_IN, native_w2)]
+            if variant is W2C:
+                ends.append((NATIVE_WORKER, native_worker_w2c))
+            for name, measure_w2 in ends:
+                per_step, daemon_cpu, worker_cpu = measure_w2(workdir / f"round-{round_}", variant, steps, w2_runs)
+                key = f"{variant.prefix}-{steps} | {name}"
+                record(f"{key} | per step", per_step)
+                record(f"{key} | daemon CPU", daemon_cpu)
+                record(f"{key} | worker CPU", worker_cpu)
         say(f"native: round {round_} of {rounds} done")
     return figures
 
 
+W2C = next(variant for variant in VARIANTS if variant.prefix == "W2c")
 MODELS = {"W2": "replay", "W2c": "checkpointing"}
 """bench/native's name for each W2 variant's model (``serve-steps MODEL``)."""
 
@@ -156,6 +176,50 @@ def native_w2(workdir: Path, variant: Variant, steps: int, runs: int) -> tuple[f
     return median(micros), (after[0] - before[0]) * 1e6 / done, (after[1] - before[1]) * 1e6 / done
 
 
+def native_worker_w2c(workdir: Path, variant: Variant, steps: int, runs: int) -> tuple[float, float, float]:
+    """durably's daemon with ``work``, a native worker stand-in whose handler costs nothing, on W2c: what the
+    daemon's end costs per step by itself. Timed as durably's runs are (send to WaitForRun's answer)."""
+    assert variant is W2C, "the native worker runs W2c only"
+    workdir = workdir / "native-worker"
+    workdir.mkdir(parents=True, exist_ok=True)
+    daemon = Daemon(workdir, workdir / "durably.db")
+    worker = Process("worker-native-work", [str(BINARY), "work", "", TOKEN], workdir)
+    api = None
+    try:
+        daemon.start()
+        worker.argv[2] = daemon.address
+        worker.spawn()
+        api = Api(daemon.address)
+
+        def connected() -> bool:
+            worker.check_alive()
+            return api is not None and api.connected().get(W2C.function, 0) >= 1
+
+        wait_until(connected, timeout=30, what="the native worker")
+
+        def one() -> float:
+            assert api is not None
+            started = time.perf_counter()
+            [run_id] = api.send(W2C.event, [{"n": steps}])
+            run = ensure_completed(api.wait_for_run(run_id, timeout=120))
+            if len(run.step_outputs) != steps:
+                raise BenchError(f"run {run_id} recorded {len(run.step_outputs)} steps, expected {steps}")
+            return time.perf_counter() - started
+
+        one()  # warm-up
+        before = cpu_seconds(daemon.pid) or 0.0, cpu_seconds(worker.pid) or 0.0
+        seconds = [one() for _ in range(runs)]
+        after = cpu_seconds(daemon.pid) or 0.0, cpu_seconds(worker.pid) or 0.0
+    finally:
+        if api is not None:
+            api.close()
+        worker.stop()
+        daemon.stop()
+    done = steps * runs
+    per_step = median([s * 1e6 / steps for s in seconds])
+    return per_step, (after[0] - before[0]) * 1e6 / done, (after[1] - before[1]) * 1e6 / done
+
+
 def table(figures: dict[str, list[float]]) -> str:
     def cell(key: str) -> str:
         values = figures[key]
@@ -181,8 +245,7 @@ def table(figures: dict[str, list[float]]) -> str:
     if runs:
         lines += [
             "",
-            "| W2 run (the bench's SDK worker) | daemon end | µs per step | ÷ floor | daemon CPU µs/step "
-            "| worker CPU µs/step |",
+            "| W2 run | daemon, worker | µs per step | ÷ floor | daemon CPU µs/step | worker CPU µs/step |",
             "|---|---|--:|--:|--:|--:|",
         ]
         for key in runs:

@@ -392,6 +392,143 @@ async fn serve_steps(daemon: Daemon) {
         .expect("serve");
 }
 
+/// The bench worker's checkpointed W2 function as a native worker would run it: the handler costs nothing.
+const W2C_FUNCTION: &str = "w2-checkpointing";
+
+/// `work ADDRESS TOKEN`: a worker for durably's daemon that runs every W2c execution's steps with no
+/// handler at all (each step's result is the time), checkpointing each and waiting for `Checkpointed`:
+/// what durably's daemon costs per step when the worker costs nothing.
+async fn work(address: &str, token: &str) {
+    use durably::executor_message::Message as FromDaemon;
+    use durably::worker_message::Message as ToDaemon;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .expect("an address")
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("a ready channel");
+    let (outbound, stream) = mpsc::channel::<durably::WorkerMessage>(64);
+    let to_daemon = |message| durably::WorkerMessage {
+        message: Some(message),
+    };
+    let trigger = durably::Trigger {
+        kind: Some(durably::trigger::Kind::Event("bench/w2c".into())),
+        ..Default::default()
+    };
+    let register = durably::Register {
+        app_id: "bench".into(),
+        functions: vec![durably::FunctionConfig {
+            id: W2C_FUNCTION.into(),
+            triggers: vec![trigger],
+            ..Default::default()
+        }],
+        capacity: 1,
+        worker_name: "native".into(),
+        ..Default::default()
+    };
+    outbound
+        .send(to_daemon(ToDaemon::Register(register)))
+        .await
+        .expect("queue Register");
+    let mut request = Request::new(ReceiverStream::new(stream));
+    let bearer = format!("Bearer {token}").parse().expect("a token");
+    request.metadata_mut().insert("authorization", bearer);
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/durably.protocol.v1.WorkerService/Connect",
+    );
+    let codec =
+        tonic::codec::ProstCodec::<durably::WorkerMessage, durably::ExecutorMessage>::default();
+    let mut inbound = grpc
+        .streaming(request, path, codec)
+        .await
+        .expect("Connect")
+        .into_inner();
+    let heartbeats = outbound.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            let beat = to_daemon(ToDaemon::Heartbeat(durably::Heartbeat::default()));
+            if heartbeats.send(beat).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut next = async || match inbound.message().await.expect("a good message") {
+        Some(durably::ExecutorMessage {
+            message: Some(message),
+        }) => message,
+        other => panic!("the daemon ended the stream or sent nothing: {other:?}"),
+    };
+    let FromDaemon::Registered(_) = next().await else {
+        panic!("expected Registered first")
+    };
+    println!("registered");
+    std::io::Write::flush(&mut std::io::stdout()).expect("stdout");
+    loop {
+        let FromDaemon::Execute(execute) = next().await else {
+            continue;
+        };
+        assert!(
+            execute.memos.is_empty(),
+            "a fresh run only: {}",
+            execute.run_id
+        );
+        let data = execute.event.expect("the run's event").data_json;
+        let data = String::from_utf8(data).expect("UTF-8 event data");
+        let steps: u64 = data
+            .trim_matches(|c: char| !c.is_ascii_digit())
+            .parse()
+            .expect("{\"n\": N}");
+        for index in 0..steps {
+            let name = if index == 0 {
+                "step".to_owned()
+            } else {
+                format!("step:{index}")
+            };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("time");
+            let op = durably::StepOp {
+                op: durably::Opcode::StepRun as i32,
+                id: hex::encode(<sha1::Sha1 as sha1::Digest>::digest(name.as_bytes())),
+                name: "step".into(),
+                index: index as i32,
+                data_json: format!("{}", now.as_secs_f64()).into_bytes(),
+                ..Default::default()
+            };
+            let checkpoint = durably::ExecutionResult {
+                execution_id: execute.execution_id.clone(),
+                ops: vec![op],
+                partial: true,
+                ..Default::default()
+            };
+            outbound
+                .send(to_daemon(ToDaemon::Result(checkpoint)))
+                .await
+                .expect("send");
+            match next().await {
+                FromDaemon::Checkpointed(answer) => {
+                    assert!(answer.committed, "step {index} not committed")
+                }
+                other => panic!("expected Checkpointed, got {other:?}"),
+            }
+        }
+        let end = durably::ExecutionResult {
+            execution_id: execute.execution_id,
+            outcome: Some(durably::execution_result::Outcome::OutputJson(
+                format!("{{\"steps\": {steps}}}").into_bytes(),
+            )),
+            ..Default::default()
+        };
+        outbound
+            .send(to_daemon(ToDaemon::Result(end)))
+            .await
+            .expect("send");
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -414,6 +551,7 @@ fn main() {
             steps: steps.parse().expect("a number of steps"),
             checkpointing: model == "checkpointing",
         })),
+        ["work", address, token] => runtime.block_on(work(address, token)),
         ["client", address, count] => {
             runtime.block_on(drive(address, count.parse().expect("a count")))
         }
@@ -430,7 +568,7 @@ fn main() {
             );
         }
         _ => panic!(
-            "usage: serve | serve-commit DB | serve-steps checkpointing|replay DB RUNS N | client ADDRESS N | commits DB N"
+            "usage: serve | serve-commit DB | serve-steps checkpointing|replay DB RUNS N | work ADDRESS TOKEN | client ADDRESS N | commits DB N"
         ),
     }
 }
