@@ -455,7 +455,7 @@ class Cluster:
         self.daemon = Daemon(self.workdir, self.workdir / "durably.db")
         self.worker_module = worker_module
         self.worker_count = workers
-        self.workers: list[Worker] = []
+        self.workers: list[Process] = []
         self._api: Api | None = None
         self._profilers: Profilers | None = None
         self.idle_daemon_rss: int | None = None
@@ -471,7 +471,7 @@ class Cluster:
         self.daemon.start()
         self._api = Api(self.daemon.address)
         for n in range(self.worker_count):
-            worker = Worker(self.workdir, self.worker_module, self.daemon.address, f"worker-{n + 1}", env)
+            worker = self._worker(f"worker-{n + 1}", env)
             worker.spawn()
             self.workers.append(worker)
 
@@ -485,6 +485,10 @@ class Cluster:
         self.idle_daemon_rss = rss_bytes(self.daemon.pid)
         if spy_dir := os.environ.get(PYSPY_DIR):
             self._profilers = Profilers(Path(spy_dir), self.workdir.name, [self.daemon, *self.workers])
+
+    def _worker(self, name: str, env: dict[str, str] | None) -> Process:
+        """A worker process for this daemon (a subclass may run another program)."""
+        return Worker(self.workdir, self.worker_module, self.daemon.address, name, env)
 
     def check_alive(self) -> None:
         self.daemon.check_alive()

@@ -28,22 +28,9 @@ import time
 from pathlib import Path
 
 from bench.floors import commits, ping_pong, pingpong_server
-from bench.harness import (
-    PYTHON,
-    ROOT,
-    TOKEN,
-    Api,
-    BenchError,
-    Daemon,
-    Process,
-    Worker,
-    cluster,
-    cpu_seconds,
-    wait_until,
-)
+from bench.harness import PYTHON, ROOT, TOKEN, BenchError, Cluster, Process, Worker, cpu_seconds
 from bench.progress import say
 from bench.stats import median
-from bench.workloads.common import ensure_completed
 from bench.workloads.w2_long_run import VARIANTS, Variant, one_run
 
 CRATE = ROOT / "bench" / "native"
@@ -123,16 +110,25 @@ MODELS = {"W2": "replay", "W2c": "checkpointing"}
 """bench/native's name for each W2 variant's model (``serve-steps MODEL``)."""
 
 
-def durably_w2(workdir: Path, variant: Variant, steps: int, runs: int) -> tuple[float, float, float]:
-    """durably's daemon: µs per step (median over ``runs``), daemon and worker CPU µs per step."""
-    with cluster(workdir, f"durably-{variant.prefix}", [variant.function]) as group:
+def w2_on(group: Cluster, variant: Variant, steps: int, runs: int) -> tuple[float, float, float]:
+    """W2 runs on a fresh daemon and its worker: µs per step (median over ``runs``), daemon and worker CPU
+    µs per step."""
+    try:
+        group.start([variant.function])
         one_run(group, variant, steps, timeout=120)  # warm-up
         before = group.cpu()
         reps = [one_run(group, variant, steps, timeout=120) for _ in range(runs)]
         after = group.cpu()
+    finally:
+        group.stop()
     done = steps * runs
     per_step = median([rep.seconds * 1e6 / steps for rep in reps])
     return per_step, (after.daemon - before.daemon) * 1e6 / done, (after.workers - before.workers) * 1e6 / done
+
+
+def durably_w2(workdir: Path, variant: Variant, steps: int, runs: int) -> tuple[float, float, float]:
+    """durably's daemon and the bench's SDK worker, as ``python -m bench`` runs them."""
+    return w2_on(Cluster(workdir, f"durably-{variant.prefix}"), variant, steps, runs)
 
 
 def native_w2(workdir: Path, variant: Variant, steps: int, runs: int) -> tuple[float, float, float]:
@@ -176,48 +172,18 @@ def native_w2(workdir: Path, variant: Variant, steps: int, runs: int) -> tuple[f
     return median(micros), (after[0] - before[0]) * 1e6 / done, (after[1] - before[1]) * 1e6 / done
 
 
+class NativeWorkerCluster(Cluster):
+    """durably's daemon with ``work``, the native worker stand-in, instead of the SDK's worker."""
+
+    def _worker(self, name: str, env: dict[str, str] | None) -> Process:
+        return Process(name, [str(BINARY), "work", self.daemon.address, TOKEN], self.workdir, env)
+
+
 def native_worker_w2c(workdir: Path, variant: Variant, steps: int, runs: int) -> tuple[float, float, float]:
-    """durably's daemon with ``work``, a native worker stand-in whose handler costs nothing, on W2c: what the
-    daemon's end costs per step by itself. Timed as durably's runs are (send to WaitForRun's answer)."""
+    """durably's daemon with a native worker stand-in whose handler costs nothing, on W2c: what the daemon's
+    end costs per step by itself. Timed as durably's runs are (send to WaitForRun's answer)."""
     assert variant is W2C, "the native worker runs W2c only"
-    workdir = workdir / "native-worker"
-    workdir.mkdir(parents=True, exist_ok=True)
-    daemon = Daemon(workdir, workdir / "durably.db")
-    worker = Process("worker-native-work", [str(BINARY), "work", "", TOKEN], workdir)
-    api = None
-    try:
-        daemon.start()
-        worker.argv[2] = daemon.address
-        worker.spawn()
-        api = Api(daemon.address)
-
-        def connected() -> bool:
-            worker.check_alive()
-            return api is not None and api.connected().get(W2C.function, 0) >= 1
-
-        wait_until(connected, timeout=30, what="the native worker")
-
-        def one() -> float:
-            assert api is not None
-            started = time.perf_counter()
-            [run_id] = api.send(W2C.event, [{"n": steps}])
-            run = ensure_completed(api.wait_for_run(run_id, timeout=120))
-            if len(run.step_outputs) != steps:
-                raise BenchError(f"run {run_id} recorded {len(run.step_outputs)} steps, expected {steps}")
-            return time.perf_counter() - started
-
-        one()  # warm-up
-        before = cpu_seconds(daemon.pid) or 0.0, cpu_seconds(worker.pid) or 0.0
-        seconds = [one() for _ in range(runs)]
-        after = cpu_seconds(daemon.pid) or 0.0, cpu_seconds(worker.pid) or 0.0
-    finally:
-        if api is not None:
-            api.close()
-        worker.stop()
-        daemon.stop()
-    done = steps * runs
-    per_step = median([s * 1e6 / steps for s in seconds])
-    return per_step, (after[0] - before[0]) * 1e6 / done, (after[1] - before[1]) * 1e6 / done
+    return w2_on(NativeWorkerCluster(workdir, "native-worker"), variant, steps, runs)
 
 
 def table(figures: dict[str, list[float]]) -> str:

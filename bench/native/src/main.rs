@@ -12,6 +12,9 @@
 //! `warm`, on a line from stdin) RUNS runs, whose microseconds per step it prints; it exits at the
 //! next line or the end of stdin. Nothing else of the daemon's work (leases, limits, merge, timers)
 //! is there: it is the least a native daemon end would cost.
+//!
+//! `work ADDRESS TOKEN` is the other way round: a worker for durably's daemon whose W2c handler costs
+//! nothing, to show what the daemon's end costs by itself.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,6 +38,8 @@ use pb::ping_pong_client::PingPongClient;
 use pb::ping_pong_server::{PingPong, PingPongServer};
 
 const WARM_UP: usize = 200;
+/// The bench worker's checkpointed W2 function (bench/workers/functions.py).
+const W2C_FUNCTION: &str = "w2-checkpointing";
 static STEP: AtomicI64 = AtomicI64::new(0);
 
 /// A step row as the daemon stores one: a table with a unique key and a second index (three b-trees).
@@ -213,7 +218,7 @@ impl Daemon {
     /// The bench worker's W2 functions (bench/workers/functions.py): the same handler, two models.
     fn function(&self) -> &'static str {
         if self.checkpointing {
-            "w2-checkpointing"
+            W2C_FUNCTION
         } else {
             "w2-sequential"
         }
@@ -392,9 +397,6 @@ async fn serve_steps(daemon: Daemon) {
         .expect("serve");
 }
 
-/// The bench worker's checkpointed W2 function as a native worker would run it: the handler costs nothing.
-const W2C_FUNCTION: &str = "w2-checkpointing";
-
 /// `work ADDRESS TOKEN`: a worker for durably's daemon that runs every W2c execution's steps with no
 /// handler at all (each step's result is the time), checkpointing each and waiting for `Checkpointed`:
 /// what durably's daemon costs per step when the worker costs nothing.
@@ -464,8 +466,6 @@ async fn work(address: &str, token: &str) {
     let FromDaemon::Registered(_) = next().await else {
         panic!("expected Registered first")
     };
-    println!("registered");
-    std::io::Write::flush(&mut std::io::stdout()).expect("stdout");
     loop {
         let FromDaemon::Execute(execute) = next().await else {
             continue;
