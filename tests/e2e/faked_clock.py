@@ -1,19 +1,44 @@
 """A wall clock the tests move (test_clock_jumps.py, test_nemesis.py): processes started with
-`environment(clock)` run under libfaketime (the PyPI package bundles the library), their wall clock the
-real one plus the offset in a file the test rewrites (seen within a second); their monotonic clock is left
-alone, as a real jump (an operator, NTP stepping, a VM resumed) leaves it."""
+`environment(clock)` run under libfaketime, their wall clock the real one plus the offset in a file the
+test rewrites (seen within a second); their monotonic clock is left alone, as a real jump (an operator, NTP
+stepping, a VM resumed) leaves it.
+
+The library is libfaketime's thread-safe build (libfaketimeMT), compiled here from the source the PyPI
+package bundles: its prebuilt libfaketime.so.1 reads the offset file into static buffers shared by all
+threads, unlocked, and a daemon's threads re-reading it at the same instant now and then parse a
+half-written buffer and exit ("failed to parse FAKETIME timestamp": a daemon of test_nemesis died of it,
+and no test had failed). The MT build takes a lock around every faked clock call."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib.util
+import os
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
+_MT = "libfaketimeMT.so.1"
 
+
+@functools.cache
 def _library() -> str:
+    """The thread-safe library, built once per machine and source (a few seconds; needs cc and make)."""
     spec = importlib.util.find_spec("libfaketime")
     assert spec is not None and spec.submodule_search_locations, "the dev extra installs libfaketime"
-    library = Path(spec.submodule_search_locations[0], "vendor", "libfaketime", "src", "libfaketime.so.1")
-    assert library.is_file(), library
+    source = Path(spec.submodule_search_locations[0], "vendor", "libfaketime", "src")
+    digest = hashlib.sha256((source / "libfaketime.c").read_bytes()).hexdigest()[:16]
+    library = Path(tempfile.gettempdir(), f"durably-libfaketime-{digest}", _MT)
+    if library.is_file():
+        return str(library)
+    library.parent.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=library.parent) as build:
+        shutil.copytree(source, build, dirs_exist_ok=True)
+        made = subprocess.run(["make", "-C", build, _MT], capture_output=True, text=True)
+        assert made.returncode == 0, f"building {_MT} failed:\n{made.stdout}{made.stderr}"
+        os.replace(Path(build, _MT), library)  # whole or not at all, should two builds race
     return str(library)
 
 
@@ -35,10 +60,8 @@ def environment(clock: Clock) -> dict[str, str]:
     return {
         "LD_PRELOAD": _library(),
         "FAKETIME_TIMESTAMP_FILE": str(clock.path),
-        # Read the offset again once a second, not at every clock call: libfaketime reads it into one static
-        # buffer shared by all threads, unlocked, so a multithreaded process reading it at every call now
-        # and then parses a half-written buffer and exits ("failed to parse FAKETIME timestamp": a daemon
-        # of test_nemesis died of it). A jump takes effect within a second.
+        # Read the offset again once a second, not at every clock call (each read opens the file under the
+        # MT build's lock). A jump takes effect within a second.
         "FAKETIME_CACHE_DURATION": "0",
         "DONT_FAKE_MONOTONIC": "1",  # the variable's name before libfaketime 0.9.9
         "FAKETIME_DONT_FAKE_MONOTONIC": "1",

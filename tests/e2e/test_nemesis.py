@@ -83,6 +83,9 @@ class Nemesis:
                 self.strikes += 1
                 self.struck.update(f.__name__ for f in together)
                 await asyncio.gather(*(f() for f in together))
+                # Each fault to the daemon restarts or resumes it before it returns: one not running now died
+                # on its own, and nothing would bring it back.
+                assert self.harness.daemon.alive(), f"the daemon exited on its own\n{self.harness.daemon.report()}"
 
     async def kill_daemon(self) -> None:
         self.harness.daemon.kill9()
@@ -164,7 +167,12 @@ async def test_a_seeded_nemesis_mixing_every_fault_breaks_no_guarantee(harness: 
         client = await stack.enter_async_context(open_client(harness.address))
         strikes = asyncio.create_task(nemesis.strike_until(time.monotonic() + SECONDS))
         while not strikes.done():
-            await drive(client, ROUND, acked, patience=120)
+            driving = asyncio.ensure_future(drive(client, ROUND, acked, patience=120))
+            await asyncio.wait([driving, strikes], return_when=asyncio.FIRST_COMPLETED)
+            if strikes.done() and strikes.exception() is not None:
+                driving.cancel()  # fail now, not when the round's patience or the test's timeout runs out
+                break
+            await driving
         await strikes
         nemesis.heal()
         healed = time.monotonic()
