@@ -45,6 +45,7 @@ lint: install ## ruff, mypy --strict, cargo fmt --check, clippy
 	MYPYPATH=service:sdk $(BIN)/mypy service/durably_server sdk/durably
 	cargo fmt --manifest-path core_rs/Cargo.toml --check
 	cargo fmt --manifest-path bench/native/Cargo.toml --check
+	cargo fmt --manifest-path bench/native/gateway/Cargo.toml --check
 	cargo clippy --quiet --manifest-path core_rs/Cargo.toml --all-targets -- -D warnings
 
 test: build lint test-rust test-py ## set up from nothing, lint, and run every test (what CI runs)
@@ -54,6 +55,7 @@ format: install ## apply ruff and cargo fmt
 	$(BIN)/ruff check --fix .
 	cargo fmt --manifest-path core_rs/Cargo.toml
 	cargo fmt --manifest-path bench/native/Cargo.toml
+	cargo fmt --manifest-path bench/native/gateway/Cargo.toml
 
 bench: build ## run the benchmark suite (see bench/README.md)
 	$(BIN)/python -m bench

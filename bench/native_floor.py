@@ -9,11 +9,14 @@ instead of assuming it, with ``bench/native`` (a Rust program built here by carg
 * W2 and W2c runs of the bench's real SDK worker against durably's daemon and against a native stand-in
   for it that does nothing but the protocol, the commit and the answer: the least a native daemon end
   would cost; and W2c runs of durably's daemon with a native worker stand-in whose handler costs nothing:
-  what the daemon's end costs by itself.
+  what the daemon's end costs by itself;
+* the same runs of durably's daemon with its worker stream served by the gateway probe
+  (``bench.gateway_daemon``, bench/native/gateway: tonic in the daemon's process, every message handed
+  to the unchanged Python engine): what moving only the transport below Python would buy.
 
 Every measurement alternates with the others over several rounds, so the machine's drift lands on all.
 An investigation tool, like ``bench.profile``: not part of ``python -m bench`` (it needs cargo and
-builds tonic, about a minute and a half the first time).
+builds tonic and pyo3, about two minutes the first time).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,13 +33,27 @@ import time
 from pathlib import Path
 
 from bench.floors import commits, ping_pong, pingpong_server
-from bench.harness import PYTHON, ROOT, TOKEN, BenchError, Cluster, Process, Worker, cpu_seconds
+from bench.gateway_daemon import MODULE_DIR
+from bench.harness import (
+    PYTHON,
+    ROOT,
+    TOKEN,
+    BenchError,
+    Cluster,
+    Daemon,
+    Process,
+    Worker,
+    cpu_seconds,
+    wait_until,
+)
 from bench.progress import say
 from bench.stats import median
 from bench.workloads.w2_long_run import VARIANTS, Variant, one_run
 
 CRATE = ROOT / "bench" / "native"
 BINARY = CRATE / "target" / "release" / "native-pingpong"
+GATEWAY_CRATE = CRATE / "gateway"
+GATEWAY_LIBRARY = CRATE / "target" / "release" / "libgateway_probe.so"
 PING = b"\x0a\x40" + b"x" * 64
 """The floor's 64 bytes as the native side's ``Ping`` message (field 1, length 64); grpc.aio echoes any bytes."""
 
@@ -44,12 +63,15 @@ def build(workdir: Path) -> None:
     protoc = workdir / "protoc"
     protoc.write_text(f'#!/bin/sh\nexec "{PYTHON}" -m grpc_tools.protoc "$@"\n', encoding="utf-8")
     protoc.chmod(0o755)
-    say("native: cargo build --release (tonic, rusqlite)")
-    subprocess.run(
-        ["cargo", "build", "--release", "--quiet", "--manifest-path", str(CRATE / "Cargo.toml")],
-        env={**os.environ, "PROTOC": str(protoc)},
-        check=True,
-    )
+    say("native: cargo build --release (tonic, rusqlite; the gateway probe: tonic, pyo3)")
+    env = {**os.environ, "PROTOC": str(protoc), "PYO3_PYTHON": PYTHON}
+    for crate in (CRATE, GATEWAY_CRATE):
+        manifest = str(crate / "Cargo.toml")
+        command = ["cargo", "build", "--release", "--quiet", "--manifest-path", manifest, "--target-dir"]
+        subprocess.run([*command, str(CRATE / "target")], env=env, check=True)
+    (workdir / "gateway").mkdir()
+    shutil.copyfile(GATEWAY_LIBRARY, workdir / "gateway" / "gateway_probe.abi3.so")
+    os.environ[MODULE_DIR] = str(workdir / "gateway")  # for bench.gateway_daemon, in the daemons started here
 
 
 def native_figure(*argv: str) -> float:
@@ -61,6 +83,8 @@ FLOOR_SERVER = "grpc.aio echo (the floor's server)"
 DURABLY = "durably's daemon, SDK worker"
 STAND_IN = "native stand-in daemon (commit and answer only), SDK worker"
 NATIVE_WORKER = "durably's daemon, native worker stand-in (no handler)"
+GATEWAY = "durably's daemon, worker stream through a tonic gateway, SDK worker"
+GATEWAY_NATIVE_WORKER = "durably's daemon, worker stream through a tonic gateway, native worker stand-in"
 
 
 def measure(
@@ -92,9 +116,9 @@ def measure(
         for variant in VARIANTS:
             if not (steps := w2_steps[variant.prefix]):
                 continue
-            ends = [(DURABLY, durably_w2), (STAND_IN, native_w2)]
+            ends = [(DURABLY, durably_w2), (STAND_IN, native_w2), (GATEWAY, gateway_w2)]
             if variant is W2C:
-                ends.append((NATIVE_WORKER, native_worker_w2c))
+                ends += [(NATIVE_WORKER, native_worker_w2c), (GATEWAY_NATIVE_WORKER, gateway_native_worker_w2c)]
             for name, measure_w2 in ends:
                 per_step, daemon_cpu, worker_cpu = measure_w2(workdir / f"round-{round_}", variant, steps, w2_runs)
                 key = f"{variant.prefix}-{steps} | {name}"
@@ -184,6 +208,51 @@ def native_worker_w2c(workdir: Path, variant: Variant, steps: int, runs: int) ->
     end costs per step by itself. Timed as durably's runs are (send to WaitForRun's answer)."""
     assert variant is W2C, "the native worker runs W2c only"
     return w2_on(NativeWorkerCluster(workdir, "native-worker"), variant, steps, runs)
+
+
+class GatewayDaemon(Daemon):
+    """durably's daemon through ``bench.gateway_daemon``: its worker stream also served by the tonic gateway
+    probe (the module ``build`` made, found through the environment it set), whose address is :attr:`gateway`."""
+
+    def __init__(self, workdir: Path, db: Path) -> None:
+        super().__init__(workdir, db)
+        self.argv = [PYTHON, "-m", "bench.gateway_daemon", *self.argv[3:]]  # the same options after the module
+        self.gateway = ""
+
+    def start(self, timeout: float = 30.0) -> None:
+        super().start(timeout)
+
+        def ready() -> str | None:
+            found = re.search(r"^gateway: listening on (\S+)$", self.stdout_path.read_text(encoding="utf-8"), re.M)
+            return found[1] if found else None
+
+        self.gateway = wait_until(ready, timeout=timeout, what="the gateway's address")
+
+
+class GatewayCluster(Cluster):
+    """durably's daemon with a worker (the SDK's, or the native stand-in) connected to its gateway probe."""
+
+    def __init__(self, workdir: Path, name: str, native_worker: bool = False) -> None:
+        super().__init__(workdir, name)
+        self.daemon: GatewayDaemon = GatewayDaemon(self.workdir, self.workdir / "durably.db")
+        self.native_worker = native_worker
+
+    def _worker(self, name: str, env: dict[str, str] | None) -> Process:
+        if self.native_worker:
+            return Process(name, [str(BINARY), "work", self.daemon.gateway, TOKEN], self.workdir, env)
+        return Worker(self.workdir, self.worker_module, self.daemon.gateway, name, env)
+
+
+def gateway_w2(workdir: Path, variant: Variant, steps: int, runs: int) -> tuple[float, float, float]:
+    """durably's daemon, unchanged, with the bench's SDK worker on the gateway probe's port: gRPC's transport
+    in Rust on the daemon's end, the engine's Python as it is. Timed as durably's runs are."""
+    return w2_on(GatewayCluster(workdir, f"gateway-{variant.prefix}"), variant, steps, runs)
+
+
+def gateway_native_worker_w2c(workdir: Path, variant: Variant, steps: int, runs: int) -> tuple[float, float, float]:
+    """The same, with the native worker stand-in: what the daemon's end costs by itself with the gateway."""
+    assert variant is W2C, "the native worker runs W2c only"
+    return w2_on(GatewayCluster(workdir, "gateway-native-worker", native_worker=True), variant, steps, runs)
 
 
 def table(figures: dict[str, list[float]]) -> str:

@@ -1,7 +1,8 @@
 """``python -m bench.native_floor`` builds and measures: the native ping-pong (bench/native, tonic) answers
 the floor's own grpc.aio loop byte for byte and serves a tonic client; the native stand-in daemon runs the
 bench's real SDK worker through W2 and W2c runs (it checks every run's output and committed steps itself),
-and the native worker stand-in serves durably's daemon through W2c runs (the driver checks those).
+the native worker stand-in serves durably's daemon through W2c runs, and both workers serve durably's daemon
+through the tonic gateway probe (bench/gateway_daemon.py; the driver checks those runs).
 An investigation tool, kept working by this smoke run; its figures are a report (bench/README.md)."""
 
 from __future__ import annotations
@@ -31,17 +32,22 @@ def test_the_native_floor_builds_and_measures_every_pairing() -> None:
         "tonic echo",
         "tonic, each message committed before the answer",
     ], done.stdout
-    sdk, stand_in, native = (
+    sdk, stand_in, gateway, native, gateway_native = (
         "durably's daemon, SDK worker",
         "native stand-in daemon (commit and answer only), SDK worker",
+        "durably's daemon, worker stream through a tonic gateway, SDK worker",
         "durably's daemon, native worker stand-in (no handler)",
+        "durably's daemon, worker stream through a tonic gateway, native worker stand-in",
     )
     assert [(row[0], row[1]) for row in rows if len(row) == 6] == [
         ("| W2-10", sdk),
         ("| W2-10", stand_in),
+        ("| W2-10", gateway),
         ("| W2c-50", sdk),
         ("| W2c-50", stand_in),
+        ("| W2c-50", gateway),
         ("| W2c-50", native),
+        ("| W2c-50", gateway_native),
     ], done.stdout
     for row in rows:
         figures = [row[2:3], row[4:]] if len(row) == 6 else [row[1:]]
