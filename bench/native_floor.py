@@ -12,7 +12,8 @@ instead of assuming it, with ``bench/native`` (a Rust program built here by carg
   what the daemon's end costs by itself;
 * the same runs of durably's daemon with its worker stream served by the gateway probe
   (``bench.gateway_daemon``, bench/native/gateway: tonic in the daemon's process, every message handed
-  to the unchanged Python engine): what moving only the transport below Python would buy.
+  to the unchanged Python engine), with the SDK's worker as it is and with its stream carried by the
+  probe's tonic client too (``bench.gateway_worker``): what moving only the transport below Python buys.
 
 Every measurement alternates with the others over several rounds, so the machine's drift lands on all.
 An investigation tool, like ``bench.profile``: not part of ``python -m bench`` (it needs cargo and
@@ -85,6 +86,7 @@ STAND_IN = "native stand-in daemon (commit and answer only), SDK worker"
 NATIVE_WORKER = "durably's daemon, native worker stand-in (no handler)"
 GATEWAY = "durably's daemon, worker stream through a tonic gateway, SDK worker"
 GATEWAY_NATIVE_WORKER = "durably's daemon, worker stream through a tonic gateway, native worker stand-in"
+GATEWAY_BOTH = "durably's daemon and SDK worker, both ends of the stream through the tonic gateway probe"
 
 
 def measure(
@@ -116,7 +118,12 @@ def measure(
         for variant in VARIANTS:
             if not (steps := w2_steps[variant.prefix]):
                 continue
-            ends = [(DURABLY, durably_w2), (STAND_IN, native_w2), (GATEWAY, gateway_w2)]
+            ends = [
+                (DURABLY, durably_w2),
+                (STAND_IN, native_w2),
+                (GATEWAY, gateway_w2),
+                (GATEWAY_BOTH, gateway_both_w2),
+            ]
             if variant is W2C:
                 ends += [(NATIVE_WORKER, native_worker_w2c), (GATEWAY_NATIVE_WORKER, gateway_native_worker_w2c)]
             for name, measure_w2 in ends:
@@ -230,16 +237,20 @@ class GatewayDaemon(Daemon):
 
 
 class GatewayCluster(Cluster):
-    """durably's daemon with a worker (the SDK's, or the native stand-in) connected to its gateway probe."""
+    """durably's daemon with a worker connected to its gateway probe: the SDK's worker (``sdk``), the same
+    with its stream carried by the probe's tonic client (``sdk-gateway``), or the native stand-in."""
 
-    def __init__(self, workdir: Path, name: str, native_worker: bool = False) -> None:
+    def __init__(self, workdir: Path, name: str, worker: str = "sdk") -> None:
         super().__init__(workdir, name)
         self.daemon: GatewayDaemon = GatewayDaemon(self.workdir, self.workdir / "durably.db")
-        self.native_worker = native_worker
+        self.worker = worker
 
     def _worker(self, name: str, env: dict[str, str] | None) -> Process:
-        if self.native_worker:
+        if self.worker == "native":
             return Process(name, [str(BINARY), "work", self.daemon.gateway, TOKEN], self.workdir, env)
+        if self.worker == "sdk-gateway":
+            env = {"DURABLY_ADDRESS": self.daemon.gateway, "DURABLY_TOKEN": TOKEN, **(env or {})}
+            return Process(name, [PYTHON, "-m", "bench.gateway_worker"], self.workdir, env)
         return Worker(self.workdir, self.worker_module, self.daemon.gateway, name, env)
 
 
@@ -249,10 +260,16 @@ def gateway_w2(workdir: Path, variant: Variant, steps: int, runs: int) -> tuple[
     return w2_on(GatewayCluster(workdir, f"gateway-{variant.prefix}"), variant, steps, runs)
 
 
+def gateway_both_w2(workdir: Path, variant: Variant, steps: int, runs: int) -> tuple[float, float, float]:
+    """The same, the SDK worker's stream also carried by tonic (``bench.gateway_worker``): gRPC's transport
+    in Rust on both ends, the Python of the engine and of the SDK as they are."""
+    return w2_on(GatewayCluster(workdir, f"gateway-both-{variant.prefix}", worker="sdk-gateway"), variant, steps, runs)
+
+
 def gateway_native_worker_w2c(workdir: Path, variant: Variant, steps: int, runs: int) -> tuple[float, float, float]:
     """The same, with the native worker stand-in: what the daemon's end costs by itself with the gateway."""
     assert variant is W2C, "the native worker runs W2c only"
-    return w2_on(GatewayCluster(workdir, "gateway-native-worker", native_worker=True), variant, steps, runs)
+    return w2_on(GatewayCluster(workdir, "gateway-native-worker", worker="native"), variant, steps, runs)
 
 
 def table(figures: dict[str, list[float]]) -> str:

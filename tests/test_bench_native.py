@@ -1,8 +1,9 @@
 """``python -m bench.native_floor`` builds and measures: the native ping-pong (bench/native, tonic) answers
 the floor's own grpc.aio loop byte for byte and serves a tonic client; the native stand-in daemon runs the
 bench's real SDK worker through W2 and W2c runs (it checks every run's output and committed steps itself),
-the native worker stand-in serves durably's daemon through W2c runs, and both workers serve durably's daemon
-through the tonic gateway probe (bench/gateway_daemon.py; the driver checks those runs).
+the native worker stand-in serves durably's daemon through W2c runs, and the workers serve durably's daemon
+through the tonic gateway probe, the SDK's also through its client (bench/gateway_daemon.py,
+bench/gateway_worker.py; the driver checks those runs).
 An investigation tool, kept working by this smoke run; its figures are a report (bench/README.md)."""
 
 from __future__ import annotations
@@ -32,10 +33,11 @@ def test_the_native_floor_builds_and_measures_every_pairing() -> None:
         "tonic echo",
         "tonic, each message committed before the answer",
     ], done.stdout
-    sdk, stand_in, gateway, native, gateway_native = (
+    sdk, stand_in, gateway, both, native, gateway_native = (
         "durably's daemon, SDK worker",
         "native stand-in daemon (commit and answer only), SDK worker",
         "durably's daemon, worker stream through a tonic gateway, SDK worker",
+        "durably's daemon and SDK worker, both ends of the stream through the tonic gateway probe",
         "durably's daemon, native worker stand-in (no handler)",
         "durably's daemon, worker stream through a tonic gateway, native worker stand-in",
     )
@@ -43,9 +45,11 @@ def test_the_native_floor_builds_and_measures_every_pairing() -> None:
         ("| W2-10", sdk),
         ("| W2-10", stand_in),
         ("| W2-10", gateway),
+        ("| W2-10", both),
         ("| W2c-50", sdk),
         ("| W2c-50", stand_in),
         ("| W2c-50", gateway),
+        ("| W2c-50", both),
         ("| W2c-50", native),
         ("| W2c-50", gateway_native),
     ], done.stdout

@@ -7,7 +7,10 @@
 //! the engine answers goes back as bytes through `send`. So gRPC's HTTP/2 and framing run in Rust and
 //! off the loop's thread, and the engine sees the same messages grpc.aio hands it.
 //!
-//! Not a product: no TLS, no token, no keepalive, no flow control towards Python (the queues are
+//! `Client` is the same for a worker: one Connect stream to a daemon, driven by tonic on a thread of
+//! its own, its messages handed to the SDK's Python worker as bytes through an eventfd.
+//!
+//! Not a product: no TLS, no token check, no keepalive, no flow control towards Python (the queues are
 //! unbounded), no limit checks beyond tonic's. It measures what moving the transport alone would buy
 //! (bench/README.md, "What limits").
 
@@ -22,7 +25,9 @@ use pyo3::types::PyBytes;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::{TcpListenerStream, UnboundedReceiverStream};
-use tonic::{Request, Response, Status, Streaming, transport::Server};
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::transport::{Endpoint, Server};
+use tonic::{Request, Response, Status, Streaming};
 
 #[allow(clippy::all)] // generated: proto/'s comments are not Rust doc style
 mod durably {
@@ -37,19 +42,30 @@ type Answers = mpsc::UnboundedSender<Result<ExecutorMessage, Status>>;
 /// A stream's id and a message it sent; `None` once it has ended.
 type Arrival = (u64, Option<Vec<u8>>);
 
-struct Shared {
-    arrivals: Mutex<Vec<Arrival>>,
+/// Messages from tonic's thread for Python's event loop, announced on an eventfd.
+struct Arrivals {
+    queue: Mutex<Vec<Arrival>>,
     eventfd: i32,
-    streams: Mutex<HashMap<u64, Answers>>,
-    next_id: AtomicU64,
 }
 
-impl Shared {
-    fn arrive(&self, arrival: Arrival) {
+impl Arrivals {
+    fn new() -> PyResult<Self> {
+        // SAFETY: plain syscall; the descriptor is checked below and owned by this struct from then on.
+        let eventfd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if eventfd < 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        Ok(Arrivals {
+            queue: Mutex::new(Vec::new()),
+            eventfd,
+        })
+    }
+
+    fn push(&self, arrival: Arrival) {
         let was_empty = {
-            let mut arrivals = self.arrivals.lock().unwrap_or_else(PoisonError::into_inner);
-            arrivals.push(arrival);
-            arrivals.len() == 1
+            let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            queue.push(arrival);
+            queue.len() == 1
         };
         if was_empty {
             let one: u64 = 1;
@@ -57,6 +73,33 @@ impl Shared {
             unsafe { libc::write(self.eventfd, (&raw const one).cast(), 8) };
         }
     }
+
+    fn take(&self) -> Vec<Arrival> {
+        let mut count = [0u8; 8];
+        // SAFETY: an 8-byte read into a live buffer from the eventfd; EAGAIN (nothing to reset) is fine.
+        unsafe { libc::read(self.eventfd, count.as_mut_ptr().cast(), 8) };
+        std::mem::take(&mut *self.queue.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+struct Shared {
+    arrivals: Arrivals,
+    streams: Mutex<HashMap<u64, Answers>>,
+    next_id: AtomicU64,
+}
+
+/// Runs `serve` on a current-thread tokio runtime on a thread of its own.
+fn spawn_runtime<F: Future<Output = ()> + Send + 'static>(serve: F) -> PyResult<()> {
+    std::thread::Builder::new()
+        .name("durably-gateway".into())
+        .spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime")
+                .block_on(serve)
+        })?;
+    Ok(())
 }
 
 struct Streams(Arc<Shared>);
@@ -80,9 +123,9 @@ impl WorkerService for Streams {
         let shared = Arc::clone(&self.0);
         tokio::spawn(async move {
             while let Some(Ok(message)) = inbound.next().await {
-                shared.arrive((id, Some(message.encode_to_vec())));
+                shared.arrivals.push((id, Some(message.encode_to_vec())));
             }
-            shared.arrive((id, None));
+            shared.arrivals.push((id, None));
         });
         Ok(Response::new(UnboundedReceiverStream::new(outbound)))
     }
@@ -100,14 +143,8 @@ struct Gateway {
 impl Gateway {
     #[new]
     fn new() -> PyResult<Self> {
-        // SAFETY: plain syscall; the descriptor is checked below and owned by `Shared` from then on.
-        let eventfd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if eventfd < 0 {
-            return Err(std::io::Error::last_os_error().into());
-        }
         let shared = Arc::new(Shared {
-            arrivals: Mutex::new(Vec::new()),
-            eventfd,
+            arrivals: Arrivals::new()?,
             streams: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
         });
@@ -115,29 +152,21 @@ impl Gateway {
         let service = WorkerServiceServer::new(Streams(Arc::clone(&shared)))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        std::thread::Builder::new()
-            .name("durably-gateway".into())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("a tokio runtime");
-                runtime.block_on(async move {
-                    let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
-                        Ok(listener) => listener,
-                        Err(error) => return drop(bound.send(Err(error))),
-                    };
-                    let _ = bound.send(listener.local_addr().map(|address| address.port()));
-                    let incoming = TcpListenerStream::new(listener)
-                        .map(|accepted| accepted.inspect(|stream| drop(stream.set_nodelay(true))));
-                    let served = Server::builder()
-                        .add_service(service)
-                        .serve_with_incoming(incoming);
-                    if let Err(error) = served.await {
-                        eprintln!("gateway: {error}");
-                    }
-                });
-            })?;
+        spawn_runtime(async move {
+            let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+                Ok(listener) => listener,
+                Err(error) => return drop(bound.send(Err(error))),
+            };
+            let _ = bound.send(listener.local_addr().map(|address| address.port()));
+            let incoming = TcpListenerStream::new(listener)
+                .map(|accepted| accepted.inspect(|stream| drop(stream.set_nodelay(true))));
+            let served = Server::builder()
+                .add_service(service)
+                .serve_with_incoming(incoming);
+            if let Err(error) = served.await {
+                eprintln!("gateway: {error}");
+            }
+        })?;
         let port = port
             .recv()
             .map_err(|_| PyValueError::new_err("the gateway thread ended"))??;
@@ -147,23 +176,15 @@ impl Gateway {
     /// The eventfd to watch: readable while messages wait for `take`.
     #[getter]
     fn fd(&self) -> i32 {
-        self.shared.eventfd
+        self.shared.arrivals.eventfd
     }
 
     /// Every message that arrived since the last call, in order: (stream id, its bytes, or None
     /// once the stream has ended).
     fn take<'py>(&self, py: Python<'py>) -> Vec<(u64, Option<Bound<'py, PyBytes>>)> {
-        let mut count = [0u8; 8];
-        // SAFETY: an 8-byte read into a live buffer from the eventfd; EAGAIN (nothing to reset) is fine.
-        unsafe { libc::read(self.shared.eventfd, count.as_mut_ptr().cast(), 8) };
-        let arrivals = std::mem::take(
-            &mut *self
-                .shared
-                .arrivals
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
-        arrivals
+        self.shared
+            .arrivals
+            .take()
             .into_iter()
             .map(|(id, bytes)| (id, bytes.map(|bytes| PyBytes::new(py, &bytes))))
             .collect()
@@ -197,7 +218,97 @@ impl Gateway {
     }
 }
 
+/// One worker's Connect stream to the daemon at `address`, opened at once.
+#[pyclass(frozen)]
+struct Client {
+    arrivals: Arc<Arrivals>,
+    requests: Mutex<Option<mpsc::UnboundedSender<WorkerMessage>>>,
+}
+
+#[pymethods]
+impl Client {
+    #[new]
+    #[pyo3(signature = (address, authorization=None))]
+    fn new(address: &str, authorization: Option<&str>) -> PyResult<Self> {
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|error| PyValueError::new_err(error.to_string()))?
+            .tcp_nodelay(true);
+        let (requests, outbound) = mpsc::unbounded_channel();
+        let mut request = Request::new(UnboundedReceiverStream::new(outbound));
+        if let Some(authorization) = authorization {
+            let value = authorization
+                .parse()
+                .map_err(|_| PyValueError::new_err("authorization is not a valid header value"))?;
+            request.metadata_mut().insert("authorization", value);
+        }
+        let arrivals = Arc::new(Arrivals::new()?);
+        let inbox = Arc::clone(&arrivals);
+        spawn_runtime(async move {
+            if let Err(error) = stream(endpoint, request, &inbox).await {
+                eprintln!("gateway client: {error}");
+            }
+            inbox.push((0, None));
+        })?;
+        Ok(Client {
+            arrivals,
+            requests: Mutex::new(Some(requests)),
+        })
+    }
+
+    /// The eventfd to watch: readable while messages wait for `take`.
+    #[getter]
+    fn fd(&self) -> i32 {
+        self.arrivals.eventfd
+    }
+
+    /// Every message that arrived since the last call, in order (bytes, or None once the stream ended).
+    fn take<'py>(&self, py: Python<'py>) -> Vec<Option<Bound<'py, PyBytes>>> {
+        self.arrivals
+            .take()
+            .into_iter()
+            .map(|(_, bytes)| bytes.map(|bytes| PyBytes::new(py, &bytes)))
+            .collect()
+    }
+
+    /// Send a WorkerMessage (protobuf bytes); False once the request stream is closed.
+    fn send(&self, message: &[u8]) -> PyResult<bool> {
+        let message = WorkerMessage::decode(message)
+            .map_err(|error| PyValueError::new_err(error.to_string()))?;
+        let requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(requests
+            .as_ref()
+            .is_some_and(|requests| requests.send(message).is_ok()))
+    }
+
+    /// End the request stream (the daemon then ends its side).
+    fn close(&self) {
+        self.requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+    }
+}
+
+async fn stream(
+    endpoint: Endpoint,
+    request: Request<UnboundedReceiverStream<WorkerMessage>>,
+    inbox: &Arrivals,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut grpc = tonic::client::Grpc::new(endpoint.connect().await?)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    grpc.ready().await?;
+    let path = PathAndQuery::from_static("/durably.protocol.v1.WorkerService/Connect");
+    let codec = tonic::codec::ProstCodec::<WorkerMessage, ExecutorMessage>::default();
+    let mut inbound = grpc.streaming(request, path, codec).await?.into_inner();
+    while let Some(message) = inbound.message().await? {
+        inbox.push((0, Some(message.encode_to_vec())));
+    }
+    Ok(())
+}
+
 #[pymodule]
 fn gateway_probe(module: &Bound<'_, PyModule>) -> PyResult<()> {
-    module.add_class::<Gateway>()
+    module.add_class::<Gateway>()?;
+    module.add_class::<Client>()
 }
