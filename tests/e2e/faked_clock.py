@@ -25,7 +25,7 @@ _MT = "libfaketimeMT.so.1"
 
 @functools.cache
 def _library() -> str:
-    """The thread-safe library, built once per machine and source (a few seconds; needs cc and make)."""
+    """The thread-safe library, built once per machine and source (under a second here; needs cc and make)."""
     spec = importlib.util.find_spec("libfaketime")
     assert spec is not None and spec.submodule_search_locations, "the dev extra installs libfaketime"
     source = Path(spec.submodule_search_locations[0], "vendor", "libfaketime", "src")

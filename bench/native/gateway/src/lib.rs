@@ -82,6 +82,13 @@ impl Arrivals {
     }
 }
 
+impl Drop for Arrivals {
+    fn drop(&mut self) {
+        // SAFETY: the descriptor was opened by `new` and nothing else closes it.
+        unsafe { libc::close(self.eventfd) };
+    }
+}
+
 struct Shared {
     arrivals: Arrivals,
     streams: Mutex<HashMap<u64, Answers>>,
