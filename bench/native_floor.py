@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from bench.floors import commits, ping_pong, pingpong_server
@@ -121,11 +122,11 @@ def measure(
             ends = [
                 (DURABLY, durably_w2),
                 (STAND_IN, native_w2),
-                (GATEWAY, gateway_w2),
-                (GATEWAY_BOTH, gateway_both_w2),
+                (GATEWAY, through_gateway("sdk")),
+                (GATEWAY_BOTH, through_gateway("sdk-gateway")),
             ]
             if variant is W2C:
-                ends += [(NATIVE_WORKER, native_worker_w2c), (GATEWAY_NATIVE_WORKER, gateway_native_worker_w2c)]
+                ends += [(NATIVE_WORKER, native_worker_w2c), (GATEWAY_NATIVE_WORKER, through_gateway("native"))]
             for name, measure_w2 in ends:
                 per_step, daemon_cpu, worker_cpu = measure_w2(workdir / f"round-{round_}", variant, steps, w2_runs)
                 key = f"{variant.prefix}-{steps} | {name}"
@@ -254,22 +255,19 @@ class GatewayCluster(Cluster):
         return Worker(self.workdir, self.worker_module, self.daemon.gateway, name, env)
 
 
-def gateway_w2(workdir: Path, variant: Variant, steps: int, runs: int) -> tuple[float, float, float]:
-    """durably's daemon, unchanged, with the bench's SDK worker on the gateway probe's port: gRPC's transport
-    in Rust on the daemon's end, the engine's Python as it is. Timed as durably's runs are."""
-    return w2_on(GatewayCluster(workdir, f"gateway-{variant.prefix}"), variant, steps, runs)
+MeasureW2 = Callable[[Path, Variant, int, int], tuple[float, float, float]]
 
 
-def gateway_both_w2(workdir: Path, variant: Variant, steps: int, runs: int) -> tuple[float, float, float]:
-    """The same, the SDK worker's stream also carried by tonic (``bench.gateway_worker``): gRPC's transport
-    in Rust on both ends, the Python of the engine and of the SDK as they are."""
-    return w2_on(GatewayCluster(workdir, f"gateway-both-{variant.prefix}", worker="sdk-gateway"), variant, steps, runs)
+def through_gateway(worker: str) -> MeasureW2:
+    """W2 runs of durably's daemon, unchanged, with ``worker`` (see :class:`GatewayCluster`) on the gateway
+    probe's port: gRPC's transport in Rust on the daemon's end (and on the worker's with ``sdk-gateway``),
+    the Python of the engine and of the SDK as they are. Timed as durably's runs are. The native worker
+    stand-in runs W2c only."""
 
+    def measure_w2(workdir: Path, variant: Variant, steps: int, runs: int) -> tuple[float, float, float]:
+        return w2_on(GatewayCluster(workdir, f"gateway-{worker}-{variant.prefix}", worker), variant, steps, runs)
 
-def gateway_native_worker_w2c(workdir: Path, variant: Variant, steps: int, runs: int) -> tuple[float, float, float]:
-    """The same, with the native worker stand-in: what the daemon's end costs by itself with the gateway."""
-    assert variant is W2C, "the native worker runs W2c only"
-    return w2_on(GatewayCluster(workdir, "gateway-native-worker", worker="native"), variant, steps, runs)
+    return measure_w2
 
 
 def table(figures: dict[str, list[float]]) -> str:
