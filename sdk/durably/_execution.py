@@ -382,7 +382,10 @@ class _Execution:
         if position is None:
             step = _PendingStep(name, hashed_id, index, self._loop.create_future(), asyncio.current_task())
             return await self._new_step(step, fn, args, kwargs, output_type)
-        return rehydrate(await self._replay(name, position), output_type)
+        if (turn := self._take_turn(position)) is not None:
+            await turn
+        saved = self._saved(name, position)
+        return saved if output_type is None else rehydrate(saved, output_type)
 
     async def op_step(self, api: str, name: str, build: Callable[[], OpRequest]) -> Any:
         """A step the executor carries out (sleep, wait, send, invoke): replayed like ``step.run``; when
@@ -391,7 +394,9 @@ class _Execution:
         _check_id(api, name)
         hashed_id, index, position = self._reach(api, name)
         if position is not None:
-            return await self._replay(name, position)
+            if (turn := self._take_turn(position)) is not None:
+                await turn
+            return self._saved(name, position)
         request = None if self._targets else build()
         step = _PendingStep(name, hashed_id, index, self._loop.create_future(), asyncio.current_task(), request)
         self._new_steps += 1
@@ -420,14 +425,18 @@ class _Execution:
             position = None
         return hashed_id, index, position
 
-    async def _replay(self, name: str, position: int) -> Any:
-        """The saved result at ``position``, decoded, once it is its turn (see the module docstring), or
-        the saved failure raised as :class:`StepError`."""
+    def _take_turn(self, position: int) -> Coroutine[Any, Any, None] | None:
+        """Replay the outcome at ``position`` now if it is its turn (see the module docstring): None; else
+        what to await until it is. Not a coroutine itself, so that a straight-line replay, nearly every
+        one, costs no coroutine of its own."""
         task = asyncio.current_task()
         if position > self._head or (self._turn_task is not None and self._turn_task is not task):
-            await self._wait_turn(position, task)
-        else:
-            self._replayed(position, task)
+            return self._wait_turn(position, task)
+        self._replayed(position, task)
+        return None
+
+    def _saved(self, name: str, position: int) -> Any:
+        """The saved result at ``position``, decoded, or the saved failure raised as :class:`StepError`."""
         if position in self._scalars:
             return self._scalars[position]
         saved: Outcome = self._outcomes[position]
