@@ -15,12 +15,13 @@ import os
 import sys
 import types
 from collections.abc import AsyncIterator
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 from durably.protocol.v1 import worker_pb2, worker_pb2_grpc
-from durably_server import cli, server
-from durably_server.api.worker_service import WorkerService
+
+if TYPE_CHECKING:  # the daemon is imported by main() only: the driver and the probe's worker import MODULE_DIR
+    from durably_server.api.worker_service import WorkerService
 
 MODULE_DIR = "BENCH_GATEWAY_DIR"
 
@@ -79,6 +80,7 @@ class GatewayStreams:
 def main() -> None:
     sys.path.insert(0, os.environ[MODULE_DIR])
     import gateway_probe  # type: ignore[import-not-found]  # built by bench.native_floor
+    from durably_server import cli, server
 
     attached: list[GatewayStreams] = []
 

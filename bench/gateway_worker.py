@@ -43,7 +43,7 @@ class ClientCall:
         self._client.close()
 
     def _take(self) -> None:
-        for data in self._client.take():
+        for _, data in self._client.take():
             self._arrived.append(None if data is None else worker_pb2.ExecutorMessage.FromString(data))
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)

@@ -235,10 +235,11 @@ TOKEN = secrets.token_hex(16)
 
 
 class Daemon(Process):
-    """``durably serve --db DB --listen 127.0.0.1:0``; :attr:`address` is known once it is ready."""
+    """``durably serve --db DB --listen 127.0.0.1:0``; :attr:`address` is known once it is ready. ``module``
+    is the program that takes durably's command line (another one wraps the daemon, as a probe does)."""
 
-    def __init__(self, workdir: Path, db: Path, name: str = "daemon") -> None:
-        argv = [PYTHON, "-m", "durably_server", "serve", "--db", str(db), "--listen", "127.0.0.1:0"]
+    def __init__(self, workdir: Path, db: Path, name: str = "daemon", module: str = "durably_server") -> None:
+        argv = [PYTHON, "-m", module, "serve", "--db", str(db), "--listen", "127.0.0.1:0"]
         super().__init__(name, argv, workdir, {"DURABLY_TOKEN": TOKEN})
         self.db = db
         self.address = ""

@@ -223,8 +223,7 @@ class GatewayDaemon(Daemon):
     probe (the module ``build`` made, found through the environment it set), whose address is :attr:`gateway`."""
 
     def __init__(self, workdir: Path, db: Path) -> None:
-        super().__init__(workdir, db)
-        self.argv = [PYTHON, "-m", "bench.gateway_daemon", *self.argv[3:]]  # the same options after the module
+        super().__init__(workdir, db, module="bench.gateway_daemon")
         self.gateway = ""
 
     def start(self, timeout: float = 30.0) -> None:

@@ -74,11 +74,16 @@ impl Arrivals {
         }
     }
 
-    fn take(&self) -> Vec<Arrival> {
+    /// Every arrival since the last call, in order, for Python: (stream id, its bytes, or None once the
+    /// stream has ended).
+    fn take<'py>(&self, py: Python<'py>) -> Vec<(u64, Option<Bound<'py, PyBytes>>)> {
         let mut count = [0u8; 8];
         // SAFETY: an 8-byte read into a live buffer from the eventfd; EAGAIN (nothing to reset) is fine.
         unsafe { libc::read(self.eventfd, count.as_mut_ptr().cast(), 8) };
         std::mem::take(&mut *self.queue.lock().unwrap_or_else(PoisonError::into_inner))
+            .into_iter()
+            .map(|(id, bytes)| (id, bytes.map(|bytes| PyBytes::new(py, &bytes))))
+            .collect()
     }
 }
 
@@ -189,12 +194,7 @@ impl Gateway {
     /// Every message that arrived since the last call, in order: (stream id, its bytes, or None
     /// once the stream has ended).
     fn take<'py>(&self, py: Python<'py>) -> Vec<(u64, Option<Bound<'py, PyBytes>>)> {
-        self.shared
-            .arrivals
-            .take()
-            .into_iter()
-            .map(|(id, bytes)| (id, bytes.map(|bytes| PyBytes::new(py, &bytes))))
-            .collect()
+        self.shared.arrivals.take(py)
     }
 
     /// Send an ExecutorMessage (protobuf bytes) on stream `id`; False if it has gone.
@@ -268,13 +268,10 @@ impl Client {
         self.arrivals.eventfd
     }
 
-    /// Every message that arrived since the last call, in order (bytes, or None once the stream ended).
-    fn take<'py>(&self, py: Python<'py>) -> Vec<Option<Bound<'py, PyBytes>>> {
-        self.arrivals
-            .take()
-            .into_iter()
-            .map(|(_, bytes)| bytes.map(|bytes| PyBytes::new(py, &bytes)))
-            .collect()
+    /// Every message that arrived since the last call, in order, as the gateway's `take` gives them
+    /// (the stream id is always 0: one stream).
+    fn take<'py>(&self, py: Python<'py>) -> Vec<(u64, Option<Bound<'py, PyBytes>>)> {
+        self.arrivals.take(py)
     }
 
     /// Send a WorkerMessage (protobuf bytes); False once the request stream is closed.
