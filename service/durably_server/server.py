@@ -33,6 +33,19 @@ dataclasses, futures) that die by reference counting; at the default 700 allocat
 generation was collected several times per step, ~5 % of the daemon's CPU under load."""
 KEEPALIVE_TIME_MS = 20_000
 """The daemon pings every connection this often, calls under way or not."""
+MIN_PING_TIMEOUT_MS = 10_000
+"""gRPC judges a ping's answer by time that ran while the daemon itself stood still: frozen (a paused VM,
+SIGSTOP, swap) just after it sent one (it sends one whenever data arrives on a young connection, to size its
+windows), it reads the answer on waking only after the timer fired, and drops a connection that was never
+silent, and the worker's executions with it (test_worker_loss.py found it). The leases count silence in the
+daemon's waking time; the transport cannot, so it waits at least this long, whatever a short
+``--worker-timeout`` says."""
+
+
+def ping_timeout_ms(worker_timeout_ms: int) -> int:
+    """How long a ping may go unanswered before its connection is closed: never sooner than a silent worker
+    is taken for gone, nor sooner than MIN_PING_TIMEOUT_MS."""
+    return max(worker_timeout_ms, MIN_PING_TIMEOUT_MS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,13 +82,12 @@ async def serve(settings: Settings) -> None:
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             # Never share a port with another process: a second daemon must fail loudly.
             ("grpc.so_reuseport", 0),
-            # A peer that answers no ping for the worker timeout is gone (a host vanished, a route died: no
-            # FIN, no RST): its connection is closed, and its calls with it; never sooner than a silent
-            # worker is taken for gone. gRPC waits ping_timeout for any ping's answer (1 min unless set),
-            # whatever keepalive_timeout says.
+            # A peer that answers no ping for ping_timeout_ms is gone (a host vanished, a route died: no
+            # FIN, no RST): its connection is closed, and its calls with it. gRPC waits ping_timeout for any
+            # ping's answer (1 min unless set), whatever keepalive_timeout says.
             ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
-            ("grpc.keepalive_timeout_ms", settings.worker_timeout_ms),
-            ("grpc.http2.ping_timeout_ms", settings.worker_timeout_ms),
+            ("grpc.keepalive_timeout_ms", ping_timeout_ms(settings.worker_timeout_ms)),
+            ("grpc.http2.ping_timeout_ms", ping_timeout_ms(settings.worker_timeout_ms)),
             ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
             ("grpc.keepalive_permit_without_calls", 1),
         ],

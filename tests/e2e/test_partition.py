@@ -4,7 +4,7 @@ FIN, no RST): the worker's connection to the daemon falls silent. The SDK's gRPC
 again, instead of waiting for TCP to give up a quarter of an hour later; meanwhile the daemon, hearing
 nothing more on the old stream, takes that worker for gone after ``--worker-timeout``. The daemon's own
 keepalive closes what such a client leaves behind (its connection, and any call under way on it) once a
-ping goes unanswered for ``--worker-timeout``."""
+ping goes unanswered for ``--worker-timeout`` (at least 10 s: ``server.ping_timeout_ms``)."""
 
 from __future__ import annotations
 
@@ -52,8 +52,9 @@ async def test_a_worker_cut_off_without_a_word_notices_and_connects_again(harnes
 @pytest.mark.parametrize("daemon_args", [("--heartbeat", "1s", "--worker-timeout", "3s")])
 async def test_the_daemon_closes_the_connection_of_a_client_cut_off_without_a_word(harness: Harness) -> None:
     """A raw channel without keepalive of its own (as any gRPC client may be): only the daemon can notice,
-    by a ping unanswered for the worker timeout. Without ping_timeout, gRPC would wait a minute for it."""
-    gone_s = server.KEEPALIVE_TIME_MS / 1000 + 3
+    by a ping unanswered for the worker timeout (3 s here, so the 10 s floor). Without ping_timeout, gRPC would
+    wait a minute for it."""
+    gone_s = (server.KEEPALIVE_TIME_MS + server.ping_timeout_ms(3_000)) / 1000
     proxy = TcpProxy(harness.daemon.port)
     address = await proxy.start()
     try:

@@ -96,7 +96,9 @@ async def test_silent_worker_loses_its_step_and_its_late_result_is_refused(harne
 async def test_a_daemon_that_stood_still_takes_no_worker_for_gone(harness: Harness) -> None:
     """The daemon frozen (SIGSTOP) past the worker timeout heard no heartbeat meanwhile, through no fault
     of the workers: once it goes on, they keep their leases (they lost them all at once, their steps ran
-    again, found by test_nemesis.py)."""
+    again, found by test_nemesis.py) and their connections (gRPC had often just sent a ping, to size its
+    windows, when the freeze came: judged by a 1 s ping timeout on waking, it dropped the worker's
+    connection now and then; the daemon's ping timeout is at least 10 s)."""
     harness.start_worker(WORKER_LOSS)
     async with open_client(harness.address) as client:
         [event_id] = await client.send(durably.Event(name="failures/hold", data={}))
