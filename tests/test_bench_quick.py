@@ -5,6 +5,7 @@ with its Python reference. Figures are not checked here: they are a report (benc
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -35,3 +36,26 @@ def test_bench_quick_runs_every_workload(tmp_path: Path) -> None:
     by_thread = {r["key"]: r["daemon_thread_us_per_step"] for r in results["results"]}
     assert {"event loop", "writer"} <= by_thread["W1"].keys(), by_thread["W1"]
     assert results["micro"] and not results["micro_disagreements"], results["micro_disagreements"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_the_critical_path_probe_chains_every_stage_of_a_checkpointed_step() -> None:
+    """``python -m bench.critical_path`` stamps private functions of the daemon and the SDK: a rename or a
+    new path between them leaves a stage empty or the steps unchained, and this fails."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.critical_path", "--steps", "40", "--runs", "1", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    from bench.critical_path import STAGES
+
+    figures = {line.split(" | ")[0].removeprefix("| "): line for line in done.stdout.splitlines()}
+    for _, what in STAGES:
+        assert re.fullmatch(rf"\| {re.escape(what)} \| \d+\.\d \| \d+–\d+ \|", figures.get(what, "")), done.stdout
+    chained = re.search(r"^([\d,]+) of ([\d,]+) steps chained", done.stdout, re.MULTILINE)
+    assert chained, done.stdout
+    assert int(chained[1].replace(",", "")) >= 35 and int(chained[2].replace(",", "")) == 40, done.stdout
