@@ -35,11 +35,10 @@ KEEPALIVE_TIME_MS = 20_000
 """The daemon pings every connection this often, calls under way or not."""
 MIN_PING_TIMEOUT_MS = 10_000
 """gRPC judges a ping's answer by time that ran while the daemon itself stood still: frozen (a paused VM,
-SIGSTOP, swap) just after it sent one (it sends one whenever data arrives on a young connection, to size its
-windows), it reads the answer on waking only after the timer fired, and drops a connection that was never
-silent, and the worker's executions with it (test_worker_loss.py found it). The leases count silence in the
-daemon's waking time; the transport cannot, so it waits at least this long, whatever a short
-``--worker-timeout`` says."""
+SIGSTOP, swap) just after it sent one (it sends one as data arrives, to size its windows), it reads the
+answer on waking only after the timer fired, and drops a connection that was never silent, and the worker's
+executions with it (test_worker_loss.py found it). The leases count silence in the daemon's waking time;
+the transport cannot, so it waits at least this long, whatever a short ``--worker-timeout`` says."""
 
 
 def ping_timeout_ms(worker_timeout_ms: int) -> int:
