@@ -26,19 +26,16 @@ import runpy
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from bench import floors, settings
-from bench.harness import PYTHON, TOKEN, Api, Daemon, Process, wait_until
+from bench.harness import PYTHON, TOKEN, Cluster, Daemon, Process
 from bench.progress import say
 from bench.stats import median, percentile
+from bench.workloads.w2_long_run import W2C, one_run
 
 STAMPS = "BENCH_STAMPS"
-FUNCTION = "w2-checkpointing"
-EVENT = "bench/w2c"
 
 STAGES: list[tuple[str, str]] = [
     ("sent", "worker: the checkpoint queued, until grpc.aio's write of it begins"),
@@ -208,46 +205,32 @@ def read_stamps(prefix: Path) -> dict[str, list[int]]:
     return {name: sorted(times) for name, times in stamps.items()}
 
 
-@contextmanager
-def stamped_cluster(workdir: Path, prefix: Path) -> Iterator[Api]:
-    env = {STAMPS: str(prefix)}
-    daemon = Daemon(workdir, workdir / "durably.db", module="bench.critical_path")
-    daemon.env.update(env)
-    worker: Process | None = None
-    try:
-        daemon.start()
-        worker = Process(
-            "worker",
-            [PYTHON, "-m", "bench.critical_path", "worker"],
-            workdir,
-            {**env, "DURABLY_ADDRESS": daemon.address, "DURABLY_TOKEN": TOKEN},
-        )
-        worker.spawn()
-        api = Api(daemon.address)
-        try:
-            wait_until(lambda: api.connected().get(FUNCTION), timeout=30, what="the worker to connect")
-            yield api
-        finally:
-            api.close()
-    finally:
-        for process in (worker, daemon):
-            if process is not None:
-                process.stop()
+class StampedCluster(Cluster):
+    """durably's daemon and the bench's worker, each through this module, stamping into files under `prefix`."""
+
+    def __init__(self, workdir: Path, prefix: Path) -> None:
+        super().__init__(workdir, "critical-path")
+        self.daemon = Daemon(self.workdir, self.workdir / "durably.db", module="bench.critical_path")
+        self.daemon.env[STAMPS] = str(prefix)
+
+    def _worker(self, name: str, env: dict[str, str] | None) -> Process:
+        stamped = {STAMPS: self.daemon.env[STAMPS], "DURABLY_ADDRESS": self.daemon.address, "DURABLY_TOKEN": TOKEN}
+        return Process(name, [PYTHON, "-m", "bench.critical_path", "worker"], self.workdir, {**stamped, **(env or {})})
 
 
 def measure(workdir: Path, steps: int, runs: int) -> Chained:
     prefix = workdir / "stamps"
-    with stamped_cluster(workdir, prefix) as api:
-        [warm_up] = api.send(EVENT, [{"n": min(steps, 100)}])
-        api.wait_for_run(warm_up, timeout=120)
+    group = StampedCluster(workdir, prefix)
+    try:
+        group.start([W2C.function])
+        one_run(group, W2C, min(steps, 100), timeout=120)  # warm-up
         for role in ("daemon", "worker"):
             Path(f"{prefix}.{role}").write_bytes(b"")  # the warm-up's stamps go
         for n in range(runs):
             say(f"critical path: run {n + 1} of {runs}, {steps} steps")
-            [run_id] = api.send(EVENT, [{"n": steps}])
-            view = api.wait_for_run(run_id, timeout=max(120, steps / 100))
-            if view.status != "completed":
-                raise RuntimeError(f"run {run_id} ended {view.status}")
+            one_run(group, W2C, steps, timeout=max(120, steps / 100))
+    finally:
+        group.stop()
     return chain(read_stamps(prefix))
 
 

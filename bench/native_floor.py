@@ -50,7 +50,7 @@ from bench.harness import (
 )
 from bench.progress import say
 from bench.stats import median
-from bench.workloads.w2_long_run import VARIANTS, Variant, one_run
+from bench.workloads.w2_long_run import VARIANTS, W2C, Variant, one_run
 
 CRATE = ROOT / "bench" / "native"
 BINARY = CRATE / "target" / "release" / "native-pingpong"
@@ -137,7 +137,6 @@ def measure(
     return figures
 
 
-W2C = next(variant for variant in VARIANTS if variant.prefix == "W2c")
 MODELS = {"W2": "replay", "W2c": "checkpointing"}
 """bench/native's name for each W2 variant's model (``serve-steps MODEL``)."""
 

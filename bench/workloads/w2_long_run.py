@@ -31,6 +31,7 @@ VARIANTS = (
     Variant("W2", "w2-sequential", "bench/w2", "one long run: {size:,} sequential steps"),
     Variant("W2c", "w2-checkpointing", "bench/w2c", "one long run: {size:,} sequential steps, checkpointing=True"),
 )
+W2C = VARIANTS[1]
 FLAT_FACTOR = 1.5
 """The 1,000-step run's per-step cost may be at most this times the 10-step run's."""
 FLOOR_FACTOR = 1.5
