@@ -432,7 +432,9 @@ class _Execution:
         task = asyncio.current_task()
         if position > self._head or (self._turn_task is not None and self._turn_task is not task):
             return self._wait_turn(position, task)
-        self._replayed(position, task)
+        if position == self._head:  # _replayed(position, task), inline: this runs once per replayed step
+            self._head = position + 1
+        self._turn_task = task
         return None
 
     def _saved(self, name: str, position: int) -> Any:

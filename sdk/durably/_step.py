@@ -3,7 +3,7 @@ and ``_ops`` checks the arguments of the steps the executor carries out."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import datetime
 from typing import Any, Protocol, TypeVar, overload
 
@@ -80,7 +80,7 @@ class Step:
         self._runner = runner
 
     @overload
-    async def run(
+    def run(
         self,
         id: str,
         fn: Callable[..., Awaitable[T]],
@@ -88,10 +88,10 @@ class Step:
         *args: Any,
         output_type: None = None,
         **kwargs: Any,
-    ) -> T: ...
+    ) -> Coroutine[Any, Any, T]: ...
 
     @overload
-    async def run(
+    def run(
         self,
         id: str,
         fn: Callable[..., T],
@@ -99,10 +99,10 @@ class Step:
         *args: Any,
         output_type: None = None,
         **kwargs: Any,
-    ) -> T: ...
+    ) -> Coroutine[Any, Any, T]: ...
 
     @overload
-    async def run(
+    def run(
         self,
         id: str,
         fn: Callable[..., Any],
@@ -110,9 +110,9 @@ class Step:
         *args: Any,
         output_type: type[T],
         **kwargs: Any,
-    ) -> T: ...
+    ) -> Coroutine[Any, Any, T]: ...
 
-    async def run(
+    def run(
         self,
         id: str,
         fn: Callable[..., Any],
@@ -120,8 +120,8 @@ class Step:
         *args: Any,
         output_type: type[Any] | None = None,
         **kwargs: Any,
-    ) -> Any:
-        """Run ``fn(*args, **kwargs)`` as a durable step named ``id`` and return its result.
+    ) -> Coroutine[Any, Any, Any]:
+        """Run ``fn(*args, **kwargs)`` as a durable step named ``id`` and return its result (await it).
 
         The first time the run reaches this step, ``fn`` runs and its result is saved; every later
         execution of the handler gets the saved result back without running ``fn`` again. ``fn`` may
@@ -152,8 +152,12 @@ class Step:
         not cancelled: they keep running as planned steps and their results are saved when they
         finish, while the handler continues after the first result (Inngest's race mode); a replay
         that reaches a loser still in flight plans it again, which the executor ignores.
+
+        A plain method returning the engine's coroutine rather than a coroutine function of its own:
+        every replay of every step passes here, and one coroutine per step instead of two is ~10 % of
+        a replayed step's cost (bench/README.md, "What limits").
         """
-        return await self._runner.run_step(id, fn, args, kwargs, output_type)
+        return self._runner.run_step(id, fn, args, kwargs, output_type)
 
     async def sleep(self, id: str, duration: Duration) -> None:
         """Pause the run for ``duration`` (``"30s"``, ``"24h"``, a ``timedelta``, seconds; at most one year).
