@@ -8,7 +8,7 @@ use pyo3::types::{PyBytes, PyList, PyTuple};
 
 use crate::ids;
 use crate::limits::{self, Limits};
-use crate::state::{self, ErrorKind, Memo, Payload, StateError, StepCheck, StepOutcome};
+use crate::state::{self, ErrorKind, Payload, StateError, StepCheck, StepOutcome};
 
 create_exception!(
     durably_server._core,
@@ -144,36 +144,19 @@ impl PyStepIdCounter {
 struct PyPayload {
     bytes: Option<Py<PyBytes>>,
     size: u64,
-    /// The memo as `memos()` and `memos_from()` hand it out, `(id, bytes or None, is_error)`: built
-    /// once here, not on every call (a new `str` and tuple per memo made `memos()` slower than
-    /// copying a Python list).
-    memo: Py<PyTuple>,
 }
 
 impl PyPayload {
     /// Keeps the reference to `bytes`; the bytes themselves are never copied.
-    fn new(id: &str, bytes: Bound<'_, PyBytes>, is_error: bool) -> PyResult<Self> {
-        let memo = (id, &bytes, is_error).into_pyobject(bytes.py())?.unbind();
-        Ok(Self {
+    fn new(bytes: &Bound<'_, PyBytes>) -> Self {
+        Self {
             size: bytes.as_bytes().len() as u64,
-            bytes: Some(bytes.unbind()),
-            memo,
-        })
+            bytes: Some(bytes.clone().unbind()),
+        }
     }
 
     fn bind<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
         self.bytes.as_ref().map(|bytes| bytes.bind(py).clone())
-    }
-
-    /// Drops the bytes (the store has them); false if they were dropped already.
-    fn forget(&mut self, py: Python<'_>) -> PyResult<bool> {
-        if self.bytes.take().is_none() {
-            return Ok(false);
-        }
-        let memo = self.memo.bind(py);
-        let forgotten = (memo.get_item(0)?, py.None(), memo.get_item(2)?);
-        self.memo = forgotten.into_pyobject(py)?.unbind();
-        Ok(true)
     }
 }
 
@@ -183,9 +166,14 @@ impl Payload for PyPayload {
     }
 }
 
-/// Each memo's `(id, payload, is_error)`, the payload being the recorded object itself (or None).
-fn memo_tuples<'py>(py: Python<'py>, memos: &[Memo<PyPayload>]) -> PyResult<Bound<'py, PyList>> {
-    PyList::new(py, memos.iter().map(|m| m.payload.memo.bind(py)))
+/// A memo as `memos()` and `memos_from()` hand it out: `(id, bytes or None, is_error)`.
+fn memo_tuple<'py>(
+    py: Python<'py>,
+    id: &str,
+    bytes: Option<&Bound<'py, PyBytes>>,
+    is_error: bool,
+) -> PyResult<Bound<'py, PyTuple>> {
+    (id, bytes, is_error).into_pyobject(py)
 }
 
 fn out_of_range(start: i64, count: usize) -> PyErr {
@@ -196,7 +184,34 @@ fn out_of_range(start: i64, count: usize) -> PyErr {
 
 /// The memoized state of one run: step outcomes in record order, with their sizes.
 #[pyclass(module = "durably_server._core", name = "RunState")]
-struct PyRunState(state::RunState<PyPayload>);
+struct PyRunState {
+    state: state::RunState<PyPayload>,
+    /// Every memo's tuple, in record order, built once as it is recorded: `memos()` and `memos_from()`
+    /// are then one slice of a Python list (a new list of 1,000 built item by item from the Rust side
+    /// took twice as long as Python copying its own list; bench/README.md, the Rust core's table).
+    tuples: Py<PyList>,
+}
+
+impl PyRunState {
+    /// Lists the tuples of the memos recorded from position `from` on (after a record succeeded).
+    fn list_from(&self, py: Python<'_>, from: usize) -> PyResult<()> {
+        let tuples = self.tuples.bind(py);
+        for memo in self.state.memos_from(from).unwrap_or_default() {
+            tuples.append(memo_tuple(
+                py,
+                &memo.id,
+                memo.payload.bind(py).as_ref(),
+                memo.is_error,
+            )?)?;
+        }
+        Ok(())
+    }
+
+    fn slice<'py>(&self, py: Python<'py>, start: usize) -> Bound<'py, PyList> {
+        let count = self.state.step_count();
+        self.tuples.bind(py).get_slice(start, count)
+    }
+}
 
 #[pymethods]
 impl PyRunState {
@@ -212,13 +227,22 @@ impl PyRunState {
         ),
         text_signature = "(base_bytes=0, max_steps=1000, max_step_bytes=4194304, max_state_bytes=33554432)"
     )]
-    fn new(base_bytes: u64, max_steps: usize, max_step_bytes: u64, max_state_bytes: u64) -> Self {
+    fn new(
+        py: Python<'_>,
+        base_bytes: u64,
+        max_steps: usize,
+        max_step_bytes: u64,
+        max_state_bytes: u64,
+    ) -> Self {
         let limits = Limits {
             max_steps,
             max_step_bytes,
             max_state_bytes,
         };
-        Self(state::RunState::new(base_bytes, limits))
+        Self {
+            state: state::RunState::new(base_bytes, limits),
+            tuples: PyList::empty(py).unbind(),
+        }
     }
 
     fn record(
@@ -230,36 +254,36 @@ impl PyRunState {
         is_error: bool,
     ) -> PyResult<u64> {
         let index = step_index(name, index)?;
-        Ok(self.0.record(
-            id,
-            name,
-            index,
-            PyPayload::new(id, payload, is_error)?,
-            is_error,
-        )?)
+        let size = (self.state).record(id, name, index, PyPayload::new(&payload), is_error)?;
+        let tuples = self.tuples.bind(payload.py());
+        tuples.append(memo_tuple(payload.py(), id, Some(&payload), is_error)?)?;
+        Ok(size)
     }
 
-    fn record_batch(&mut self, items: Vec<RecordItem<'_>>) -> PyResult<u64> {
+    fn record_batch(&mut self, py: Python<'_>, items: Vec<RecordItem<'_>>) -> PyResult<u64> {
         let mut steps = Vec::with_capacity(items.len());
         for (id, name, index, payload, is_error) in &items {
             let Ok(step_index) = u64::try_from(*index) else {
                 let earlier: Vec<_> = steps.iter().map(StepOutcome::to_check).collect();
-                return Err(refuse_negative_index(&self.0, &earlier, name, *index));
+                return Err(refuse_negative_index(&self.state, &earlier, name, *index));
             };
             steps.push(StepOutcome {
                 id,
                 name,
                 index: step_index,
-                payload: PyPayload::new(id, payload.clone(), *is_error)?,
+                payload: PyPayload::new(payload),
                 is_error: *is_error,
             });
         }
-        Ok(self.0.record_batch(steps)?)
+        let from = self.state.step_count();
+        let size = self.state.record_batch(steps)?;
+        self.list_from(py, from)?;
+        Ok(size)
     }
 
     fn check(&self, id: &str, name: &str, index: i64, payload_len: u64) -> PyResult<()> {
         Ok(self
-            .0
+            .state
             .check(id, name, step_index(name, index)?, payload_len)?)
     }
 
@@ -267,7 +291,7 @@ impl PyRunState {
         let mut steps = Vec::with_capacity(items.len());
         for (id, name, index, payload_len) in &items {
             let Ok(step_index) = u64::try_from(*index) else {
-                return Err(refuse_negative_index(&self.0, &steps, name, *index));
+                return Err(refuse_negative_index(&self.state, &steps, name, *index));
             };
             steps.push(StepCheck {
                 id,
@@ -276,36 +300,38 @@ impl PyRunState {
                 payload_size: *payload_len,
             });
         }
-        Ok(self.0.check_batch(&steps)?)
+        Ok(self.state.check_batch(&steps)?)
     }
 
     fn check_output(&self, output_len: u64) -> PyResult<()> {
-        Ok(self.0.check_output(output_len)?)
+        Ok(self.state.check_output(output_len)?)
     }
 
     fn contains(&self, id: &str) -> bool {
-        self.0.contains(id)
+        self.state.contains(id)
     }
 
     #[allow(clippy::type_complexity)]
     fn get<'py>(&self, py: Python<'py>, id: &str) -> Option<(Option<Bound<'py, PyBytes>>, bool)> {
-        let memo = self.0.get(id)?;
+        let memo = self.state.get(id)?;
         Some((memo.payload.bind(py), memo.is_error))
     }
 
-    fn memos<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        memo_tuples(py, self.0.memos())
+    fn memos<'py>(&self, py: Python<'py>) -> Bound<'py, PyList> {
+        self.slice(py, 0)
     }
 
     // Forgetting a payload never changes what the checks see: its size stays counted.
     fn forget_payloads(&mut self, py: Python<'_>, start: i64, min_size: u64) -> PyResult<usize> {
         let start = usize::try_from(start)
             .ok()
-            .filter(|start| *start <= self.0.step_count())
-            .ok_or_else(|| out_of_range(start, self.0.step_count()))?;
+            .filter(|start| *start <= self.state.step_count())
+            .ok_or_else(|| out_of_range(start, self.state.step_count()))?;
+        let tuples = self.tuples.bind(py);
         let mut forgotten = 0;
-        for memo in self.0.memos_from_mut(start) {
-            if memo.payload.size >= min_size && memo.payload.forget(py)? {
+        for (position, memo) in (start..).zip(self.state.memos_from_mut(start)) {
+            if memo.payload.size >= min_size && memo.payload.bytes.take().is_some() {
+                tuples.set_item(position, memo_tuple(py, &memo.id, None, memo.is_error)?)?;
                 forgotten += 1;
             }
         }
@@ -315,26 +341,26 @@ impl PyRunState {
     // A negative `start` is a ValueError like one past the end (not Python's count from the end): a
     // position the caller got wrong must fail, not silently resend the last memos.
     fn memos_from<'py>(&self, py: Python<'py>, start: i64) -> PyResult<Bound<'py, PyList>> {
-        let count = self.0.step_count();
+        let count = self.state.step_count();
         usize::try_from(start)
             .ok()
-            .and_then(|start| self.0.memos_from(start))
+            .filter(|start| *start <= count)
+            .map(|start| self.slice(py, start))
             .ok_or_else(|| out_of_range(start, count))
-            .and_then(|memos| memo_tuples(py, memos))
     }
 
     #[getter]
     fn step_count(&self) -> usize {
-        self.0.step_count()
+        self.state.step_count()
     }
 
     #[getter]
     fn size_bytes(&self) -> u64 {
-        self.0.size_bytes()
+        self.state.size_bytes()
     }
 
     fn __len__(&self) -> usize {
-        self.0.step_count()
+        self.state.step_count()
     }
 }
 
