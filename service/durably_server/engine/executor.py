@@ -20,6 +20,7 @@ from durably_server._core import CoreError, LimitExceeded
 from durably_server.engine.alarms import Alarms
 from durably_server.engine.coordination import INVOKE, SLEEP, Planned, Resolved, WaitIndex, plan
 from durably_server.engine.cron import Cron
+from durably_server.engine.marks import Mark, RunningMarks, store_marks
 from durably_server.engine.merge import Merge, merge_checkpoint, merge_report
 from durably_server.engine.metrics import Metrics
 from durably_server.engine.registry import Registry
@@ -86,7 +87,7 @@ class Executor:
         self.heartbeat_ms = heartbeat_ms
         self.worker_timeout_ms = worker_timeout_ms
         self._workers: set[WorkerConn] = set()
-        self._running: list[tuple[str, int | None]] = []  # see _mark_running
+        self.marks = RunningMarks(self._store_running)
         self._reporting = 0  # reports being merged now (a stop waits for them)
         self._draining = False  # stopping: checkpoints are refused so that executions end (see drain)
         self._settled = asyncio.Event()  # set whenever a report was merged or a worker left
@@ -149,6 +150,7 @@ class Executor:
             worker.outbox.put_nowait(None)
 
     async def stop(self) -> None:
+        self.marks.flush()
         if self._watcher is not None:
             self._watcher.cancel()
         self.deadlines.stop()
@@ -378,14 +380,14 @@ class Executor:
         )
         if run.status in (RunStatus.SLEEPING, RunStatus.WAITING):
             run.status = RunStatus.RUNNING
-            self._mark_running(run.id, None)
+            self.marks.add(run.id, None)
         if run.status is RunStatus.QUEUED:
             run.status = RunStatus.RUNNING
             now = now_ms()
             spec = self.registry.get(lease.items[0].function_key)
             if spec is not None and spec.finish_timeout_ms:
                 self.deadlines.add(now + spec.finish_timeout_ms, (run.id, Deadline.FINISH))
-            self._mark_running(run.id, now)
+            self.marks.add(run.id, now)
             self.watch.changed(run.id)
 
     async def _read_payloads(self, lease: Lease) -> bool:
@@ -415,34 +417,21 @@ class Executor:
         self.metrics.memo_bytes_sent += sum(len(payloads[sid]) for sid in ids)
         return True
 
-    def _mark_running(self, run_id: str, started_ms: int | None) -> None:
-        """Store that a run is running again (`started_ms`: for the first time, then). Not awaited, and
-        gathered over one turn of the loop into one change: the dispatcher leases many runs in a row,
-        and one queued change each would crowd the writer that reports wait for."""
-        self._running.append((run_id, started_ms))
-        if len(self._running) == 1:
-            asyncio.get_running_loop().call_soon(self._store_running)
+    def _store_running(self, marks: list[Mark]) -> None:
+        """Commit the marks of runs that committed nothing else in time (engine/marks.py), in one change:
+        the dispatcher leases many runs in a row, and one change each would crowd the writer."""
+        self.store.write(lambda conn: store_marks(conn, marks)).add_done_callback(
+            functools.partial(self._running_stored, marks)
+        )
 
-    def _store_running(self) -> None:
-        marks, self._running = self._running, []
-
-        def write(conn: sqlite3.Connection) -> None:
-            for run_id, started_ms in marks:
-                if started_ms is None:
-                    sql.set_status(conn, run_id, RunStatus.RUNNING)
-                else:
-                    sql.mark_started(conn, run_id, started_ms)
-
-        self.store.write(write).add_done_callback(functools.partial(self._running_stored, marks))
-
-    def _running_stored(self, marks: list[tuple[str, int | None]], done: asyncio.Future[None]) -> None:
+    def _running_stored(self, marks: list[Mark], done: asyncio.Future[None]) -> None:
         """Start marks whose commit failed are stored again after a pause: a start time must not be lost
         (the run would show as started when it ended), and a late one changes nothing else
         (`sql.mark_started`). A lost "running again" is not: stored late, it could overwrite the status
         the run's next report is committing (waiting, sleeping); that report shows the run as it is."""
         if done.cancelled() or done.exception() is None:
             return
-        starts = [(run_id, started_ms) for run_id, started_ms in marks if started_ms is not None]
+        starts: list[Mark] = [(run_id, started_ms) for run_id, started_ms in marks if started_ms is not None]
         delay_ms = STORE_RETRY.delay_ms(1)
         log.error(
             "could not mark %d runs running (%d starts, stored again in %d ms): %s",
@@ -452,11 +441,7 @@ class Executor:
             done.exception(),
         )
         if starts:
-            asyncio.get_running_loop().call_later(delay_ms / 1000, self._marks_again, starts)
-
-    def _marks_again(self, starts: list[tuple[str, int]]) -> None:
-        for run_id, started_ms in starts:
-            self._mark_running(run_id, started_ms)
+            asyncio.get_running_loop().call_later(delay_ms / 1000, self.marks.put_back, starts)
 
     async def report(self, worker: WorkerConn, report: ExecutionReport) -> None:
         """Merge a worker's report into its run, commit, and queue what comes next."""
@@ -521,14 +506,16 @@ class Executor:
                 new_discovery = new_discovery or (run.discovery is Discovery.NONE and merge.status is None)
             sends = [(event, self.registry.triggered_by(event.name)) for event in planned.events]
             failed = self._failure_event(run, spec, merge.error) if merge.status is RunStatus.FAILED else None
+            marks = self.marks.take(run.id)
+
+            def write(conn: sqlite3.Connection) -> Effects:
+                store_marks(conn, marks)
+                return self.writes.commit_report(conn, run, items, merge, new_discovery, planned, sends, failed, now)
+
             try:
-                fx = await self.store.write(
-                    lambda conn: self.writes.commit_report(
-                        conn, run, items, merge, new_discovery, planned, sends, failed, now
-                    ),
-                    inline=self._alone(),
-                )
+                fx = await self.store.write(write, inline=self._alone())
             except Exception:
+                self.marks.put_back(marks)
                 # Nothing was committed: the queued rows still stand, so run the execution again.
                 delay_ms = _store_failed(run, items)
                 log.exception(
@@ -568,11 +555,16 @@ class Executor:
             accepted = still_leased and not self._draining and bool(report.ops)
             steps = merge_checkpoint(run, lease.items[0], report.ops) if accepted else None
             if steps:
+                marks = self.marks.take(run.id)
+
+                def write(conn: sqlite3.Connection) -> int:
+                    store_marks(conn, marks)
+                    return store_steps(conn, run.id, lease.items, steps)
+
                 try:
-                    woken = await self.store.write(
-                        lambda conn: store_steps(conn, run.id, lease.items, steps), inline=self._alone()
-                    )
+                    woken = await self.store.write(write, inline=self._alone())
                 except Exception:
+                    self.marks.put_back(marks)
                     log.exception("could not commit a checkpoint of run %s; the worker will report it again", run.id)
                 else:
                     committed = True
@@ -734,8 +726,9 @@ class Executor:
         if spec is None:
             return
         if kind is Deadline.START:
-            if run.status is not RunStatus.QUEUED:
-                return  # it started in time
+            active = self.runs.cached(run_id)
+            if run.status is not RunStatus.QUEUED or (active is not None and active.status is not RunStatus.QUEUED):
+                return  # it started in time (its start may not be stored yet: engine/marks.py)
             reason = Failure(
                 "StartTimeout",
                 f"the run did not start within {spec.start_timeout_ms} ms of being created (timeouts.start)",
