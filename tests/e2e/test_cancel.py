@@ -30,11 +30,6 @@ async def start(client: durably.Client, name: str, data: dict[str, Any]) -> dura
     return await find_run(client, event_id)
 
 
-async def _running(client: durably.Client, run_id: str) -> durably.Run | None:
-    run = await client.get_run(run_id)
-    return run if run.status == "running" else None
-
-
 async def until_status(client: durably.Client, run_id: str, status: str, timeout: float = 10) -> durably.Run:
     async def check() -> durably.Run | None:
         run = await client.get_run(run_id)
@@ -94,9 +89,7 @@ async def test_a_run_cancelled_during_a_step_stops_at_the_step_boundary(
         lambda: cluster.observations("step", run=run.id, name="a", phase="started"), timeout=10, what="step a"
     )
     # Running, with its start time, before it has committed anything (engine/marks.py stores that alone).
-    busy = await await_until(
-        lambda: _running(client, run.id), timeout=5, what="the busy run to be shown as running", interval=0.01
-    )
+    busy = await until_status(client, run.id, "running", timeout=5)
     assert busy.started_at is not None and busy.steps == [], describe(busy)
     returned = await client.cancel_run(run.id)
     assert returned.status == "cancelled", describe(returned)
