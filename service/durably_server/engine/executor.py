@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from enum import Enum
+from typing import TypeVar
 
 from durably_server._core import CoreError, LimitExceeded
 from durably_server.engine.alarms import Alarms
@@ -53,8 +54,10 @@ from durably_server.model import (
 )
 from durably_server.store import Store
 from durably_server.store import records as sql
+from durably_server.store.writer import WriteOp
 
 log = logging.getLogger("durably.executor")
+T = TypeVar("T")
 
 
 class Deadline(Enum):
@@ -506,16 +509,14 @@ class Executor:
                 new_discovery = new_discovery or (run.discovery is Discovery.NONE and merge.status is None)
             sends = [(event, self.registry.triggered_by(event.name)) for event in planned.events]
             failed = self._failure_event(run, spec, merge.error) if merge.status is RunStatus.FAILED else None
-            marks = self.marks.take(run.id)
-
-            def write(conn: sqlite3.Connection) -> Effects:
-                store_marks(conn, marks)
-                return self.writes.commit_report(conn, run, items, merge, new_discovery, planned, sends, failed, now)
-
             try:
-                fx = await self.store.write(write, inline=self._alone())
+                fx = await self._commit_run(
+                    run.id,
+                    lambda conn: self.writes.commit_report(
+                        conn, run, items, merge, new_discovery, planned, sends, failed, now
+                    ),
+                )
             except Exception:
-                self.marks.put_back(marks)
                 # Nothing was committed: the queued rows still stand, so run the execution again.
                 delay_ms = _store_failed(run, items)
                 log.exception(
@@ -555,16 +556,9 @@ class Executor:
             accepted = still_leased and not self._draining and bool(report.ops)
             steps = merge_checkpoint(run, lease.items[0], report.ops) if accepted else None
             if steps:
-                marks = self.marks.take(run.id)
-
-                def write(conn: sqlite3.Connection) -> int:
-                    store_marks(conn, marks)
-                    return store_steps(conn, run.id, lease.items, steps)
-
                 try:
-                    woken = await self.store.write(write, inline=self._alone())
+                    woken = await self._commit_run(run.id, lambda conn: store_steps(conn, run.id, lease.items, steps))
                 except Exception:
-                    self.marks.put_back(marks)
                     log.exception("could not commit a checkpoint of run %s; the worker will report it again", run.id)
                 else:
                     committed = True
@@ -575,6 +569,21 @@ class Executor:
                     self.metrics.steps_recorded += len(steps)
                     self.watch.changed(run.id)
         worker.outbox.put_nowait(Checkpointed(report.execution_id, committed))
+
+    async def _commit_run(self, run_id: str, change: WriteOp[T]) -> T:
+        """Commit a change a run's report made, with the run's running mark if one waits (engine/marks.py);
+        inline when the report is all there is to do (`_alone`)."""
+        marks = self.marks.take(run_id)
+
+        def write(conn: sqlite3.Connection) -> T:
+            store_marks(conn, marks)
+            return change(conn)
+
+        try:
+            return await self.store.write(write, inline=self._alone())
+        except Exception:
+            self.marks.put_back(marks)
+            raise
 
     def _alone(self) -> bool:
         """Whether the report being merged is all there is to do: no other report, at most one execution
