@@ -254,11 +254,11 @@ impl PyRunState {
         is_error: bool,
     ) -> PyResult<u64> {
         let index = step_index(name, index)?;
+        let from = self.state.step_count();
         let size = self
             .state
             .record(id, name, index, PyPayload::new(&payload), is_error)?;
-        let tuples = self.tuples.bind(payload.py());
-        tuples.append(memo_tuple(payload.py(), id, Some(&payload), is_error)?)?;
+        self.list_from(payload.py(), from)?;
         Ok(size)
     }
 
