@@ -1,4 +1,5 @@
-"""The dispatcher: work it could not lease because the store failed is leased later, not dropped."""
+"""The dispatcher: work it could not lease because the store failed is leased later, not dropped; new
+runs wait for runs being read back to be woken, but not for long."""
 
 from __future__ import annotations
 
@@ -81,3 +82,41 @@ async def test_work_delayed_to_a_wall_clock_time_is_leased_soon_after_the_clock_
         shift["ms"] = 3_600_000
         lease = await asyncio.wait_for(worker.outbox.get(), 2)
         assert isinstance(lease, Lease) and lease.items[0].id == item.id
+
+
+async def test_new_runs_wait_while_runs_are_read_back_to_be_woken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(scheduler_module, "MAX_START_HOLD_S", 30.0)
+    async with _dispatching(tmp_path / "sched.db", ActiveRuns) as (scheduler, worker, item):
+        with scheduler.waking():
+            scheduler.add([item], new_run=True)
+            await asyncio.sleep(0.2)
+            assert worker.outbox.empty(), "a new run started while runs were being woken"
+        lease = await asyncio.wait_for(worker.outbox.get(), 2)
+        assert isinstance(lease, Lease) and lease.items == [item]
+
+
+async def test_work_under_way_is_leased_while_runs_are_read_back_to_be_woken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(scheduler_module, "MAX_START_HOLD_S", 30.0)
+    async with _dispatching(tmp_path / "sched.db", ActiveRuns) as (scheduler, worker, item):
+        with scheduler.waking():
+            scheduler.add([item])
+            lease = await asyncio.wait_for(worker.outbox.get(), 2)
+        assert isinstance(lease, Lease) and lease.items == [item]
+
+
+async def test_new_runs_start_after_max_start_hold_even_while_runs_are_still_being_woken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under a steady stream of wake-ups some read is always in flight: new runs must start anyway."""
+    monkeypatch.setattr(scheduler_module, "MAX_START_HOLD_S", 0.3)
+    async with _dispatching(tmp_path / "sched.db", ActiveRuns) as (scheduler, worker, item):
+        with scheduler.waking():
+            scheduler.add([item], new_run=True)
+            await asyncio.sleep(0.1)
+            assert worker.outbox.empty(), "the hold ended early"
+            lease = await asyncio.wait_for(worker.outbox.get(), 2)
+        assert isinstance(lease, Lease) and lease.items == [item]

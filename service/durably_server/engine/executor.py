@@ -260,7 +260,8 @@ class Executor:
             return lone, [timer.run_id for _, _, _, timer in lone]
 
         try:
-            lone, just_read = await self.runs.find_and_hold(find, limit=MAX_HELD_WOKEN - len(self.runs))
+            with self.scheduler.waking():
+                lone, just_read = await self.runs.find_and_hold(find, limit=MAX_HELD_WOKEN - len(self.runs))
         except Exception:
             log.exception("could not read %d due timers; they complete in a commit of their own", len(timer_ids))
             return set()

@@ -3,6 +3,7 @@
 Ready work waits in two FIFOs per function: units of runs already under way (next steps,
 wake-ups, retries) go before the first executions of new runs, so a burst of new runs cannot hold
 back runs it found started (Inngest likewise scores a run's later steps by the run's start time).
+Runs being read back to be woken count as under way a little early (`waking`).
 Work with a future `available_ms` waits in a heap and a single timer wakes the dispatcher when the
 earliest comes due. A unit of
 work is a list of queue items of one run: planned steps found together travel together,
@@ -14,6 +15,7 @@ never be recorded twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import logging
@@ -37,6 +39,10 @@ Unit = list[QueueItem]
 RETRY_DISPATCH_S = 1.0
 """After a dispatch failed (the store could not be read), the next try comes this much later even if
 nothing else wakes the dispatcher: the work it was about to lease is still queued."""
+
+MAX_START_HOLD_S = 0.05
+"""New runs wait for runs being read back to be woken (`Scheduler.waking`) at most this long at a
+time: under a steady stream of wake-ups some read is always in flight, and new runs must still start."""
 
 MAX_WRITE_BACKLOG = 512
 """Changes waiting for the store's writer beyond which the dispatcher leases nothing more until they
@@ -152,6 +158,9 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
+        self._waking = 0
+        self._held_since: float | None = None
+        self._hold_timer: asyncio.TimerHandle | None = None
 
     # ---- work -------------------------------------------------------------------------------
 
@@ -173,6 +182,19 @@ class Scheduler:
         else:
             ready.under_way.append(unit)
         self._wake.set()
+
+    @contextlib.contextmanager
+    def waking(self) -> Iterator[None]:
+        """Around the read of runs about to be woken (sleeps that ended): new runs wait until it is
+        done, up to MAX_START_HOLD_S at a time. Their wake-ups are under way work that is not queued
+        yet; a burst of new runs leased meanwhile would take the worker slots and the engine's time
+        they need, and a wake-up's lag is what sleeping users wait for."""
+        self._waking += 1
+        try:
+            yield
+        finally:
+            self._waking -= 1
+            self._wake.set()
 
     # ---- workers ----------------------------------------------------------------------------
 
@@ -232,8 +254,9 @@ class Scheduler:
                 await self._task
             except asyncio.CancelledError:
                 pass
-        if self._timer is not None:
-            self._timer.cancel()
+        for timer in (self._timer, self._hold_timer):
+            if timer is not None:
+                timer.cancel()
 
     async def _run(self) -> None:
         while True:
@@ -268,6 +291,8 @@ class Scheduler:
         leased goes behind those that could not, so no function's backlog holds another's work back
         on the workers they share."""
         for new_runs in (False, True):
+            if new_runs and self._starts_held():
+                return
             for key in list(self._ready):
                 ready = self._ready.get(key)
                 if ready is None:
@@ -277,6 +302,25 @@ class Scheduler:
                     del self._ready[key]
                     if ready:
                         self._ready[key] = ready
+
+    def _starts_held(self) -> bool:
+        """Whether new runs wait for runs being woken (see `waking`); when a hold ends by its time
+        limit, new runs get this dispatch and the next hold starts afresh."""
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+        if not self._waking:
+            self._held_since = None
+            return False
+        now = time.monotonic()
+        if self._held_since is None:
+            self._held_since = now
+        left = self._held_since + MAX_START_HOLD_S - now
+        if left <= 0:
+            self._held_since = None
+            return False
+        self._hold_timer = asyncio.get_running_loop().call_later(left, self._wake.set)
+        return True
 
     async def _lease(self, key: FunctionKey, queue: Ready, new_runs: bool) -> int:
         """Lease `key`'s ready work (runs under way; also new runs if `new_runs`) to its free
