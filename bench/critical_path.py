@@ -184,9 +184,13 @@ def chain(stamps: dict[str, list[int]]) -> Chained:
         moments = [start]
         for name in names[1:]:
             times = stamps.get(name, [])
-            at = bisect.bisect_left(times, moments[-1])
+            # grpc.aio may tell the worker its write is done after the daemon has the message (a busy
+            # machine): the daemon's read is looked for from the write's start, and the write ends there.
+            at = bisect.bisect_left(times, moments[-2] if name == "read" else moments[-1])
             if at == len(times) or times[at] > end:
                 break
+            if name == "read":
+                moments[-1] = min(moments[-1], times[at])
             moments.append(times[at])
         else:
             moments.append(end)
