@@ -42,7 +42,7 @@ test-py: build ## pytest: unit and black-box tests with real daemon and worker p
 lint: install ## ruff, mypy --strict, cargo fmt --check, clippy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	MYPYPATH=service:sdk $(BIN)/mypy service/durably_server sdk/durably
+	MYPYPATH=service:sdk $(BIN)/mypy service/durably_server sdk/durably bench
 	cargo fmt --manifest-path core_rs/Cargo.toml --check
 	cargo fmt --manifest-path bench/native/Cargo.toml --check
 	cargo fmt --manifest-path bench/native/gateway/Cargo.toml --check

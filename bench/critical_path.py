@@ -125,9 +125,9 @@ def _stamp_daemon(stamp: _Stamps) -> None:
     connect = sqlite3.connect
 
     def stamped_connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
-        return connect(*args, **kwargs, factory=Stamped)  # type: ignore[misc]
+        return connect(*args, **kwargs, factory=Stamped)
 
-    sqlite3.connect = stamped_connect  # every connection of the daemon: only the writer's BEGINs and COMMITs
+    sqlite3.connect = stamped_connect  # type: ignore[assignment]  # every connection of the daemon: only the writer's BEGINs and COMMITs
 
 
 def _stamp_worker(stamp: _Stamps) -> None:
@@ -140,12 +140,13 @@ def _stamp_worker(stamp: _Stamps) -> None:
 
     async def _write(self: Any, request: Any) -> None:
         if request.WhichOneof("message") == "heartbeat":
-            return await write(self, request)
+            await write(self, request)
+            return
         stamp("write started")
         await write(self, request)
         stamp("written")
 
-    _call._StreamRequestMixin._write = _write  # type: ignore[method-assign]
+    _call._StreamRequestMixin._write = _write
 
 
 def _child(role: str) -> None:

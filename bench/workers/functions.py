@@ -70,7 +70,7 @@ async def big_state_body(ctx: durably.Context) -> dict[str, int]:
 
 
 def _declare(
-    id: str, event: str, handler: Callable[[durably.Context], Awaitable[Any]], **options: bool
+    id: str, event: str, handler: Callable[[durably.Context], Awaitable[Any]], **options: Any
 ) -> durably.Function:
     return client.function(id=id, trigger=durably.on_event(event), retries=0, **options)(handler)
 
