@@ -84,39 +84,25 @@ async def test_work_delayed_to_a_wall_clock_time_is_leased_soon_after_the_clock_
         assert isinstance(lease, Lease) and lease.items[0].id == item.id
 
 
+@pytest.mark.parametrize(
+    ("new_run", "hold_s", "while_waking"),
+    [(True, 30.0, False), (True, 0.3, True), (False, 30.0, True)],
+    ids=["new-run-waits-for-the-read", "new-run-waits-at-most-max-start-hold", "work-under-way-does-not-wait"],
+)
 async def test_new_runs_wait_while_runs_are_read_back_to_be_woken(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, new_run: bool, hold_s: float, while_waking: bool
 ) -> None:
-    monkeypatch.setattr(scheduler_module, "MAX_START_HOLD_S", 30.0)
+    """Under a steady stream of wake-ups some read is always in flight: new runs start after
+    MAX_START_HOLD_S anyway."""
+    monkeypatch.setattr(scheduler_module, "MAX_START_HOLD_S", hold_s)
     async with _dispatching(tmp_path / "sched.db", ActiveRuns) as (scheduler, worker, item):
         with scheduler.waking():
-            scheduler.add([item], new_run=True)
-            await asyncio.sleep(0.2)
-            assert worker.outbox.empty(), "a new run started while runs were being woken"
-        lease = await asyncio.wait_for(worker.outbox.get(), 2)
-        assert isinstance(lease, Lease) and lease.items == [item]
-
-
-async def test_work_under_way_is_leased_while_runs_are_read_back_to_be_woken(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(scheduler_module, "MAX_START_HOLD_S", 30.0)
-    async with _dispatching(tmp_path / "sched.db", ActiveRuns) as (scheduler, worker, item):
-        with scheduler.waking():
-            scheduler.add([item])
-            lease = await asyncio.wait_for(worker.outbox.get(), 2)
-        assert isinstance(lease, Lease) and lease.items == [item]
-
-
-async def test_new_runs_start_after_max_start_hold_even_while_runs_are_still_being_woken(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Under a steady stream of wake-ups some read is always in flight: new runs must start anyway."""
-    monkeypatch.setattr(scheduler_module, "MAX_START_HOLD_S", 0.3)
-    async with _dispatching(tmp_path / "sched.db", ActiveRuns) as (scheduler, worker, item):
-        with scheduler.waking():
-            scheduler.add([item], new_run=True)
-            await asyncio.sleep(0.1)
-            assert worker.outbox.empty(), "the hold ended early"
+            scheduler.add([item], new_run=new_run)
+            if new_run:
+                await asyncio.sleep(0.1)
+                assert worker.outbox.empty(), "a new run started at once while runs were being woken"
+            if while_waking:
+                lease = await asyncio.wait_for(worker.outbox.get(), 2)
+        if not while_waking:
             lease = await asyncio.wait_for(worker.outbox.get(), 2)
         assert isinstance(lease, Lease) and lease.items == [item]
