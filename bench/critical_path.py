@@ -127,7 +127,8 @@ def _stamp_daemon(stamp: _Stamps) -> None:
     def stamped_connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
         return connect(*args, **kwargs, factory=Stamped)
 
-    sqlite3.connect = stamped_connect  # type: ignore[assignment]  # every connection of the daemon: only the writer's BEGINs and COMMITs
+    # Every connection of the daemon: only the writer's BEGINs and COMMITs are stamped.
+    sqlite3.connect = stamped_connect  # type: ignore[assignment]
 
 
 def _stamp_worker(stamp: _Stamps) -> None:
