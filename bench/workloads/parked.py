@@ -39,6 +39,10 @@ def add_checks(result: Result, what: str, per_run_bytes: float | None, lag_targe
     result.checks.append(
         Check(lag, "-" if p99 is None else f"p99 {p99:.1f} ms", None if p99 is None else p99 <= LAG_P99_MS)
     )
+    per_rep = [sample["latency_p99_ms"] for sample in result.samples if sample.get("latency_p99_ms") is not None]
+    if len(per_rep) > 1:  # the pooled p99 swings with the worst repetition: the spread says how much
+        spread = " / ".join(f"{value:.1f}" for value in per_rep)
+        result.notes.append(f"lag p99 per repetition {spread} ms; the p99 above pools every repetition's runs")
 
 
 ParkedRep = Callable[[Cluster, int, str, int | None], tuple[Rep, float | None]]
