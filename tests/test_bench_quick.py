@@ -59,3 +59,20 @@ def test_the_critical_path_probe_chains_every_stage_of_a_checkpointed_step() -> 
     chained = re.search(r"^([\d,]+) of ([\d,]+) steps chained", done.stdout, re.MULTILINE)
     assert chained, done.stdout
     assert int(chained[1].replace(",", "")) >= 35 and int(chained[2].replace(",", "")) == 40, done.stdout
+
+
+def test_a_parked_workloads_report_gives_its_lag_p99_per_repetition() -> None:
+    """The pooled p99 follows the worst repetition; the notes show the spread (``--quick`` runs one, so
+    this drives the report's function on figures of three)."""
+    script = (
+        "from bench.model import Result\n"
+        "from bench.workloads.parked import add_checks\n"
+        "r = Result('W6', 'sleeps')\n"
+        "r.p99_ms = 120.0\n"
+        "r.samples = [{'latency_p99_ms': v} for v in (50.0, 60.3, 120.0)]\n"
+        "add_checks(r, 'sleeping', 900.0, lag_target=True)\n"
+        "print(r.notes)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "lag p99 per repetition 50.0 / 60.3 / 120.0 ms" in done.stdout, done.stdout
