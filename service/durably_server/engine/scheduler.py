@@ -305,22 +305,20 @@ class Scheduler:
 
     def _starts_held(self) -> bool:
         """Whether new runs wait for runs being woken (see `waking`); when a hold ends by its time
-        limit, new runs get this dispatch and the next hold starts afresh."""
+        limit, new runs get this dispatch and the next hold starts afresh. One timer per hold, armed
+        as it starts, wakes the dispatcher at its limit."""
+        if self._waking:
+            now = time.monotonic()
+            if self._held_since is None:
+                self._held_since = now
+                self._hold_timer = asyncio.get_running_loop().call_later(MAX_START_HOLD_S, self._wake.set)
+            if now - self._held_since < MAX_START_HOLD_S:
+                return True
+        self._held_since = None
         if self._hold_timer is not None:
             self._hold_timer.cancel()
             self._hold_timer = None
-        if not self._waking:
-            self._held_since = None
-            return False
-        now = time.monotonic()
-        if self._held_since is None:
-            self._held_since = now
-        left = self._held_since + MAX_START_HOLD_S - now
-        if left <= 0:
-            self._held_since = None
-            return False
-        self._hold_timer = asyncio.get_running_loop().call_later(left, self._wake.set)
-        return True
+        return False
 
     async def _lease(self, key: FunctionKey, queue: Ready, new_runs: bool) -> int:
         """Lease `key`'s ready work (runs under way; also new runs if `new_runs`) to its free
