@@ -19,7 +19,7 @@ from durably.protocol.v1 import worker_pb2, worker_pb2_grpc
 
 from .harness import CAPACITY_ONE, Harness, WorkerSpec, await_until, describe, find_run, open_client
 
-SLEEP = WorkerSpec("coord_sleep.py", ("nap", "nap-until", "bad-sleep", "nap-hold"))
+SLEEP = WorkerSpec("coord_sleep.py", ("nap", "nap-until", "bad-sleep", "nap-hold", "nap-beside"))
 WORKERS = [SLEEP]
 
 DAY_MS = 86_400_000
@@ -92,6 +92,19 @@ async def test_sleep_wakes_after_the_duration_and_not_before(
     assert cluster.count("step", run=run.id, name="before") == 1, "a step before the sleep ran again"
     assert cluster.count("step", run=run.id, name="after") == 1
     assert timers(cluster, run.id) == [], "the fired timer is still stored"
+
+
+async def test_a_sleep_beside_a_running_step_wakes_after_the_duration_and_not_before(
+    cluster: Harness, client: durably.Client
+) -> None:
+    """The engine reads a sleeping run back shortly before the sleep ends (engine/wakes.py); a run with a
+    step still running is not asleep on the sleep alone, and its sleep must still end on time, not then."""
+    run = await start(client, "coord/nap-beside", {})
+    done = await client.wait_for_run(run.id, timeout=15)
+    assert done.status == "completed", describe(done)
+    slept = woke_at(cluster, run.id) - sleep_called_at(cluster, run.id)
+    assert 0.5 <= slept < 0.5 + LATE_S, f"a 0.5 s sleep woke after {slept:.3f} s"
+    assert done.output["after"] < done.output["slow"], f"the sleep waited for the step beside it: {describe(done)}"
 
 
 @pytest.mark.parametrize("kind", ["iso", "datetime"])

@@ -1,5 +1,6 @@
 """A run's start time as the store records it: never later than its first step, however late its start
-mark arrives (a mark is not awaited: one lost in a crash or a failed commit is stored anew later)."""
+mark arrives (a mark is not awaited: one lost in a crash or a failed commit is stored anew later); a
+running-again mark stored with the change that ends the run costs no statement."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from durably_server.engine.marks import store_marks
 from durably_server.model import Event, RunRecord, RunStatus, StepRecord, StepStatus
 from durably_server.store import records as sql
 from durably_server.store.schema import migrate
@@ -53,3 +55,19 @@ def test_a_run_ending_without_a_start_mark_started_with_its_first_step(conn: sql
 def test_a_run_ending_with_no_step_and_no_start_mark_started_when_it_ended(conn: sqlite3.Connection) -> None:
     assert sql.finish_run(conn, "run-1", RunStatus.CANCELLED, 900) is True
     assert _start(conn) == ("cancelled", 900)
+
+
+@pytest.mark.parametrize("ending", [False, True], ids=["goes-on", "ends"])
+def test_a_running_again_mark_is_stored_unless_its_transaction_ends_the_run(
+    conn: sqlite3.Connection, ending: bool
+) -> None:
+    sql.mark_started(conn, "run-1", 100)
+    sql.set_status(conn, "run-1", RunStatus.SLEEPING)
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    store_marks(conn, [("run-1", None)], ending=ending)
+    if ending:
+        sql.finish_run(conn, "run-1", RunStatus.COMPLETED, 900, b"{}")
+    conn.set_trace_callback(None)
+    assert sum(statement.startswith("UPDATE") for statement in statements) == 1
+    assert _start(conn) == ("completed" if ending else "running", 100)

@@ -1,5 +1,6 @@
 """The dispatcher: work it could not lease because the store failed is leased later, not dropped; new
-runs wait for runs being read back to be woken, but not for long."""
+runs wait for runs being read back to be woken, but not for long; work under way does not wait for new
+runs being read back."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from durably_server.engine import scheduler as scheduler_module
-from durably_server.engine.runs import ActiveRuns
+from durably_server.engine.runs import ActiveRun, ActiveRuns, new_state
 from durably_server.engine.scheduler import Lease, Scheduler, WorkerConn
 from durably_server.model import Event, QueueItem, RunRecord, RunStatus
 from durably_server.store import Store
@@ -28,6 +29,16 @@ class RunsFailingOnce(ActiveRuns):
         if self.failures:
             self.failures -= 1
             raise sqlite3.OperationalError("disk I/O error")
+        await super().load_many(run_ids)
+
+
+class RunsReadSlowly(ActiveRuns):
+    """Reads of runs from the store wait until `answer` is set, as under a busy reader thread."""
+
+    answer: asyncio.Event
+
+    async def load_many(self, run_ids: list[str]) -> None:
+        await self.answer.wait()
         await super().load_many(run_ids)
 
 
@@ -105,4 +116,31 @@ async def test_new_runs_wait_while_runs_are_read_back_to_be_woken(
                 lease = await asyncio.wait_for(worker.outbox.get(), 2)
         if not while_waking:
             lease = await asyncio.wait_for(worker.outbox.get(), 2)
+        assert isinstance(lease, Lease) and lease.items == [item]
+
+
+async def test_work_under_way_is_leased_while_new_runs_are_read_back(tmp_path: Path) -> None:
+    """A wake-up coming due while the dispatcher reads the next new runs from the store is leased at once,
+    not after the read (under W6's load a read took up to 45 ms)."""
+    RunsReadSlowly.answer = asyncio.Event()
+    async with _dispatching(tmp_path / "sched.db", RunsReadSlowly) as (scheduler, worker, item):
+        worker.capacity = 2
+        scheduler.add([item], new_run=True)  # run-1 is not in memory: it must be read back
+        await asyncio.sleep(0.05)
+        event = Event("ev-2", "demo/start", b"{}", 1)
+        scheduler._runs.add(ActiveRun("run-2", "app", "fn", event, new_state(event), RunStatus.SLEEPING))
+        woken = QueueItem(-7, "run-2", "app", "fn")
+        scheduler.add([woken])
+        lease = await asyncio.wait_for(worker.outbox.get(), 2)
+        assert isinstance(lease, Lease) and lease.items == [woken]
+        RunsReadSlowly.answer.set()
+        lease = await asyncio.wait_for(worker.outbox.get(), 2)
+        assert isinstance(lease, Lease) and lease.items == [item]
+
+
+async def test_a_new_run_gone_from_the_store_is_dropped_and_the_next_one_starts(tmp_path: Path) -> None:
+    async with _dispatching(tmp_path / "sched.db", ActiveRuns) as (scheduler, worker, item):
+        scheduler.add([dataclasses.replace(item, id=99, run_id="run-gone")], new_run=True)
+        scheduler.add([item], new_run=True)
+        lease = await asyncio.wait_for(worker.outbox.get(), 2)
         assert isinstance(lease, Lease) and lease.items == [item]

@@ -1,5 +1,6 @@
 """Sleeps that end with the report of the execution they wake (engine/wakes.py), on a real SQLite file:
-which due timers may wake their run that way, how fast they are found, and that a sleep is stored once."""
+which due timers may wake their run that way, how fast they are found, that a sleep is stored once, and
+that a run read back before its deadline wakes at the deadline."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from durably_server.engine.coordination import SLEEP, WAIT
-from durably_server.engine.wakes import take_wakes, wake_item
+from durably_server.engine.wakes import READ_AHEAD_MS, READ_GRAIN_MS, read_at, take_wakes, wake_item
 from durably_server.model import Event, RunRecord, RunStatus
 from durably_server.store import records as sql
 from durably_server.store.schema import migrate
@@ -90,3 +91,21 @@ def test_a_woken_sleep_is_taken_once_whatever_reports_it(conn: sqlite3.Connectio
     ]
     assert take_wakes(conn, [item]) == []  # a later one of the same execution
     assert sql.load_timers(conn) == []
+
+
+def test_a_run_read_back_before_its_deadline_wakes_at_the_deadline(conn: sqlite3.Connection) -> None:
+    _run(conn, "lone")
+    timer_id = _timer(conn, "lone")  # due at 5_000
+    [(_, app, fn, timer)] = sql.lone_sleeps(conn, [timer_id], SLEEP)
+    early = wake_item(timer_id, app, fn, timer, now=4_955)
+    assert early.available_ms == 5_000 and early.wake is not None
+    assert (early.wake.started_ms, early.wake.ended_ms) == (5_000, 5_000)
+    late = wake_item(timer_id, app, fn, timer, now=5_020)  # the read took longer than the lead
+    assert late.available_ms == 5_020 and late.wake is not None and late.wake.ended_ms == 5_020
+
+
+def test_sleeps_ending_close_together_are_read_back_together_ahead_of_their_deadlines() -> None:
+    for due in (5_000, 5_001, 5_009, 5_010, 123_456):
+        assert due - READ_AHEAD_MS - READ_GRAIN_MS < read_at(due) <= due - READ_AHEAD_MS
+        assert read_at(due) % READ_GRAIN_MS == 0
+    assert read_at(5_000) == read_at(5_009) != read_at(5_010)

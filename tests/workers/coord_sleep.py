@@ -10,6 +10,7 @@ step after it, so tests can time the sleep from outside. How long / until when c
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import datetime, timedelta
 from typing import Any
@@ -101,5 +102,29 @@ async def nap_hold(ctx: durably.Context) -> dict[str, float]:
     return {"before": started, "held": await ctx.step.run("held", held)}
 
 
+@client.function(id="nap-beside", trigger=durably.on_event("coord/nap-beside"), retries=0)
+async def nap_beside(ctx: durably.Context) -> dict[str, float]:
+    """A sleep of 0.5 s, then step `after`, beside step `slow` of 3 s: the run is not asleep on the sleep
+    alone when it ends."""
+    run = ctx.run_id
+
+    async def slow() -> float:
+        await asyncio.sleep(3.0)
+        return time.time()
+
+    def after() -> float:
+        now = time.time()
+        record("step", run=run, name="after", at=now)
+        return now
+
+    async def nap_then_after() -> float:
+        record("sleep-call", run=run)
+        await ctx.step.sleep("nap", 0.5)
+        return await ctx.step.run("after", after)
+
+    slow_done, woke = await asyncio.gather(ctx.step.run("slow", slow), nap_then_after())
+    return {"slow": slow_done, "after": woke}
+
+
 if __name__ == "__main__":
-    serve(nap, nap_until, bad_sleep, nap_hold)
+    serve(nap, nap_until, bad_sleep, nap_hold, nap_beside)

@@ -36,7 +36,7 @@ from durably_server.engine.runs import (
     record_steps,
 )
 from durably_server.engine.scheduler import Lease, Scheduler, WorkerConn
-from durably_server.engine.wakes import hold_wakes, store_steps, wake_item
+from durably_server.engine.wakes import READ_AHEAD_MS, READ_GRAIN_MS, hold_wakes, read_at, store_steps, wake_item
 from durably_server.engine.watch import RunWatch
 from durably_server.engine.writes import Created, Effects, Writes
 from durably_server.ids import new_id, now_ms
@@ -58,6 +58,8 @@ from durably_server.store.writer import WriteOp
 
 log = logging.getLogger("durably.executor")
 T = TypeVar("T")
+Lone = tuple[int, str, str, sql.Timer]
+"""A lone sleep: timer id, app id, function id, timer (`sql.lone_sleeps`)."""
 
 
 class Deadline(Enum):
@@ -103,11 +105,13 @@ class Executor:
         self.deadlines: Alarms[tuple[str, Deadline]] = Alarms(self._time_out)
         self.writes = Writes(self.registry.get, WaitIndex(store.read_now(sql.wait_paths)))
         # Row ids only: a parked run costs the daemon's memory one heap entry until its timer is due.
+        # Sleeps fire early, to read their runs back before the deadline (engine/wakes.py).
         self.timers: Alarms[int] = Alarms(self._timers_fired)
+        self.sleeps: Alarms[int] = Alarms(self._sleeps_ending)
         self.cron = Cron(self.registry.get, self._cron_tick)
         self.cron.sync(self.registry.all())
-        for due_ms, timer_id in store.read_now(sql.load_timers):
-            self.timers.add(due_ms, timer_id)
+        for due_ms, timer_id, kind in store.read_now(sql.load_timers):
+            self._arm_timer(due_ms, timer_id, kind)
         for item, new_run in store.read_now(sql.load_queue):
             self.scheduler.add([item], new_run=new_run)
         if any(spec.start_timeout_ms or spec.finish_timeout_ms for spec in self.registry.all()):
@@ -127,6 +131,7 @@ class Executor:
         self.scheduler.start()
         self.deadlines.start()
         self.timers.start()
+        self.sleeps.start()
         self.cron.start()
         self._watcher = asyncio.get_running_loop().create_task(self._expire_silent_workers())
 
@@ -158,6 +163,7 @@ class Executor:
             self._watcher.cancel()
         self.deadlines.stop()
         self.timers.stop()
+        self.sleeps.stop()
         self.cron.stop()
         await self.scheduler.stop()
 
@@ -185,8 +191,8 @@ class Executor:
     def _apply(self, fx: Effects) -> None:
         """After a commit: bring memory in line with what it stored."""
         self._runs_created(fx.created)
-        for due_ms, timer_id in fx.timers:
-            self.timers.add(due_ms, timer_id)
+        for due_ms, timer_id, kind in fx.timers:
+            self._arm_timer(due_ms, timer_id, kind)
         for resolved in fx.resolved:
             self._resolved(resolved)
         for run_id, status, error in fx.ended:
@@ -219,17 +225,19 @@ class Executor:
             self.scheduler.add([resolved.discovery])  # a parked run is read back when dispatched
         self.watch.changed(step.run_id)
 
+    def _arm_timer(self, due_ms: int, timer_id: int, kind: str) -> None:
+        if kind == SLEEP:
+            self.sleeps.add(read_at(due_ms), timer_id)
+        else:
+            self.timers.add(due_ms, timer_id)
+
     async def _timers_fired(self, timer_ids: list[int]) -> list[int] | None:
         """Complete the steps of due timers; the ids of those that could not be (they fire again)."""
         now = now_ms()
-        woken = await self._wake_lone_sleepers(timer_ids, now)
-        rest = [timer_id for timer_id in timer_ids if timer_id not in woken]
-        if not rest:
-            return None
 
         def write(conn: sqlite3.Connection) -> Effects:
             fx = Effects()
-            for timer_id in rest:
+            for timer_id in timer_ids:
                 timer = sql.timer_by_id(conn, timer_id)
                 if timer is None:
                     continue  # its step completed otherwise: a wait matched, an invoked run ended
@@ -244,35 +252,39 @@ class Executor:
 
         try:
             fx = await self.store.write(write)
-        except Exception:  # only these fire again: the lone sleepers' wake-ups are queued already
-            log.exception("%d due timers could not complete their steps", len(rest))
-            return rest
+        except Exception:
+            log.exception("%d due timers could not complete their steps", len(timer_ids))
+            return timer_ids
         self._apply(fx)
         return None
 
-    async def _wake_lone_sleepers(self, timer_ids: list[int], now: int) -> set[int]:
-        """Queue the wake-up of each parked run asleep on nothing but one of these timers, its sleep
-        completed with what the wake-up reports (engine/wakes.py); the ids of those timers. The other
-        timers complete their steps in a commit of their own."""
+    async def _sleeps_ending(self, timer_ids: list[int]) -> None:
+        """Sleeps end within `READ_AHEAD_MS`: read back each run asleep on nothing but one of them and
+        queue its wake-up for the deadline, its sleep completed with what the wake-up reports
+        (engine/wakes.py). The other sleeps complete in a commit of their own when due."""
+        now = now_ms()
 
-        def find(conn: sqlite3.Connection) -> tuple[list[tuple[int, str, str, sql.Timer]], list[str]]:
+        def find(conn: sqlite3.Connection) -> tuple[tuple[list[Lone], list[tuple[int, int]]], list[str]]:
             lone = sql.lone_sleeps(conn, timer_ids, SLEEP)
-            return lone, [timer.run_id for _, _, _, timer in lone]
+            taken = {timer_id for timer_id, _, _, _ in lone}
+            rest = sql.timer_dues(conn, [timer_id for timer_id in timer_ids if timer_id not in taken])
+            return (lone, rest), [timer.run_id for _, _, _, timer in lone]
 
         try:
             with self.scheduler.waking():
-                lone, just_read = await self.runs.find_and_hold(find, limit=MAX_HELD_WOKEN - len(self.runs))
-        except Exception:
-            log.exception("could not read %d due timers; they complete in a commit of their own", len(timer_ids))
-            return set()
-        woken = {  # a run held in memory but not read now is not parked: its timers take the other path
-            timer_id: wake_item(timer_id, app_id, function_id, timer, now)
-            for timer_id, app_id, function_id, timer in lone
-            if timer.run_id in just_read or self.runs.cached(timer.run_id) is None
-        }
-        for item in woken.values():
-            self.scheduler.add([item])
-        return set(woken)
+                (lone, rest), just_read = await self.runs.find_and_hold(find, limit=MAX_HELD_WOKEN - len(self.runs))
+        except Exception:  # no sleep may end early: they complete when the latest of them is due
+            log.exception("could not read %d sleeps ending; they complete in a commit of their own", len(timer_ids))
+            for timer_id in timer_ids:
+                self.timers.add(now + READ_AHEAD_MS + READ_GRAIN_MS, timer_id)
+            return
+        for timer_id, app_id, function_id, timer in lone:
+            if timer.run_id in just_read or self.runs.cached(timer.run_id) is None:
+                self.scheduler.add([wake_item(timer_id, app_id, function_id, timer, now)])
+            else:  # held in memory but not read now: not parked
+                rest.append((timer.due_ms, timer_id))
+        for due_ms, timer_id in rest:
+            self.timers.add(due_ms, timer_id)
 
     async def _cron_tick(self, spec: FunctionSpec, event: Event) -> None:
         await self._store_events([(event, [spec])])
@@ -516,6 +528,7 @@ class Executor:
                     lambda conn: self.writes.commit_report(
                         conn, run, items, merge, new_discovery, planned, sends, failed, now
                     ),
+                    ends=merge.status is not None,
                 )
             except Exception:
                 # Nothing was committed: the queued rows still stand, so run the execution again.
@@ -571,13 +584,14 @@ class Executor:
                     self.watch.changed(run.id)
         worker.outbox.put_nowait(Checkpointed(report.execution_id, committed))
 
-    async def _commit_run(self, run_id: str, change: WriteOp[T]) -> T:
+    async def _commit_run(self, run_id: str, change: WriteOp[T], ends: bool = False) -> T:
         """Commit a change a run's report made, with the run's running mark if one waits (engine/marks.py);
-        inline when the report is all there is to do (`_alone`)."""
+        inline when the report is all there is to do (`_alone`). A change that `ends` the run sets its
+        status itself."""
         marks = self.marks.take(run_id)
 
         def write(conn: sqlite3.Connection) -> T:
-            store_marks(conn, marks)
+            store_marks(conn, marks, ends)
             return change(conn)
 
         try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import heapq
 import itertools
 import logging
@@ -102,9 +103,10 @@ class Ready:
         self.under_way.appendleft(unit)
 
     def ahead(self, n: int) -> Iterator[Unit]:
-        """Up to `n` of the units `pop` gives next, from one FIFO: new runs wait for every run under way,
-        so reading them along with those would only hold them in memory longer."""
-        return itertools.islice(self.under_way or self.new, n)
+        """Up to `n` of the units under way `pop` gives next: new runs wait for every run under way, so
+        reading them along with those would only hold them in memory longer (and they are read apart,
+        `Scheduler._read_new_runs`)."""
+        return itertools.islice(self.under_way, n)
 
 
 @dataclass(eq=False, slots=True)
@@ -161,6 +163,9 @@ class Scheduler:
         self._waking = 0
         self._held_since: float | None = None
         self._hold_timer: asyncio.TimerHandle | None = None
+        # The read of new runs in flight (see `_read_new_runs`); after a failed one, until the retry.
+        self._reading_new: asyncio.Task[None] | None = None
+        self._new_read: set[str] = set()  # the runs the last read of new runs asked for
 
     # ---- work -------------------------------------------------------------------------------
 
@@ -257,6 +262,8 @@ class Scheduler:
         for timer in (self._timer, self._hold_timer):
             if timer is not None:
                 timer.cancel()
+        if self._reading_new is not None:
+            self._reading_new.cancel()
 
     async def _run(self) -> None:
         while True:
@@ -331,6 +338,12 @@ class Scheduler:
             if self._store.writer.backlog > MAX_WRITE_BACKLOG:
                 await self._store.writer.below(MAX_WRITE_BACKLOG // 2)
                 continue
+            if not queue.under_way and self._runs.cached(queue.new[0][0].run_id) is None:
+                if queue.new[0][0].run_id not in self._new_read:
+                    self._read_new_runs(queue)
+                    break
+                queue.pop()  # read, and not in the store: the run is gone
+                continue
             unit = queue.pop()
             run = self._runs.cached(unit[0].run_id)
             if run is None:
@@ -366,6 +379,27 @@ class Scheduler:
                 if not lease.unread or await self._read_payloads(lease):
                     worker.outbox.put_nowait(lease)
         return leased
+
+    def _read_new_runs(self, queue: Ready) -> None:
+        """Read the next `LOAD_BATCH` new runs of `queue` into memory, one read at a time, without the
+        dispatcher waiting for it: work under way (a wake-up coming due) is leased meanwhile, where it
+        waited for the read (W6: up to 45 ms, a fifth of the dispatcher's time)."""
+        if self._reading_new is not None:
+            return
+        run_ids = [unit[0].run_id for unit in itertools.islice(queue.new, LOAD_BATCH)]
+        self._reading_new = task = asyncio.get_running_loop().create_task(self._runs.load_many(run_ids))
+        task.add_done_callback(functools.partial(self._new_runs_read, set(run_ids)))
+
+    def _new_runs_read(self, run_ids: set[str], task: asyncio.Task[None] | None = None) -> None:
+        """The read of `run_ids` ended (no `task`: the wait after a failed one did)."""
+        if task is not None and not task.cancelled() and task.exception() is not None:
+            log.error("could not read new runs; trying again in %g s", RETRY_DISPATCH_S, exc_info=task.exception())
+            asyncio.get_running_loop().call_later(RETRY_DISPATCH_S, self._new_runs_read, set())
+            return
+        if task is not None and not task.cancelled():
+            self._new_read = run_ids
+        self._reading_new = None
+        self._wake.set()
 
     def _within_limits(self, run: ActiveRun, unit: Unit, queue: Ready) -> Unit:
         """The part of `unit` its function's concurrency limits let start now; the rest waits."""

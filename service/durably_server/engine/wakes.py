@@ -6,6 +6,11 @@ the completion is stored in the transaction that stores what that execution repo
 its own before it. That takes a commit off the path from a deadline to the handler's next step,
 and under load every commit on that path waits for the writer's backlog.
 
+Such a run is read back from the store `READ_AHEAD_MS` before its deadline, and its wake-up queued
+to be dispatched at the deadline: the read (milliseconds on a reader thread, tens under a burst of
+sleeps ending) is then off the path from the deadline to the handler's next step, and sleeps ending
+within `READ_GRAIN_MS` of each other are read in one trip.
+
 Nothing is lost if the daemon stops in between: the timer is still in the store, so it fires again
 at start-up and the run is woken again. The worker may have run the steps after the sleep by then;
 their results were not committed either, so they run again, as after any crash before a commit.
@@ -24,14 +29,30 @@ from durably_server.store import records as sql
 
 log = logging.getLogger("durably.executor")
 
+READ_AHEAD_MS = 40
+"""How long before its deadline a sleeping run is read back (more when `READ_GRAIN_MS` rounds it
+down): enough for most reads under a burst of sleeps ending; a longer lead holds runs in memory
+longer for nothing."""
+
+READ_GRAIN_MS = 10
+"""Sleeps ending within this of each other are read back in one trip."""
+
+
+def read_at(due_ms: int) -> int:
+    """When to read back the run of a sleep ending at `due_ms`: `READ_AHEAD_MS` before it, rounded
+    down to `READ_GRAIN_MS` so that neighbours fire together."""
+    return (due_ms - READ_AHEAD_MS) // READ_GRAIN_MS * READ_GRAIN_MS
+
 
 def wake_item(timer_id: int, app_id: str, function_id: str, timer: sql.Timer, now: int) -> QueueItem:
-    """The discovery that wakes a run from the sleep `timer`, completed at `now`. Its id is the
-    timer's, negated: it has no queue row, and no queue row has a negative id."""
+    """The discovery that wakes a run from the sleep `timer`: due at the sleep's deadline (or `now`,
+    if that passed), the sleep completed then. Its id is the timer's, negated: it has no queue row,
+    and no queue row has a negative id."""
+    at = max(now, timer.due_ms)
     step = StepRecord(
-        timer.run_id, timer.step_id, timer.name, timer.index, StepStatus.COMPLETED, b"null", None, 1, now, now
+        timer.run_id, timer.step_id, timer.name, timer.index, StepStatus.COMPLETED, b"null", None, 1, at, at
     )
-    return QueueItem(-timer_id, timer.run_id, app_id, function_id, 0, now, wake=step)
+    return QueueItem(-timer_id, timer.run_id, app_id, function_id, 0, at, wake=step)
 
 
 def hold_wakes(run: ActiveRun, items: Iterable[QueueItem]) -> None:

@@ -38,7 +38,7 @@ class Effects:
     created: list[Created] = field(default_factory=list)
     resolved: list[Resolved] = field(default_factory=list)
     ended: list[tuple[str, RunStatus, Failure | None]] = field(default_factory=list)
-    timers: list[tuple[int, int]] = field(default_factory=list)  # (due time, row id)
+    timers: list[tuple[int, int, str]] = field(default_factory=list)  # (due time, row id, kind)
     units: list[list[QueueItem]] = field(default_factory=list)
     woken: int = 0  # sleeps completed by the report's wake-up (engine/wakes.py)
 
@@ -170,7 +170,7 @@ class Writes:
             step_id = child.id.rsplit(".", 1)[-1]
             self.insert_event(conn, child, [spec], now, fx, parent=(run.id, step_id))
         for timer in planned.timers:
-            fx.timers.append((timer.due_ms, sql.insert_timer(conn, timer)))
+            fx.timers.append((timer.due_ms, sql.insert_timer(conn, timer), timer.kind))
         for wait in planned.waits:
             self.add_wait(conn, wait)
 

@@ -251,9 +251,16 @@ def drop_timer(conn: sqlite3.Connection, run_id: str, step_id: str) -> bool:
     return conn.execute("DELETE FROM timers WHERE run_id = ? AND step_id = ?", (run_id, step_id)).rowcount > 0
 
 
-def load_timers(conn: sqlite3.Connection) -> list[tuple[int, int]]:
-    """(due time, row id) of every timer."""
-    return conn.execute("SELECT due_ms, id FROM timers").fetchall()
+def load_timers(conn: sqlite3.Connection) -> list[tuple[int, int, str]]:
+    """(due time, row id, kind) of every timer."""
+    return conn.execute("SELECT due_ms, id, kind FROM timers").fetchall()
+
+
+def timer_dues(conn: sqlite3.Connection, timer_ids: Sequence[int]) -> list[tuple[int, int]]:
+    """(due time, row id) of those of these timers still stored."""
+    return conn.execute(
+        "SELECT t.due_ms, t.id FROM json_each(?) j CROSS JOIN timers t ON t.id = j.value", (_json_list(timer_ids),)
+    ).fetchall()
 
 
 @dataclass(frozen=True, slots=True)
