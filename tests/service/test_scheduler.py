@@ -144,3 +144,19 @@ async def test_a_new_run_gone_from_the_store_is_dropped_and_the_next_one_starts(
         scheduler.add([item], new_run=True)
         lease = await asyncio.wait_for(worker.outbox.get(), 2)
         assert isinstance(lease, Lease) and lease.items == [item]
+
+
+async def test_work_delayed_to_several_times_is_leased_at_each_not_before(tmp_path: Path) -> None:
+    """One timer wakes the dispatcher for the earliest delayed unit; each later one is leased when its own
+    time comes (the timer is armed again as the earlier ones are leased), none before."""
+    async with _dispatching(tmp_path / "sched.db", ActiveRuns) as (scheduler, worker, item):
+        worker.capacity = 3
+        start = scheduler_module.now_ms()
+        dues = [start + 300, start + 100, start + 200]
+        for n, due in enumerate(dues):
+            scheduler.add([dataclasses.replace(item, id=100 + n, available_ms=due)])
+        for due in sorted(dues):
+            lease = await asyncio.wait_for(worker.outbox.get(), 2)
+            leased_at = scheduler_module.now_ms()
+            assert isinstance(lease, Lease) and lease.items[0].available_ms == due
+            assert due <= leased_at < due + 500, f"leased {leased_at - due} ms after its time"

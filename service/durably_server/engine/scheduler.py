@@ -159,6 +159,7 @@ class Scheduler:
         self._seq = itertools.count()
         self._wake = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_due = 0  # the due time `_timer` was armed for
         self._task: asyncio.Task[None] | None = None
         self._waking = 0
         self._held_since: float | None = None
@@ -277,14 +278,24 @@ class Scheduler:
                 asyncio.get_running_loop().call_later(RETRY_DISPATCH_S, self._wake.set)
 
     def _arm_timer(self) -> None:
+        """Wake the dispatcher when the earliest delayed unit comes due. A timer armed for that time or an
+        earlier one stays: under a burst of wake-ups queued ahead of their deadlines (engine/wakes.py)
+        most units come due after the earliest, and re-arming for each cost a cancel and a new timer."""
         if not self._delayed:
             return
-        loop = asyncio.get_running_loop()
-        # Due times are wall-clock instants; look again at least every MAX_WAIT_S (engine/alarms.py).
-        delay = min(max(0.0, (self._delayed[0][0] - now_ms()) / 1000), MAX_WAIT_S)
+        due = self._delayed[0][0]
         if self._timer is not None:
+            if self._timer_due <= due:
+                return  # it rings no later than `due`, and the dispatcher arms the next one then
             self._timer.cancel()
-        self._timer = loop.call_later(delay, self._wake.set)
+        # Due times are wall-clock instants; look again at least every MAX_WAIT_S (engine/alarms.py).
+        delay = min(max(0.0, (due - now_ms()) / 1000), MAX_WAIT_S)
+        self._timer_due = due
+        self._timer = asyncio.get_running_loop().call_later(delay, self._timer_rang)
+
+    def _timer_rang(self) -> None:
+        self._timer = None
+        self._wake.set()
 
     def _promote_due(self) -> None:
         now = now_ms()
