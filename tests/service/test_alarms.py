@@ -1,24 +1,29 @@
-"""Alarms: one task sleeps until the earliest due time; a new earliest shortens the wait."""
+"""Alarms: one task sleeps until the earliest due time; a new earliest shortens the wait; row ids are kept
+one int per alarm, in due order."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import pytest
 from durably_server.engine import alarms as alarms_module
-from durably_server.engine.alarms import Alarms
+from durably_server.engine.alarms import ID_BITS, Alarms, Heap, IdHeap, PayloadHeap
 from durably_server.ids import now_ms
 
 
-async def test_due_payloads_fire_in_due_order_in_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("heap", [PayloadHeap, IdHeap])
+async def test_due_payloads_fire_in_due_order_in_batches(
+    monkeypatch: pytest.MonkeyPatch, heap: Callable[[], Heap[int]]
+) -> None:
     monkeypatch.setattr(alarms_module, "FIRE_BATCH", 3)
     fired: list[list[int]] = []
 
     async def fire(due: list[int]) -> None:
         fired.append(due)
 
-    alarms: Alarms[int] = Alarms(fire)
+    alarms: Alarms[int] = Alarms(fire, heap())
     alarms.start()
     try:
         past = now_ms() - 1000
@@ -144,3 +149,16 @@ async def test_only_the_payloads_a_firing_could_not_do_fire_again(monkeypatch: p
         assert tries == [["a", "b"], ["b"]] and len(alarms) == 0
     finally:
         alarms.stop()
+
+
+def test_a_heap_of_row_ids_gives_them_back_by_due_time_then_id() -> None:
+    heap = IdHeap()
+    entries = [(2_000, 7), (1_000, (1 << ID_BITS) - 1), (2_000, 3), (1_000, 0), (-5, 9)]
+    for due, row_id in entries:
+        heap.push(due, row_id)
+    got = []
+    while heap:
+        got.append((heap.earliest(), heap.pop()))
+    assert got == sorted(entries) and heap.earliest() is None
+    with pytest.raises(ValueError, match="not a row id"):
+        heap.push(1_000, -1)

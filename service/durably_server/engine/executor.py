@@ -18,7 +18,7 @@ from enum import Enum
 from typing import TypeVar
 
 from durably_server._core import CoreError, LimitExceeded
-from durably_server.engine.alarms import Alarms
+from durably_server.engine.alarms import Alarms, IdHeap
 from durably_server.engine.coordination import INVOKE, SLEEP, Planned, Resolved, WaitIndex, plan
 from durably_server.engine.cron import Cron
 from durably_server.engine.marks import Mark, RunningMarks, store_marks
@@ -104,10 +104,10 @@ class Executor:
         self.scheduler = Scheduler(self.runs, store, self._leased, self.registry.get, self._read_payloads)
         self.deadlines: Alarms[tuple[str, Deadline]] = Alarms(self._time_out)
         self.writes = Writes(self.registry.get, WaitIndex(store.read_now(sql.wait_paths)))
-        # Row ids only: a parked run costs the daemon's memory one heap entry until its timer is due.
+        # Row ids only: a parked run costs the daemon's memory one int in a heap until its timer is due.
         # Sleeps fire early, to read their runs back before the deadline (engine/wakes.py).
-        self.timers: Alarms[int] = Alarms(self._timers_fired)
-        self.sleeps: Alarms[int] = Alarms(self._sleeps_ending)
+        self.timers: Alarms[int] = Alarms(self._timers_fired, IdHeap())
+        self.sleeps: Alarms[int] = Alarms(self._sleeps_ending, IdHeap())
         self.cron = Cron(self.registry.get, self._cron_tick)
         self.cron.sync(self.registry.all())
         for due_ms, timer_id, kind in store.read_now(sql.load_timers):
