@@ -267,7 +267,8 @@ class Executor:
         def find(conn: sqlite3.Connection) -> tuple[tuple[list[Lone], list[tuple[int, int]]], list[str]]:
             lone = sql.lone_sleeps(conn, timer_ids, SLEEP)
             taken = {timer_id for timer_id, _, _, _ in lone}
-            rest = sql.timer_dues(conn, [timer_id for timer_id in timer_ids if timer_id not in taken])
+            others = [timer_id for timer_id in timer_ids if timer_id not in taken]
+            rest = sql.timer_dues(conn, others) if others else []
             return (lone, rest), [timer.run_id for _, _, _, timer in lone]
 
         try:
