@@ -36,7 +36,7 @@ from durably_server.engine.runs import (
     record_steps,
 )
 from durably_server.engine.scheduler import Lease, Scheduler, WorkerConn
-from durably_server.engine.wakes import READ_AHEAD_MS, READ_GRAIN_MS, hold_wakes, read_at, store_steps, wake_item
+from durably_server.engine.wakes import due_by, hold_wakes, read_at, store_steps, wake_item
 from durably_server.engine.watch import RunWatch
 from durably_server.engine.writes import Created, Effects, Writes
 from durably_server.ids import new_id, now_ms
@@ -277,7 +277,7 @@ class Executor:
         except Exception:  # no sleep may end early: they complete when the latest of them is due
             log.exception("could not read %d sleeps ending; they complete in a commit of their own", len(timer_ids))
             for timer_id in timer_ids:
-                self.timers.add(now + READ_AHEAD_MS + READ_GRAIN_MS, timer_id)
+                self.timers.add(due_by(now), timer_id)
             return
         for timer_id, app_id, function_id, timer in lone:
             if timer.run_id in just_read or self.runs.cached(timer.run_id) is None:

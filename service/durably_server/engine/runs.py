@@ -1,7 +1,7 @@
 """Runs in flight, held in memory with their memoized state.
 
 A run is loaded from the store the first time it is dispatched after a restart, after it
-was parked (sleeping, waiting; one woken from a sleep is read as its timer fires, see
+was parked (sleeping, waiting; one woken from a sleep is read just before its sleep ends, see
 `MAX_HELD_WOKEN`) or when it was created in a burst bigger than `MAX_HELD_NEW`, and dropped
 when it ends or parks, so the store is read once per stretch of execution, not once per step.
 Loads come in batches (`load_many`): one trip to a reader thread for up to `LOAD_BATCH` runs.
@@ -65,7 +65,7 @@ objects at the same moment, memory the Python allocator keeps for good once free
 cheap (four queries per `LOAD_BATCH`), so holding fewer costs little."""
 
 MAX_HELD_WOKEN = 600
-"""A run woken from a sleep (engine/wakes.py) is read back as its timer fires, not when its turn to
+"""A run woken from a sleep (engine/wakes.py) is read back just before the sleep ends, not when its turn to
 be dispatched comes, while fewer runs than this are held: the dispatcher waits for each read it
 makes, leasing nothing meanwhile, and under a burst of wake-ups that wait was the lag's tail. Beyond
 this the dispatcher reads them, as it does the rest. W6 (10,000 one-second sleeps), two runs each:

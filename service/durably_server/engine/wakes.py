@@ -45,6 +45,11 @@ def read_at(due_ms: int) -> int:
     return (due_ms - READ_AHEAD_MS) // READ_GRAIN_MS * READ_GRAIN_MS
 
 
+def due_by(read_ms: int) -> int:
+    """The latest deadline of a sleep whose run is read back at `read_ms` or later (`read_at`'s bound)."""
+    return read_ms + READ_AHEAD_MS + READ_GRAIN_MS
+
+
 def wake_item(timer_id: int, app_id: str, function_id: str, timer: sql.Timer, now: int) -> QueueItem:
     """The discovery that wakes a run from the sleep `timer`: due at the sleep's deadline (or `now`,
     if that passed), the sleep completed then. Its id is the timer's, negated: it has no queue row,
