@@ -49,7 +49,7 @@ async def start_as_supervisor(harness: Harness) -> int:
             refused += 1
 
 
-async def drive(client: durably.Client, runs: int, acked: list[str], patience: float = 60) -> None:
+async def drive(harness: Harness, client: durably.Client, runs: int, acked: list[str], patience: float = 60) -> None:
     """Start `runs` more runs (numbered on from those in `acked`); once each waits for its `chaos/go`
     event (within `patience` seconds), send it. Every send is retried with the same event id until
     acknowledged (a send cut by a fault may have been stored: the id dedupes)."""
@@ -61,15 +61,36 @@ async def drive(client: durably.Client, runs: int, acked: list[str], patience: f
         acked.append(event_id)
         await asyncio.sleep(0.01)  # spread the runs over the faults
     for n, event_id in enumerate(acked[first:], start=first):
+        seen: list[durably.Run] = []
 
-        async def waiting(event_id: str = event_id) -> bool:
+        async def waiting(event_id: str = event_id, seen: list[durably.Run] = seen) -> bool:
             runs = await until_answered(lambda: client.list_runs(event_id=event_id))
             assert runs, f"event {event_id} was acknowledged, and now it has no run: lost"
+            seen[:] = runs[:1]
             return runs[0].status == "waiting"
 
-        await await_until(waiting, timeout=patience, what=f"the run of {event_id} to wait for its event")
+        try:
+            await await_until(waiting, timeout=patience, what=f"the run of {event_id} to wait for its event")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{_where_stuck(harness, seen[0])}") from None
         go = durably.Event(name="chaos/go", data={"n": n}, id=f"go-{n}")
         await until_answered(lambda go=go: client.send(go))
+
+
+def _where_stuck(harness: Harness, run: durably.Run) -> str:
+    """What the store holds of a run that did not get on: the run, its queued executions, its timers."""
+    queued = harness.query("SELECT id, attempt, available_ms, target FROM queue WHERE run_id = ?", run.id)
+    timers = harness.query("SELECT id, name, kind, due_ms FROM timers WHERE run_id = ?", run.id)
+    logged = [line for line in harness.daemon.all_stderr().splitlines() if run.id in line][-20:]
+    return "\n".join(
+        [
+            describe(run),
+            f"queued (id, attempt, available_ms, target): {queued}",
+            f"timers (id, name, kind, due_ms): {timers}",
+            "the daemon's log of it:",
+            *logged,
+        ]
+    )
 
 
 async def check(

@@ -42,7 +42,7 @@ async def test_kill9_of_daemon_and_workers_under_load_loses_and_repeats_nothing(
     async with open_client(harness.address) as client:
         chaos = asyncio.create_task(_kill_and_restart(harness, workers, rng, done))
         try:
-            await drive(client, RUNS, acked)
+            await drive(harness, client, RUNS, acked)
         finally:
             done.set()
             kills = await chaos

@@ -167,7 +167,7 @@ async def test_a_seeded_nemesis_mixing_every_fault_breaks_no_guarantee(harness: 
         client = await stack.enter_async_context(open_client(harness.address))
         strikes = asyncio.create_task(nemesis.strike_until(time.monotonic() + SECONDS))
         while not strikes.done():
-            driving = asyncio.ensure_future(drive(client, ROUND, acked, patience=120))
+            driving = asyncio.ensure_future(drive(harness, client, ROUND, acked, patience=120))
             await asyncio.wait([driving, strikes], return_when=asyncio.FIRST_COMPLETED)
             if strikes.done() and strikes.exception() is not None:
                 driving.cancel()  # fail now, not when the round's patience or the test's timeout runs out
@@ -177,7 +177,7 @@ async def test_a_seeded_nemesis_mixing_every_fault_breaks_no_guarantee(harness: 
         nemesis.heal()
         healed = time.monotonic()
         last = len(acked)
-        await drive(client, LAST_ROUND, acked)
+        await drive(harness, client, LAST_ROUND, acked)
         for event_id in acked[last:]:
             [run] = await until_answered(lambda event_id=event_id: client.list_runs(event_id=event_id))
             left = LAST_ROUND_S - (time.monotonic() - healed)

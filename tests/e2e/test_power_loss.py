@@ -125,7 +125,7 @@ async def _run(harness: Harness, power_losses: int, *, other_faults: bool) -> No
     acked: list[str] = []
     async with open_client(harness.address) as client:
         while losses.count < power_losses:
-            driver = asyncio.create_task(drive(client, ROUND, acked))
+            driver = asyncio.create_task(drive(harness, client, ROUND, acked))
             await _lose_power_until(losses, driver.done)
             driver.result()
         # The power stays on from here: the last daemon stops (or has lost power), one starts without faults.

@@ -32,7 +32,7 @@ async def _run_mixed(harness: Harness, *, kill: bool) -> None:
     acked: list[str] = []
     async with open_client(harness.address) as client:
         restart = asyncio.create_task(_kill9_and_restart(harness) if kill else asyncio.sleep(0, 0))
-        await drive(client, RUNS, acked)
+        await drive(harness, client, RUNS, acked)
         refused += await restart
         reran = await check(harness, client, acked)
     log = harness.daemon.stderr()  # of the daemon started last
