@@ -7,7 +7,16 @@ The library is libfaketime's thread-safe build (libfaketimeMT), compiled here fr
 package bundles: its prebuilt libfaketime.so.1 reads the offset file into static buffers shared by all
 threads, unlocked, and a daemon's threads re-reading it at the same instant now and then parse a
 half-written buffer and exit ("failed to parse FAKETIME timestamp": a daemon of test_nemesis died of it,
-and no test had failed). The MT build takes a lock around every faked clock call."""
+and no test had failed). The MT build takes a lock around every faked clock call.
+
+It is built to fake the wall clock and nothing else (`_ONLY_THE_CLOCK`): by default libfaketime also
+wraps sleeps, polls, timers, file times and `pthread_cond_timedwait`, and the last is how CPython waits
+for the GIL (every 5 ms a thread waits) and its locks. Each wrapped wait took the library's lock and
+masked signals twice; under a busy machine the daemon's threads queued on that lock, and a trivial
+callback of its loop took 0.3-1 s (asyncio debug mode; perf: `pthread_cond_timedwait_common`,
+`fake_clock_gettime`, `pthread_sigmask` on top). test_nemesis then ran its last round in 20-120 s instead
+of 1, and a CI run timed out waiting for a run. No wrapped wait is needed: durably's processes wait on the
+monotonic clock, which is left alone (Python's locks and GIL, asyncio's timers, gRPC's timers)."""
 
 from __future__ import annotations
 
@@ -21,6 +30,8 @@ import tempfile
 from pathlib import Path
 
 _MT = "libfaketimeMT.so.1"
+_ONLY_THE_CLOCK = "-UFAKE_PTHREAD -UFAKE_SLEEP -UFAKE_TIMERS -UFAKE_STAT -UFAKE_UTIME"
+"""Undefines the wrappers the library's Makefile defines by default, but for the clock's own calls."""
 
 
 @functools.cache
@@ -29,14 +40,16 @@ def _library() -> str:
     spec = importlib.util.find_spec("libfaketime")
     assert spec is not None and spec.submodule_search_locations, "the dev extra installs libfaketime"
     source = Path(spec.submodule_search_locations[0], "vendor", "libfaketime", "src")
-    digest = hashlib.sha256((source / "libfaketime.c").read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha256((source / "libfaketime.c").read_bytes() + _ONLY_THE_CLOCK.encode()).hexdigest()[:16]
     library = Path(tempfile.gettempdir(), f"durably-libfaketime-{digest}", _MT)
     if library.is_file():
         return str(library)
     library.parent.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=library.parent) as build:
         shutil.copytree(source, build, dirs_exist_ok=True)
-        made = subprocess.run(["make", "-C", build, _MT], capture_output=True, text=True)
+        made = subprocess.run(
+            ["make", "-C", build, _MT, f"FAKETIME_COMPILE_CFLAGS={_ONLY_THE_CLOCK}"], capture_output=True, text=True
+        )
         assert made.returncode == 0, f"building {_MT} failed:\n{made.stdout}{made.stderr}"
         os.replace(Path(build, _MT), library)  # whole or not at all, should two builds race
     return str(library)
