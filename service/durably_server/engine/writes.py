@@ -183,11 +183,13 @@ class Writes:
                 fx.units.append([retried])
         targets = [enqueue(0, op.id) for op in merge.planned]
         fx.units.append([item for item in targets if item is not None])
-        if discover:
+        fx.units = [unit for unit in fx.units if unit]
+        if discover or (not fx.units and not planned.timers and sql.stranded(conn, run.id)):
+            # Stranded: a step this execution did not see completed after it was leased (a timer fired)
+            # and queued no discovery, as this execution's row was still there; the handler goes on.
             found = sql.enqueue_discovery(conn, run.id, run.app_id, run.function_id, now)
             if found is not None:
                 fx.units.append([found])
-        fx.units = [unit for unit in fx.units if unit]
         if planned.timers and not fx.units:
             idle = RunStatus.SLEEPING if any(t.kind == SLEEP for t in planned.timers) else RunStatus.WAITING
             sql.set_status(conn, run.id, idle)
