@@ -72,21 +72,26 @@ async def drive(harness: Harness, client: durably.Client, runs: int, acked: list
         try:
             await await_until(waiting, timeout=patience, what=f"the run of {event_id} to wait for its event")
         except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{_where_stuck(harness, seen[0])}") from None
+            if not seen:
+                raise
+            run = await until_answered(lambda run_id=seen[0].id: client.get_run(run_id))  # with its steps
+            raise AssertionError(f"{exc}\n{_where_stuck(harness, run)}") from None
         go = durably.Event(name="chaos/go", data={"n": n}, id=f"go-{n}")
         await until_answered(lambda go=go: client.send(go))
 
 
 def _where_stuck(harness: Harness, run: durably.Run) -> str:
-    """What the store holds of a run that did not get on: the run, its queued executions, its timers."""
+    """What the store holds of a run that did not get on: the run, its queued executions, timers, waits."""
     queued = harness.query("SELECT id, attempt, available_ms, target FROM queue WHERE run_id = ?", run.id)
     timers = harness.query("SELECT id, name, kind, due_ms FROM timers WHERE run_id = ?", run.id)
+    waits = harness.query("SELECT id, kind, event_name FROM waits WHERE run_id = ?", run.id)
     logged = [line for line in harness.daemon.all_stderr().splitlines() if run.id in line][-20:]
     return "\n".join(
         [
             describe(run),
             f"queued (id, attempt, available_ms, target): {queued}",
             f"timers (id, name, kind, due_ms): {timers}",
+            f"waits (id, kind, event): {waits}",
             "the daemon's log of it:",
             *logged,
         ]
