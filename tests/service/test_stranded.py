@@ -58,3 +58,14 @@ def test_a_discovery_reporting_nothing_while_its_sleep_is_pending_queues_nothing
     fx = _report_nothing_new(conn, discovery)
 
     assert fx.units == [] and sql.load_queue(conn) == []  # the timer wakes it
+
+
+def test_a_discovery_reporting_nothing_after_its_run_was_cancelled_meanwhile_queues_nothing(
+    conn: sqlite3.Connection,
+) -> None:
+    discovery = sql.insert_run(conn, RunRecord("r", "app", "fn", "ev", RunStatus.RUNNING, 1))
+    conn.execute("UPDATE runs SET status = 'cancelled' WHERE id = 'r'")  # a cancel committed first
+
+    fx = _report_nothing_new(conn, discovery)
+
+    assert fx.units == [] and sql.load_queue(conn) == []

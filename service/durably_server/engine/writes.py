@@ -184,7 +184,7 @@ class Writes:
         targets = [enqueue(0, op.id) for op in merge.planned]
         fx.units.append([item for item in targets if item is not None])
         fx.units = [unit for unit in fx.units if unit]
-        if discover or not (fx.units or planned.timers or sql.has_pending(conn, run.id, or_discovery=True)):
+        if discover or (not fx.units and not planned.timers and sql.stranded(conn, run.id)):
             # Stranded: a step this execution did not see completed after it was leased (a timer fired)
             # and queued no discovery, as this execution's row was still there; the handler goes on.
             found = sql.enqueue_discovery(conn, run.id, run.app_id, run.function_id, now)

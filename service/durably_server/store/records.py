@@ -91,17 +91,28 @@ def enqueue_discovery(
     return enqueue(conn, run_id, app_id, function_id, 0, now)
 
 
-def has_pending(conn: sqlite3.Connection, run_id: str, or_discovery: bool = False) -> bool:
-    """Whether the run still waits for planned steps or for steps the executor completes (every sleep,
-    wait and invoke has a timer); `or_discovery`: or has a discovery queued. Without any of them,
-    nothing stored moves the run on."""
-    queued = "" if or_discovery else " AND target != ''"
+def has_pending(conn: sqlite3.Connection, run_id: str) -> bool:
+    """Whether the run still waits for planned steps or for steps the executor completes."""
     row = conn.execute(
         "SELECT EXISTS (SELECT 1 FROM timers WHERE run_id = ?)"
-        f" OR EXISTS (SELECT 1 FROM queue WHERE run_id = ?{queued})",
+        " OR EXISTS (SELECT 1 FROM queue WHERE run_id = ? AND target != '')",
         (run_id, run_id),
     ).fetchone()
     return bool(row[0])
+
+
+def stranded(conn: sqlite3.Connection, run_id: str) -> bool:
+    """Whether the run is unfinished and nothing stored moves it on: no execution queued, no timer
+    (every sleep, wait and invoke has one)."""
+    return (
+        conn.execute(
+            "SELECT 1 FROM runs WHERE id = ? AND status NOT IN ('completed', 'failed', 'cancelled')"
+            " AND NOT EXISTS (SELECT 1 FROM queue WHERE run_id = ?)"
+            " AND NOT EXISTS (SELECT 1 FROM timers WHERE run_id = ?)",
+            (run_id, run_id, run_id),
+        ).fetchone()
+        is not None
+    )
 
 
 def dequeue(conn: sqlite3.Connection, item_ids: Sequence[int]) -> None:
