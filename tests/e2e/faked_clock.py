@@ -15,8 +15,9 @@ for the GIL (every 5 ms a thread waits) and its locks. Each wrapped wait took th
 masked signals twice; under a busy machine the daemon's threads queued on that lock, and a trivial
 callback of its loop took 0.3-1 s (asyncio debug mode; perf: `pthread_cond_timedwait_common`,
 `fake_clock_gettime`, `pthread_sigmask` on top). test_nemesis then ran its last round in 20-120 s instead
-of 1, and a CI run timed out waiting for a run. No wrapped wait is needed: durably's processes wait on the
-monotonic clock, which is left alone (Python's locks and GIL, asyncio's timers, gRPC's timers)."""
+of 1, and a CI run timed out waiting for a run. No wrapped wait is needed: Python's locks and GIL and
+asyncio's timers wait on the monotonic clock, which is left alone (gRPC's waits too, as far as
+test_clock_jumps and test_nemesis show: both pass with the clock moved)."""
 
 from __future__ import annotations
 
