@@ -184,9 +184,10 @@ class Writes:
         targets = [enqueue(0, op.id) for op in merge.planned]
         fx.units.append([item for item in targets if item is not None])
         fx.units = [unit for unit in fx.units if unit]
-        if discover or (not fx.units and not planned.timers and sql.stranded(conn, run.id)):
-            # Stranded: a step this execution did not see completed after it was leased (a timer fired)
-            # and queued no discovery, as this execution's row was still there; the handler goes on.
+        if discover or not (fx.units or planned.timers or sql.has_pending(conn, run.id)):
+            # Nothing else would move the run on (the queue skips a run that ended or has a discovery
+            # queued): a step this execution did not see completed after it was leased (a timer fired)
+            # queued no discovery, as this execution's row was still there; the handler goes on.
             found = sql.enqueue_discovery(conn, run.id, run.app_id, run.function_id, now)
             if found is not None:
                 fx.units.append([found])

@@ -101,20 +101,6 @@ def has_pending(conn: sqlite3.Connection, run_id: str) -> bool:
     return bool(row[0])
 
 
-def stranded(conn: sqlite3.Connection, run_id: str) -> bool:
-    """Whether the run is unfinished and nothing stored moves it on: no execution queued, no timer
-    (every sleep, wait and invoke has one)."""
-    return (
-        conn.execute(
-            "SELECT 1 FROM runs WHERE id = ? AND status NOT IN ('completed', 'failed', 'cancelled')"
-            " AND NOT EXISTS (SELECT 1 FROM queue WHERE run_id = ?)"
-            " AND NOT EXISTS (SELECT 1 FROM timers WHERE run_id = ?)",
-            (run_id, run_id, run_id),
-        ).fetchone()
-        is not None
-    )
-
-
 def dequeue(conn: sqlite3.Connection, item_ids: Sequence[int]) -> None:
     """Remove these queued executions (ids of no row, as a wake-up's negative one, are skipped)."""
     rows = [(item_id,) for item_id in item_ids if item_id > 0]
